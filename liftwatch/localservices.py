@@ -1,0 +1,205 @@
+"""Start a real Mosquitto or InfluxDB 1.x as a child process, on free ports, in a directory
+of our own: for the test harness, the benchmarks and ``make demo``.
+
+Nothing here touches a service it did not start: every port is chosen free, every file lives
+in the given directory, and :meth:`stop` signals only our own child process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+
+class ServiceError(RuntimeError):
+    """A local service could not be started."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _require(binary: str, package: str) -> str:
+    path = shutil.which(binary) or (
+        f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None
+    )
+    if path is None:
+        raise ServiceError(
+            f"{binary} not found: install the Debian package {package!r} "
+            f"(sudo apt-get install -y {package}) or run `make setup`"
+        )
+    return path
+
+
+class _ChildService:
+    name = "service"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def _argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self._argv(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, not straight to it
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServiceError(
+                    f"{self.name} exited with {self.proc.returncode}; log:\n{self.log_tail()}"
+                )
+            if self._ready():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise ServiceError(
+            f"{self.name} did not become ready in {timeout:.0f} s:\n{self.log_tail()}"
+        )
+
+    def stop(self, timeout: float = 15.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        """SIGKILL: an abrupt outage, as when the host dies."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.stop()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+class Mosquitto(_ChildService):
+    """A private Mosquitto 2.x broker: anonymous access on 127.0.0.1 only, with persistence so
+    persistent sessions survive a broker restart like in production."""
+
+    name = "mosquitto"
+
+    def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "") -> None:
+        super().__init__(workdir)
+        self.port = port or free_port()
+        self.extra_conf = extra_conf
+        self.binary = _require("mosquitto", "mosquitto")
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def _argv(self) -> list[str]:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {self.workdir}/\n"
+            "autosave_interval 30\n"
+            "max_queued_messages 1000000\n"
+            "max_inflight_messages 0\n"
+            "max_packet_size 1048576\n"
+            "log_type error\nlog_type warning\n"
+            f"{self.extra_conf}\n"
+        )
+        return [self.binary, "-c", str(conf)]
+
+    def _ready(self) -> bool:
+        return _port_open(self.port)
+
+
+class InfluxDB(_ChildService):
+    """A private InfluxDB 1.x (Debian package ``influxdb``) with its own data directory and
+    ports (HTTP and the RPC bind address both moved off their defaults)."""
+
+    name = "influxdb"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        super().__init__(workdir)
+        self.port = port or free_port()
+        self.rpc_port = free_port()
+        self.binary = _require("influxd", "influxdb")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _argv(self) -> list[str]:
+        d = self.workdir
+        conf = d / "influxdb.conf"
+        conf.write_text(
+            "reporting-disabled = true\n"
+            f'bind-address = "127.0.0.1:{self.rpc_port}"\n'
+            f'[meta]\n  dir = "{d}/meta"\n  logging-enabled = false\n'
+            f'[data]\n  dir = "{d}/data"\n  wal-dir = "{d}/wal"\n'
+            '  query-log-enabled = false\n  cache-max-memory-size = "1g"\n'
+            '  index-version = "inmem"\n'
+            "  max-values-per-tag = 0\n  max-series-per-database = 0\n"
+            f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n'
+            "  log-enabled = false\n  max-body-size = 0\n"
+            "[monitor]\n  store-enabled = false\n"
+            "[continuous_queries]\n  enabled = false\n"
+            '[logging]\n  level = "warn"\n'
+        )
+        return [self.binary, "-config", str(conf)]
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/ping", timeout=0.5) as resp:  # noqa: S310
+                return int(resp.status) == 204
+        except (urllib.error.URLError, OSError):
+            return False

@@ -1,0 +1,170 @@
+"""The lift registry's records and their validation, shared by the CLI and the API.
+
+A lift's registry entry tunes its alarms: ``rated_speed`` (overspeed), ``urban`` (arrival
+deadline 30 or 60 min), ``active`` (inactive lifts raise nothing) and ``overrides`` (per-lift
+thresholds, keyed like ``alerts_thresholds``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+LiftId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+CompanyId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+
+
+class Company(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    company_id: CompanyId
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    contact: Annotated[str, StringConstraints(max_length=200)] | None = None
+    phone: Annotated[str, StringConstraints(max_length=50)] | None = None
+    active: bool = True
+
+
+class Lift(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lift_id: LiftId
+    registration_code: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{1,32}$")] | None = (
+        None
+    )
+    # 96333 rescue code: the six digits on the car's sign a trapped passenger reads out.
+    rescue_code: Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")] | None = None
+    name: Annotated[str, StringConstraints(max_length=200)] = ""
+    address: Annotated[str, StringConstraints(max_length=500)] = ""
+    area_code: Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{1,12}$")] | None = None
+    company_id: CompanyId | None = None
+    rated_speed: Annotated[float, Field(gt=0, le=20)] = 1.0
+    floors: Annotated[int, Field(ge=2, le=300)] | None = None
+    urban: bool = True
+    active: bool = True
+    overrides: dict[str, float] = Field(default_factory=dict)
+
+
+class ImportRowError(BaseModel):
+    line: int
+    lift_id: str | None
+    error: str
+
+
+CSV_COLUMNS = (
+    "lift_id",
+    "registration_code",
+    "rescue_code",
+    "name",
+    "address",
+    "area_code",
+    "company_id",
+    "rated_speed",
+    "floors",
+    "urban",
+    "active",
+    "overrides",
+)
+_BOOL = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "y": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "n": False,
+}
+
+
+def _csv_value(column: str, raw: str) -> Any:
+    value = raw.strip()
+    if value == "":
+        return None
+    if column in ("urban", "active"):
+        if value.lower() not in _BOOL:
+            raise ValueError(f"{column} must be true/false, got {value[:20]!r}")
+        return _BOOL[value.lower()]
+    if column == "overrides":
+        parsed = json.loads(value)
+        if not isinstance(parsed, dict):
+            raise ValueError("overrides must be a JSON object")
+        return parsed
+    return value
+
+
+def parse_csv(text: str) -> tuple[list[tuple[int, Lift]], list[ImportRowError]]:
+    """Parse a registry CSV (header row required). Returns valid rows with their line numbers
+    and the errors of the others; one bad row never stops the rest."""
+    reader = csv.DictReader(io.StringIO(text))
+    header = reader.fieldnames or []
+    missing = "lift_id" not in header
+    unknown = [h for h in header if h not in CSV_COLUMNS]
+    if missing or unknown:
+        detail = "missing column lift_id" if missing else f"unknown columns {unknown}"
+        return [], [ImportRowError(line=1, lift_id=None, error=f"bad header: {detail}")]
+    rows: list[dict[str, Any]] = []
+    errors: list[ImportRowError] = []
+    lines: list[int] = []
+    for raw in reader:
+        line = reader.line_num
+        if None in raw:
+            errors.append(
+                ImportRowError(line=line, lift_id=raw.get("lift_id"), error="too many fields")
+            )
+            continue
+        try:
+            row = {k: _csv_value(k, v or "") for k, v in raw.items()}
+        except ValueError as exc:
+            errors.append(ImportRowError(line=line, lift_id=raw.get("lift_id"), error=str(exc)))
+            continue
+        rows.append({k: v for k, v in row.items() if v is not None})
+        lines.append(line)
+    valid, more = validate_rows(rows, lines)
+    return valid, errors + more
+
+
+def parse_json(data: Any) -> tuple[list[tuple[int, Lift]], list[ImportRowError]]:
+    """Parse a JSON list of lift objects; "line" numbers are 1-based list positions."""
+    if not isinstance(data, list):
+        return [], [ImportRowError(line=0, lift_id=None, error="expected a JSON list of lifts")]
+    return validate_rows(data, list(range(1, len(data) + 1)))
+
+
+def validate_rows(
+    rows: Iterable[Any], lines: list[int]
+) -> tuple[list[tuple[int, Lift]], list[ImportRowError]]:
+    valid: list[tuple[int, Lift]] = []
+    errors: list[ImportRowError] = []
+    seen: dict[str, int] = {}
+    for line, row in zip(lines, rows, strict=True):
+        lift_id = row.get("lift_id") if isinstance(row, dict) else None
+        try:
+            lift = Lift.model_validate(row)
+        except ValidationError as exc:
+            errors.append(ImportRowError(line=line, lift_id=lift_id, error=describe_errors(exc)))
+            continue
+        if lift.lift_id in seen:
+            errors.append(
+                ImportRowError(
+                    line=line,
+                    lift_id=lift.lift_id,
+                    error=f"duplicate lift_id (first on line {seen[lift.lift_id]})",
+                )
+            )
+            continue
+        seen[lift.lift_id] = line
+        valid.append((line, lift))
+    return valid, errors
+
+
+def describe_errors(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "row"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,172 @@
+"""Configuration: environment variables with the ``LIFTWATCH_`` prefix, or a TOML file.
+
+The keys are DESIGN.md's table plus the tuning knobs each part documents in
+docs/configuration.md. Environment variables win over the TOML file (``--config``).
+Invalid settings fail at start with a message naming the key (:class:`SettingsError`).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "LIFTWATCH_"
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", case_sensitive=False, validate_default=True
+    )
+
+    # --- DESIGN.md § Configuration -------------------------------------------------------
+    # repr=False: the URL may carry a password, and settings get logged.
+    mqtt_url: str = Field(default="mqtt://127.0.0.1:1883", repr=False)
+    mqtt_topic_prefix: str = "lifts"
+    influx_url: str = "http://127.0.0.1:8086"
+    influx_database: str = "liftwatch"
+    influx_token: SecretStr | None = None
+    influx_username: str | None = None
+    influx_password: SecretStr | None = None
+    data_dir: Path = Path("./data")
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    admin_token: SecretStr | None = None
+    webhook_allow_private: bool = False
+
+    # --- MQTT consumers ----------------------------------------------------------------------
+    mqtt_protocol: Literal["3.1.1", "5"] = "5"
+    mqtt_ca_file: Path | None = None
+    mqtt_keepalive_s: int = Field(default=30, ge=5, le=3600)
+    mqtt_share_group: str = ""
+    ingest_client_id: str = "liftwatch-ingest"
+    alerts_client_id: str = "liftwatch-alerts"
+
+    # --- ingest ------------------------------------------------------------------------------
+    ingest_batch_size: int = Field(default=5000, ge=1, le=100_000)
+    ingest_batch_age_ms: int = Field(default=200, ge=1, le=60_000)
+    ingest_max_concurrent_writes: int = Field(default=2, ge=1, le=32)
+    ingest_max_unacked: int = Field(default=20_000, ge=10, le=1_000_000)
+    ingest_metrics_port: int = Field(default=9108, ge=0, le=65535)
+    dead_letter_max: int = Field(default=100_000, ge=100)
+
+    # --- alerts ------------------------------------------------------------------------------
+    alerts_thresholds: dict[str, float] = Field(default_factory=dict)
+    alerts_metrics_port: int = Field(default=9109, ge=0, le=65535)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError("must start with mqtt:// or mqtts://")
+        if not parts.hostname:
+            raise ValueError("must name a host, e.g. mqtt://127.0.0.1:1883")
+        _ = parts.port  # raises ValueError on a bad port
+        return value
+
+    @field_validator("influx_url")
+    @classmethod
+    def _check_influx_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        _ = parts.port
+        return value.rstrip("/")
+
+    @field_validator("mqtt_topic_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if (
+            not value
+            or any(c in value for c in "+#\0")
+            or value.startswith("/")
+            or value.endswith("/")
+        ):
+            raise ValueError("must be a non-empty topic level without wildcards or edge slashes")
+        return value
+
+    @property
+    def mqtt(self) -> MqttTarget:
+        return MqttTarget.parse(self.mqtt_url)
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "liftwatch.sqlite3"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first, then values passed in (from the TOML file).
+        return env_settings, init_settings
+
+
+class MqttTarget:
+    """The parts of ``LIFTWATCH_MQTT_URL``; the password is never part of ``repr``."""
+
+    def __init__(self, host: str, port: int, tls: bool, username: str | None, password: str | None):
+        self.host, self.port, self.tls = host, port, tls
+        self.username, self.password = username, password
+
+    @classmethod
+    def parse(cls, url: str) -> MqttTarget:
+        parts = urlsplit(url)
+        tls = parts.scheme == "mqtts"
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (8883 if tls else 1883),
+            tls=tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def __repr__(self) -> str:
+        scheme = "mqtts" if self.tls else "mqtt"
+        user = f"{self.username}:***@" if self.username else ""
+        return f"<MqttTarget {scheme}://{user}{self.host}:{self.port}>"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from the environment, an optional TOML file and explicit overrides."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            with config_file.open("rb") as fh:
+                raw = tomllib.load(fh)
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {config_file}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {config_file} is not valid TOML: {exc}") from exc
+        section = raw.get("liftwatch", raw)
+        values.update({str(k).lower().removeprefix("liftwatch_"): v for k, v in section.items()})
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = str(err["loc"][0]) if err["loc"] else "?"
+        name = ENV_PREFIX + key.upper()
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown setting {name} ({key})")
+        else:
+            lines.append(f"invalid setting {name}: {err['msg']}")
+    return "; ".join(lines)
