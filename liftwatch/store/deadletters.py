@@ -58,7 +58,8 @@ def list_dead_letters(
     lift_id: str | None = None,
 ) -> list[DeadLetter]:
     """Newest first; page with ``before_id`` (the smallest id of the previous page)."""
-    clauses, params = ["1=1"], []
+    clauses: list[str] = ["1=1"]
+    params: list[object] = []
     if before_id is not None:
         clauses.append("id < ?")
         params.append(before_id)
