@@ -13,6 +13,7 @@ the speed of pydantic v2 + orjson for the same rules (figures in docs/decoder.md
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import re
 import time
@@ -169,8 +170,12 @@ _VERSION_DECODER: Final = msgspec.json.Decoder(_VersionOnly)
 _NON_FINITE: Final = re.compile(rb"(?<![\"A-Za-z])-?(NaN|Infinity)(?![\"A-Za-z])")
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def parse_topic(topic: str, prefix: str = "lifts") -> tuple[str, Kind] | Rejection:
-    """Split ``{prefix}/{lift_id}/{kind}``; anything else is a ``bad_topic`` rejection."""
+    """Split ``{prefix}/{lift_id}/{kind}``; anything else is a ``bad_topic`` rejection.
+
+    Cached: a fleet sends the same few topics per lift over and over (bounded LRU, so a flood of
+    random topics cannot grow memory)."""
     head = prefix + "/"
     if not topic.startswith(head):
         return Rejection(
@@ -216,7 +221,7 @@ def parse_ts(ts: int | str) -> int | None:
         return None
     if dt.tzinfo is None:
         return None
-    return int(dt.timestamp() * 1000 + (0.5 if dt.timestamp() >= 0 else -0.5))
+    return round(dt.timestamp() * 1000)
 
 
 def decode(
@@ -298,7 +303,8 @@ def _classify_validation(topic: str, lift_id: str, payload: bytes, msg: str) -> 
         version = _VERSION_DECODER.decode(payload).v
     except (msgspec.ValidationError, msgspec.DecodeError):
         version = PROTOCOL_VERSION
-    if version != PROTOCOL_VERSION and msg != "Expected `object`, got `array`":
+    is_int = isinstance(version, int) and not isinstance(version, bool)
+    if (version is None or is_int) and version != PROTOCOL_VERSION:
         if version is None:
             return Rejection(
                 reason=Reason.MISSING_FIELD,

@@ -1,0 +1,122 @@
+"""Settings: DESIGN.md's keys, TOML file, and errors that name the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from liftwatch.settings import MqttTarget, SettingsError, load_settings
+
+DESIGN_KEYS = {
+    "LIFTWATCH_MQTT_URL": ("mqtt_url", "mqtt://127.0.0.1:1883"),
+    "LIFTWATCH_MQTT_TOPIC_PREFIX": ("mqtt_topic_prefix", "lifts"),
+    "LIFTWATCH_INFLUX_URL": ("influx_url", "http://127.0.0.1:8086"),
+    "LIFTWATCH_INFLUX_DATABASE": ("influx_database", "liftwatch"),
+    "LIFTWATCH_DATA_DIR": ("data_dir", Path("./data")),
+    "LIFTWATCH_API_HOST": ("api_host", "127.0.0.1"),
+    "LIFTWATCH_API_PORT": ("api_port", 8000),
+    "LIFTWATCH_WEBHOOK_ALLOW_PRIVATE": ("webhook_allow_private", False),
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("LIFTWATCH_"):
+            monkeypatch.delenv(key)
+
+
+def test_defaults_are_designs() -> None:
+    settings = load_settings()
+    for attr, default in DESIGN_KEYS.values():
+        assert getattr(settings, attr) == default, attr
+    assert settings.influx_token is None and settings.admin_token is None
+
+
+def test_environment_sets_every_design_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIFTWATCH_MQTT_URL", "mqtts://dev:s3cret@broker.example:8883")
+    monkeypatch.setenv("LIFTWATCH_MQTT_TOPIC_PREFIX", "city/lifts")
+    monkeypatch.setenv("LIFTWATCH_INFLUX_URL", "https://influx.example:8086/")
+    monkeypatch.setenv("LIFTWATCH_INFLUX_DATABASE", "lw")
+    monkeypatch.setenv("LIFTWATCH_INFLUX_TOKEN", "tok")
+    monkeypatch.setenv("LIFTWATCH_INFLUX_USERNAME", "u")
+    monkeypatch.setenv("LIFTWATCH_INFLUX_PASSWORD", "p")
+    monkeypatch.setenv("LIFTWATCH_DATA_DIR", "/var/lib/liftwatch")
+    monkeypatch.setenv("LIFTWATCH_API_HOST", "0.0.0.0")
+    monkeypatch.setenv("LIFTWATCH_API_PORT", "9000")
+    monkeypatch.setenv("LIFTWATCH_ADMIN_TOKEN", "admin-secret")
+    monkeypatch.setenv("LIFTWATCH_WEBHOOK_ALLOW_PRIVATE", "true")
+    s = load_settings()
+    assert s.mqtt_topic_prefix == "city/lifts"
+    assert s.influx_url == "https://influx.example:8086"
+    assert s.influx_token is not None and s.influx_token.get_secret_value() == "tok"
+    assert s.influx_password is not None and s.influx_password.get_secret_value() == "p"
+    assert (s.influx_database, s.influx_username) == ("lw", "u")
+    assert s.data_dir == Path("/var/lib/liftwatch") and s.api_port == 9000
+    assert s.admin_token is not None and s.admin_token.get_secret_value() == "admin-secret"
+    assert s.webhook_allow_private is True and s.api_host == "0.0.0.0"
+    target = s.mqtt
+    assert (target.host, target.port, target.tls) == ("broker.example", 8883, True)
+    assert (target.username, target.password) == ("dev", "s3cret")
+    # Secrets never show in a repr that could reach a log line.
+    assert "s3cret" not in repr(s) and "admin-secret" not in repr(s) and "s3cret" not in repr(target)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("LIFTWATCH_MQTT_URL", "http://broker:1883"),
+        ("LIFTWATCH_MQTT_URL", "mqtt://"),
+        ("LIFTWATCH_MQTT_URL", "mqtt://host:notaport"),
+        ("LIFTWATCH_INFLUX_URL", "influx:8086"),
+        ("LIFTWATCH_API_PORT", "70000"),
+        ("LIFTWATCH_API_PORT", "eighty"),
+        ("LIFTWATCH_WEBHOOK_ALLOW_PRIVATE", "perhaps"),
+        ("LIFTWATCH_MQTT_TOPIC_PREFIX", "lifts/#"),
+    ],
+)
+def test_invalid_settings_name_the_key(monkeypatch: pytest.MonkeyPatch, key: str, value: str) -> None:
+    monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError, match=key):
+        load_settings()
+
+
+def test_toml_file_and_environment_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "liftwatch.toml"
+    conf.write_text('mqtt_topic_prefix = "site1"\napi_port = 8100\nLIFTWATCH_INFLUX_DATABASE = "x"\n')
+    s = load_settings(conf)
+    assert (s.mqtt_topic_prefix, s.api_port, s.influx_database) == ("site1", 8100, "x")
+    monkeypatch.setenv("LIFTWATCH_API_PORT", "8200")
+    assert load_settings(conf).api_port == 8200
+
+
+def test_toml_errors_are_clear(tmp_path: Path) -> None:
+    conf = tmp_path / "bad.toml"
+    conf.write_text("api_port = \n")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings(conf)
+    conf.write_text('no_such_key = 1\n')
+    with pytest.raises(SettingsError, match="LIFTWATCH_NO_SUCH_KEY"):
+        load_settings(conf)
+    with pytest.raises(SettingsError, match="cannot read"):
+        load_settings(tmp_path / "missing.toml")
+
+
+def test_mqtt_target_defaults_ports() -> None:
+    assert MqttTarget.parse("mqtt://h").port == 1883
+    assert MqttTarget.parse("mqtts://h").port == 8883
+
+
+def test_cli_fails_at_start_naming_the_key(tmp_path: Path) -> None:
+    env = {"LIFTWATCH_MQTT_URL": "ftp://x", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "liftwatch.cli", "decode", "lifts/L1/status", '{"v":1}'],
+        env=env, capture_output=True, text=True, check=False, cwd=tmp_path,
+    )
+    assert proc.returncode == 78
+    assert "LIFTWATCH_MQTT_URL" in proc.stderr
