@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     alerts_thresholds: dict[str, float] = Field(default_factory=dict)
     alerts_metrics_port: int = Field(default=9109, ge=0, le=65535)
 
+    # --- api (docs/configuration.md § api) ------------------------------------------------------
+    api_max_body_bytes: int = Field(default=1_048_576, ge=1024, le=1_073_741_824)
+    api_max_import_bytes: int = Field(default=33_554_432, ge=1024, le=1_073_741_824)
+    api_sse_poll_ms: int = Field(default=250, ge=10, le=10_000)
+
     @field_validator("mqtt_url")
     @classmethod
     def _check_mqtt_url(cls, value: str) -> str:

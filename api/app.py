@@ -1,0 +1,105 @@
+"""The FastAPI application: ``create_app(settings, ...)``.
+
+Routers live in ``api/routes/``, one module per resource, each exposing ``router``. To add
+one, put its module name in :data:`ROUTE_MODULES` (it is mounted under ``/api/v1``).
+``app.state`` holds the shared resources routes reach through ``api.deps``: the
+:class:`~liftwatch.store.Database`, the :class:`~liftwatch.influx.InfluxClient` (created on
+the serving loop when not given) and, inside ``liftwatch serve``, the alerts engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from api.auth import hash_token
+from api.errors import BodySizeLimit, ErrorResponse, install_error_handlers
+from api.metrics import MetricsMiddleware
+from api.readiness import Check
+from api.routes import health
+from liftwatch import __version__
+from liftwatch.influx import InfluxClient
+from liftwatch.settings import Settings
+from liftwatch.store import Database
+
+API_PREFIX = "/api/v1"
+
+ROUTE_MODULES: tuple[str, ...] = (
+    "tokens",
+    "companies",
+    "lifts",
+    "history",
+    "dead_letters",
+)
+
+log = logging.getLogger("liftwatch.api")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in (
+        (401, "Missing or invalid bearer token"),
+        (422, "Invalid request; `detail` names each field"),
+    )
+}
+
+DESCRIPTION = """\
+Elevator fault-alarm monitoring. Every request to `/api/v1` needs `Authorization: Bearer <token>`.
+Roles: **admin** (everything), **inspector** (reads everything, changes nothing: writes answer
+403), **maintainer** (bound to one maintenance company; other companies' resources answer 404).
+Every error answers `{"error": {"code", "message", "detail"}}`. Guide: docs/api.md.
+"""
+
+
+def create_app(
+    settings: Settings,
+    *,
+    db: Database | None = None,
+    influx: InfluxClient | None = None,
+    engine: Any = None,
+    broker_check: Check | None = None,
+) -> FastAPI:
+    """Build the API. Resources not given are created from ``settings`` (the InfluxDB client
+    lazily, on the loop that serves requests) and closed at shutdown if created here."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if app.state.owns_influx and app.state.influx is not None:
+            await app.state.influx.aclose()
+            app.state.influx = None
+
+    app = FastAPI(
+        title="liftwatch API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        responses=_ERRORS,
+    )
+    app.state.settings = settings
+    app.state.db = db if db is not None else Database(settings.sqlite_path)
+    app.state.influx = influx
+    app.state.owns_influx = False
+    app.state.engine = engine
+    app.state.broker_check = broker_check
+    app.state.admin_token_hash = (
+        hash_token(settings.admin_token.get_secret_value()) if settings.admin_token else None
+    )
+
+    install_error_handlers(app)
+    app.add_middleware(
+        BodySizeLimit,
+        default=settings.api_max_body_bytes,
+        limits={"/lifts/import": settings.api_max_import_bytes},
+    )
+    app.add_middleware(MetricsMiddleware)
+
+    app.include_router(health.router)
+    for name in ROUTE_MODULES:
+        module = importlib.import_module(f"api.routes.{name}")
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app

@@ -1,0 +1,44 @@
+"""Dependencies that hand routes the app's shared resources (kept on ``app.state``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from liftwatch.influx import InfluxClient
+from liftwatch.settings import Settings
+from liftwatch.store import Database
+
+
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_influx(request: Request) -> InfluxClient:
+    # Created lazily on the serving event loop: an httpx client's connection pool belongs to
+    # the loop that opened it, and test clients may run the app on a loop of their own.
+    state = request.app.state
+    client: InfluxClient | None = state.influx
+    if client is None:
+        client = InfluxClient.from_settings(state.settings)
+        state.influx = client
+        state.owns_influx = True
+    return client
+
+
+def get_engine(request: Request) -> Any:
+    """The in-process alerts engine when the API runs inside ``liftwatch serve``, else None."""
+    return request.app.state.engine
+
+
+DbDep = Annotated[Database, Depends(get_db)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+InfluxDep = Annotated[InfluxClient, Depends(get_influx)]
+EngineDep = Annotated[Any, Depends(get_engine)]
