@@ -46,16 +46,26 @@ class _PTelemetry(BaseModel):
     v: int
     ts: int | str
     seq: int = Field(ge=0)
-    service_mode: Literal["normal", "inspection", "out_of_service", "fire_return",
-                          "firefighter", "emergency_power", "earthquake", "unknown"]
+    service_mode: Literal[
+        "normal",
+        "inspection",
+        "out_of_service",
+        "fire_return",
+        "firefighter",
+        "emergency_power",
+        "earthquake",
+        "unknown",
+    ]
     car_status: Literal["stopped", "running"]
     direction: Literal["none", "up", "down"]
     floor: str | None
     door_zone: bool
     doors_closed: bool
     floor_index: int | None = None
-    door_state: Literal["open", "opening", "closing", "closed", "locked",
-                        "not_fully_closed", "unknown"] | None = None
+    door_state: (
+        Literal["open", "opening", "closing", "closed", "locked", "not_fully_closed", "unknown"]
+        | None
+    ) = None
     passenger_present: bool | None = None
     speed: float | None = None
     position: int | None = None

@@ -118,12 +118,27 @@ def test_spec_example_decodes_with_every_value() -> None:
 
 def test_all_optional_fields() -> None:
     full = telemetry(
-        floor_index=3, door_state="not_fully_closed", passenger_present=None, speed=-1.2,
-        position=12000, load=55.5, safety_circuit="open", door_lock_circuit="closed",
-        up_limit=False, down_limit=True, power_source="battery", alarm_button=True, battery=80,
-        controller_faults=[{"namespace": "gb24476", "code": 4}, {"namespace": "x", "code": "E12",
-                                                                  "text": "encoder"}],
-        total_running_time=1234.5, run_count=99, machine_room_temp=31.5, rssi=-70,
+        floor_index=3,
+        door_state="not_fully_closed",
+        passenger_present=None,
+        speed=-1.2,
+        position=12000,
+        load=55.5,
+        safety_circuit="open",
+        door_lock_circuit="closed",
+        up_limit=False,
+        down_limit=True,
+        power_source="battery",
+        alarm_button=True,
+        battery=80,
+        controller_faults=[
+            {"namespace": "gb24476", "code": 4},
+            {"namespace": "x", "code": "E12", "text": "encoder"},
+        ],
+        total_running_time=1234.5,
+        run_count=99,
+        machine_room_temp=31.5,
+        rssi=-70,
     )
     result = dec(full)
     assert isinstance(result, Decoded)
@@ -150,8 +165,17 @@ def test_unknown_fields_are_ignored_and_not_kept() -> None:
 
 @pytest.mark.parametrize(
     "field",
-    ["v", "ts", "seq", "service_mode", "car_status", "direction", "floor", "door_zone",
-     "doors_closed"],
+    [
+        "v",
+        "ts",
+        "seq",
+        "service_mode",
+        "car_status",
+        "direction",
+        "floor",
+        "door_zone",
+        "doors_closed",
+    ],
 )
 def test_every_required_telemetry_field(field: str) -> None:
     msg = telemetry()
@@ -163,11 +187,24 @@ def test_every_required_telemetry_field(field: str) -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("seq", "12"), ("seq", 1.5), ("seq", True), ("door_zone", "false"), ("door_zone", 0),
-        ("doors_closed", None), ("floor", 7), ("speed", "1.0"), ("speed", True),
-        ("floor_index", 1.0), ("battery", "80"), ("passenger_present", "yes"),
-        ("controller_faults", {"namespace": "x"}), ("controller_faults", [{"code": 1}]),
-        ("ts", 1.5), ("ts", None), ("v", "1"), ("up_limit", "on"),
+        ("seq", "12"),
+        ("seq", 1.5),
+        ("seq", True),
+        ("door_zone", "false"),
+        ("door_zone", 0),
+        ("doors_closed", None),
+        ("floor", 7),
+        ("speed", "1.0"),
+        ("speed", True),
+        ("floor_index", 1.0),
+        ("battery", "80"),
+        ("passenger_present", "yes"),
+        ("controller_faults", {"namespace": "x"}),
+        ("controller_faults", [{"code": 1}]),
+        ("ts", 1.5),
+        ("ts", None),
+        ("v", "1"),
+        ("up_limit", "on"),
     ],
 )
 def test_wrong_types_are_rejected(field: str, value: Any) -> None:
@@ -180,9 +217,15 @@ def test_wrong_types_are_rejected(field: str, value: Any) -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("service_mode", "maintenance"), ("car_status", "moving"), ("direction", "left"),
-        ("door_state", "ajar"), ("safety_circuit", "broken"), ("door_lock_circuit", "x"),
-        ("power_source", "solar"), ("seq", -1), ("speed", 10**400),
+        ("service_mode", "maintenance"),
+        ("car_status", "moving"),
+        ("direction", "left"),
+        ("door_state", "ajar"),
+        ("safety_circuit", "broken"),
+        ("door_lock_circuit", "x"),
+        ("power_source", "solar"),
+        ("seq", -1),
+        ("speed", 10**400),
     ],
 )
 def test_unknown_enum_values_and_out_of_range_are_bad_value(field: str, value: Any) -> None:
@@ -198,8 +241,16 @@ def test_nan_and_infinity_are_rejected(token: bytes) -> None:
 
 
 def test_service_mode_enum_is_complete() -> None:
-    for mode in ("normal", "inspection", "out_of_service", "fire_return", "firefighter",
-                 "emergency_power", "earthquake", "unknown"):
+    for mode in (
+        "normal",
+        "inspection",
+        "out_of_service",
+        "fire_return",
+        "firefighter",
+        "emergency_power",
+        "earthquake",
+        "unknown",
+    ):
         assert isinstance(dec(telemetry(service_mode=mode)), Decoded), mode
 
 
@@ -344,14 +395,32 @@ def test_bad_status() -> None:
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=8,
 )
 FIELD_NAMES = st.sampled_from(
-    ["v", "ts", "seq", "type", "service_mode", "car_status", "direction", "floor", "door_zone",
-     "doors_closed", "speed", "controller_faults", "pressed", "state", "namespace", "code",
-     "active", "result"]
+    [
+        "v",
+        "ts",
+        "seq",
+        "type",
+        "service_mode",
+        "car_status",
+        "direction",
+        "floor",
+        "door_zone",
+        "doors_closed",
+        "speed",
+        "controller_faults",
+        "pressed",
+        "state",
+        "namespace",
+        "code",
+        "active",
+        "result",
+    ]
 )
 TOPICS = st.sampled_from(["lifts/L1/telemetry", "lifts/L1/event", "lifts/L1/status"]) | st.text()
 
@@ -366,7 +435,9 @@ def test_arbitrary_bytes_never_raise(topic: str, payload: bytes) -> None:
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     topic=TOPICS,
-    doc=JSON | st.dictionaries(FIELD_NAMES, JSON) | st.builds(
+    doc=JSON
+    | st.dictionaries(FIELD_NAMES, JSON)
+    | st.builds(
         lambda base, extra: {**base, **extra},
         st.just(telemetry()),
         st.dictionaries(FIELD_NAMES, JSON, max_size=3),

@@ -19,11 +19,18 @@ def run(data_dir: Path, *args: str, stdin: str | None = None) -> subprocess.Comp
     env["LIFTWATCH_DATA_DIR"] = str(data_dir)
     return subprocess.run(
         [sys.executable, "-m", "liftwatch.cli", *args],
-        env=env, input=stdin, capture_output=True, text=True, check=False,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
     )
 
 
-CSV = """lift_id,registration_code,rescue_code,name,address,company_id,rated_speed,floors,urban,active,overrides
+HEADER = "lift_id,registration_code,rescue_code,name,address,company_id,"
+CSV = (
+    HEADER
+    + """rated_speed,floors,urban,active,overrides
 31101201002018040001,31101201002018040001,123456,A1,1 Road,acme,1.75,18,true,true,
 31101201002018040002,,654321,A2,2 Road,acme,1.0,6,no,yes,"{""entrapment"": 20}"
 bad id!,,,X,,acme,1.0,6,true,true,
@@ -33,6 +40,7 @@ bad id!,,,X,,acme,1.0,6,true,true,
 31101201002018040001,,,dup,,acme,1.0,6,true,true,
 31101201002018040008,,,,,acme,1.0,6,maybe,true,
 """
+)
 
 
 def test_import_reports_bad_rows_with_line_numbers_and_is_idempotent(tmp_path: Path) -> None:
@@ -81,8 +89,12 @@ def test_import_json_and_bad_header(tmp_path: Path) -> None:
 
 
 def test_decode_prints_the_message_or_the_reason(tmp_path: Path) -> None:
-    ok = run(tmp_path, "decode", "lifts/L1/event",
-             '{"v":1,"ts":"2026-11-26T20:01:02.345Z","seq":3,"type":"alarm_button","pressed":true}')
+    ok = run(
+        tmp_path,
+        "decode",
+        "lifts/L1/event",
+        '{"v":1,"ts":"2026-11-26T20:01:02.345Z","seq":3,"type":"alarm_button","pressed":true}',
+    )
     assert ok.returncode == 0
     out = json.loads(ok.stdout)
     assert out["kind"] == "event" and out["body"]["type"] == "alarm_button"

@@ -64,7 +64,9 @@ def test_environment_sets_every_design_key(monkeypatch: pytest.MonkeyPatch) -> N
     assert (target.host, target.port, target.tls) == ("broker.example", 8883, True)
     assert (target.username, target.password) == ("dev", "s3cret")
     # Secrets never show in a repr that could reach a log line.
-    assert "s3cret" not in repr(s) and "admin-secret" not in repr(s) and "s3cret" not in repr(target)
+    assert (
+        "s3cret" not in repr(s) and "admin-secret" not in repr(s) and "s3cret" not in repr(target)
+    )
 
 
 @pytest.mark.parametrize(
@@ -80,15 +82,21 @@ def test_environment_sets_every_design_key(monkeypatch: pytest.MonkeyPatch) -> N
         ("LIFTWATCH_MQTT_TOPIC_PREFIX", "lifts/#"),
     ],
 )
-def test_invalid_settings_name_the_key(monkeypatch: pytest.MonkeyPatch, key: str, value: str) -> None:
+def test_invalid_settings_name_the_key(
+    monkeypatch: pytest.MonkeyPatch, key: str, value: str
+) -> None:
     monkeypatch.setenv(key, value)
     with pytest.raises(SettingsError, match=key):
         load_settings()
 
 
-def test_toml_file_and_environment_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_toml_file_and_environment_precedence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     conf = tmp_path / "liftwatch.toml"
-    conf.write_text('mqtt_topic_prefix = "site1"\napi_port = 8100\nLIFTWATCH_INFLUX_DATABASE = "x"\n')
+    conf.write_text(
+        'mqtt_topic_prefix = "site1"\napi_port = 8100\nLIFTWATCH_INFLUX_DATABASE = "x"\n'
+    )
     s = load_settings(conf)
     assert (s.mqtt_topic_prefix, s.api_port, s.influx_database) == ("site1", 8100, "x")
     monkeypatch.setenv("LIFTWATCH_API_PORT", "8200")
@@ -100,7 +108,7 @@ def test_toml_errors_are_clear(tmp_path: Path) -> None:
     conf.write_text("api_port = \n")
     with pytest.raises(SettingsError, match="not valid TOML"):
         load_settings(conf)
-    conf.write_text('no_such_key = 1\n')
+    conf.write_text("no_such_key = 1\n")
     with pytest.raises(SettingsError, match="LIFTWATCH_NO_SUCH_KEY"):
         load_settings(conf)
     with pytest.raises(SettingsError, match="cannot read"):
@@ -116,7 +124,11 @@ def test_cli_fails_at_start_naming_the_key(tmp_path: Path) -> None:
     env = {"LIFTWATCH_MQTT_URL": "ftp://x", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
         [sys.executable, "-m", "liftwatch.cli", "decode", "lifts/L1/status", '{"v":1}'],
-        env=env, capture_output=True, text=True, check=False, cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
     )
     assert proc.returncode == 78
     assert "LIFTWATCH_MQTT_URL" in proc.stderr

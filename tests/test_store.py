@@ -38,8 +38,14 @@ def test_foreign_keys_and_rollback(tmp_path: Path) -> None:
 def test_dead_letters_are_capped_and_cut(tmp_path: Path) -> None:
     db = Database(tmp_path / "s.sqlite3")
     letters = [
-        DeadLetter(received_at=i, topic="lifts/L1/telemetry", lift_id="L1", reason="bad_json",
-                   detail="x", payload=b"y" * 5000)
+        DeadLetter(
+            received_at=i,
+            topic="lifts/L1/telemetry",
+            lift_id="L1",
+            reason="bad_json",
+            detail="x",
+            payload=b"y" * 5000,
+        )
         for i in range(150)
     ]
     assert add_dead_letters(db, letters, keep=100) == 150
