@@ -99,7 +99,10 @@ def create_app(
     app.add_middleware(MetricsMiddleware)
 
     app.include_router(health.router)
+    templates = {id(route): getattr(route, "path", "") for route in health.router.routes}
     for name in ROUTE_MODULES:
         module = importlib.import_module(f"api.routes.{name}")
         app.include_router(module.router, prefix=API_PREFIX)
+        templates |= {id(r): API_PREFIX + getattr(r, "path", "") for r in module.router.routes}
+    app.state.route_templates = templates
     return app

@@ -49,6 +49,17 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = _template(scope)
             REQUESTS.labels(scope["method"], route, str(status)).inc()
             LATENCY.labels(route).observe(time.perf_counter() - start)
+
+
+def _template(scope: Scope) -> str:
+    # FastAPI keeps the route object of an included router, whose ``path`` lacks the include
+    # prefix; create_app records each route's full template by identity.
+    route = scope.get("route")
+    if route is None:
+        return "unmatched"
+    app = scope.get("app")
+    templates: dict[int, str] = getattr(getattr(app, "state", None), "route_templates", {})
+    return templates.get(id(route)) or str(getattr(route, "path", "unmatched"))

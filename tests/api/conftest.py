@@ -1,0 +1,122 @@
+"""Fixtures for the API tests: the app on a real SQLite file and the harness's real InfluxDB
+(and Mosquitto, for ``/readyz``), called in-process through ``httpx.ASGITransport``.
+
+``world`` seeds two companies with lifts and one token per role, so permission tests can
+ask "as whom" with ``world.h("maintainer_a")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.app import create_app
+from api.auth import hash_token, new_token
+from liftwatch.influx import InfluxClient
+from liftwatch.registry import Company, Lift
+from liftwatch.settings import Settings, load_settings
+from liftwatch.store import Database
+from liftwatch.store import registry as reg
+from liftwatch.store import tokens as tok
+from tests.conftest import Service
+
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    return Database(tmp_path / "liftwatch.sqlite3")
+
+
+@pytest.fixture
+def settings(
+    tmp_path: Path, influxdb: Service, mosquitto: Service, influx: InfluxClient
+) -> Settings:
+    return load_settings(
+        data_dir=tmp_path,
+        influx_url=influxdb.url,
+        influx_database=influx.database,
+        mqtt_url=mosquitto.url,
+        admin_token=ADMIN_TOKEN,
+    )
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, db: Database, influx: InfluxClient
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, db=db, influx=influx)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as c:
+        yield c
+
+
+@dataclass
+class World:
+    """Two companies (a, b), their lifts, an unassigned lift, and a token per role."""
+
+    db: Database
+    tokens: dict[str, str] = field(default_factory=dict)
+    token_ids: dict[str, str] = field(default_factory=dict)
+    lift_a: str = "LA-1"
+    lift_a2: str = "LA-2"
+    lift_b: str = "LB-1"
+    lift_none: str = "LX-1"
+
+    def h(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    def add_token(self, who: str, role: str, company_id: str | None = None) -> None:
+        token_id, secret, digest = new_token()
+        assert digest == hash_token(secret)
+        tok.add_token(
+            self.db,
+            token_id=token_id,
+            token_hash=digest,
+            name=who,
+            role=role,
+            company_id=company_id,
+            created_by="test",
+        )
+        self.tokens[who] = secret
+        self.token_ids[who] = token_id
+
+
+@pytest.fixture
+def world(db: Database, unique: str) -> World:
+    w = World(
+        db=db,
+        lift_a=f"LA1-{unique}",
+        lift_a2=f"LA2-{unique}",
+        lift_b=f"LB1-{unique}",
+        lift_none=f"LX1-{unique}",
+    )
+    reg.upsert_company(db, Company(company_id="co-a", name="Alpha Lifts"))
+    reg.upsert_company(db, Company(company_id="co-b", name="Beta Elevators"))
+    reg.upsert_lift(db, Lift(lift_id=w.lift_a, company_id="co-a", name="A one", rated_speed=1.5))
+    reg.upsert_lift(db, Lift(lift_id=w.lift_a2, company_id="co-a", name="A two", urban=False))
+    reg.upsert_lift(db, Lift(lift_id=w.lift_b, company_id="co-b", name="B one"))
+    reg.upsert_lift(db, Lift(lift_id=w.lift_none, name="unassigned"))
+    w.tokens["admin"] = ADMIN_TOKEN
+    w.token_ids["admin"] = "bootstrap-admin"
+    w.add_token("admin2", "admin")
+    w.add_token("inspector", "inspector")
+    w.add_token("maintainer_a", "maintainer", "co-a")
+    w.add_token("maintainer_b", "maintainer", "co-b")
+    return w
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> None:
+    """The one error shape, with no stack trace."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) >= {"error"}, body
+    assert set(body["error"]) == {"code", "message", "detail"}, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    if code is not None:
+        assert body["error"]["code"] == code, body
+    assert "Traceback" not in response.text
