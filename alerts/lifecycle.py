@@ -1,0 +1,483 @@
+"""The alarm lifecycle of FAULTS.md § Lifecycle, over the store.
+
+The store is the source of truth for an alarm's status: the API (possibly in another process)
+acknowledges, marks on site and resolves concurrently, so every step here re-reads the alarm
+inside its write transaction before acting. Each transition writes its history row and, unless
+the alarm is suppressed, its outbox row in that same transaction.
+
+Public transition API (called by the HTTP API): :func:`acknowledge`, :func:`mark_on_site`,
+:func:`resolve`. Invalid steps raise :class:`InvalidTransition` (HTTP 409), an unknown alarm
+:class:`AlarmNotFound` (404), a bad outcome :class:`InvalidOutcome` (422). Pass the running
+engine as ``listener`` so it learns of the transition at once (stops escalation timers).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final, Protocol
+
+from liftwatch.protocol import format_ts
+from liftwatch.store import alarms as store
+from liftwatch.store.alarms import Alarm, Transition
+from liftwatch.store.db import Database
+
+MAX_NOTE: Final = 2000
+FLOOD_LIMIT: Final = 3
+HOUR_MS: Final = 3_600_000
+# Resolving from the device: EN 81-28 "end of alarm" means a competent person at the
+# installation confirmed no one is trapped (or the fault is dealt with).
+_END_OF_ALARM_OUTCOME: Final = {"entrapment": "rescued", "alarm_button": "rescued"}
+
+
+class LifecycleError(Exception):
+    """Base of the transition API's errors."""
+
+
+class AlarmNotFound(LifecycleError):
+    def __init__(self, alarm_id: str) -> None:
+        super().__init__(f"no alarm {alarm_id!r}")
+        self.alarm_id = alarm_id
+
+
+class InvalidTransition(LifecycleError):
+    """The requested step is not allowed from the alarm's current status (HTTP 409)."""
+
+    def __init__(self, alarm_id: str, status: str, wanted: str) -> None:
+        super().__init__(
+            f"alarm {alarm_id} is {status}: it cannot become {wanted}"
+            " (status only moves forward: open → acknowledged → on_site → resolved)"
+        )
+        self.alarm_id, self.status, self.wanted = alarm_id, status, wanted
+
+
+class InvalidOutcome(LifecycleError, ValueError):
+    def __init__(self, outcome: str) -> None:
+        super().__init__(f"outcome {outcome[:40]!r} is not one of {', '.join(store.OUTCOMES)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed transition: what the engine re-arms timers from and what InfluxDB gets."""
+
+    alarm: Alarm
+    transition: Transition
+
+
+class Listener(Protocol):
+    def alarm_changed(self, changes: Sequence[Change]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    escalate_every_ms: int = 300_000
+    deadline_urban_ms: int = 1_800_000
+    deadline_rural_ms: int = 3_600_000
+    auto_resolve_ms: int = 60_000  # 0 disables auto-resolution of major/minor alarms
+    flood_limit: int = FLOOD_LIMIT
+    flood_window_ms: int = HOUR_MS
+
+
+def _now() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _record(
+    conn: sqlite3.Connection,
+    alarm: Alarm,
+    out: list[Change],
+    *,
+    at: int,
+    event: str,
+    from_state: str | None,
+    to_state: str | None,
+    actor: str,
+    note: str | None = None,
+    notify: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    alarm.updated_at = at
+    store.save_alarm(conn, alarm)
+    t = Transition(alarm.alarm_id, at, event, from_state, to_state, actor, note)
+    store.add_transition(conn, t)
+    if notify is not None and alarm.notified:
+        store.add_outbox(conn, alarm, notify, at, extra=extra)
+    out.append(Change(replace(alarm), t))
+
+
+# --- the transition API -----------------------------------------------------------------------
+
+
+def _step(
+    db: Database,
+    alarm_id: str,
+    wanted: str,
+    *,
+    actor: str,
+    note: str | None,
+    at: int | None,
+    outcome: str | None = None,
+    listener: Listener | None = None,
+) -> Alarm:
+    at = _now() if at is None else at
+    note = None if note is None else note[:MAX_NOTE]
+    out: list[Change] = []
+    with db.transaction() as conn:
+        alarm = store.get_alarm(conn, alarm_id)
+        if alarm is None:
+            raise AlarmNotFound(alarm_id)
+        if store.STATUS_RANK[wanted] <= store.STATUS_RANK[alarm.status]:
+            raise InvalidTransition(alarm_id, alarm.status, wanted)
+        before = alarm.status
+        alarm.status = wanted
+        if wanted == "acknowledged":
+            alarm.acknowledged_at = at
+        elif wanted == "on_site":
+            alarm.on_site_at = at
+        else:
+            alarm.resolved_at, alarm.outcome, alarm.resolved_by = at, outcome, actor
+        _record(
+            conn,
+            alarm,
+            out,
+            at=at,
+            event=wanted,
+            from_state=before,
+            to_state=wanted,
+            actor=actor,
+            note=note,
+            notify=f"alarm.{wanted}",
+        )
+    if listener is not None:
+        listener.alarm_changed(out)
+    return alarm
+
+
+def acknowledge(
+    db: Database,
+    alarm_id: str,
+    *,
+    actor: str,
+    note: str | None = None,
+    at: int | None = None,
+    listener: Listener | None = None,
+) -> Alarm:
+    """The maintenance company has taken the alarm (处置响应). Stops escalation."""
+    return _step(db, alarm_id, "acknowledged", actor=actor, note=note, at=at, listener=listener)
+
+
+def mark_on_site(
+    db: Database,
+    alarm_id: str,
+    *,
+    actor: str,
+    note: str | None = None,
+    at: int | None = None,
+    listener: Listener | None = None,
+) -> Alarm:
+    """A technician arrived (处置到场). May skip ``acknowledged``."""
+    return _step(db, alarm_id, "on_site", actor=actor, note=note, at=at, listener=listener)
+
+
+def resolve(
+    db: Database,
+    alarm_id: str,
+    *,
+    actor: str,
+    outcome: str,
+    note: str | None = None,
+    at: int | None = None,
+    listener: Listener | None = None,
+) -> Alarm:
+    """End the alarm (处置完成) with an outcome: rescued, repaired, false_alarm or test.
+
+    An authorised call may resolve any alarm, including a critical one whose condition is
+    still active (it is the API form of the EN 81-28 end of alarm)."""
+    if outcome not in store.OUTCOMES:
+        raise InvalidOutcome(outcome)
+    return _step(
+        db,
+        alarm_id,
+        "resolved",
+        actor=actor,
+        note=note,
+        at=at,
+        outcome=outcome,
+        listener=listener,
+    )
+
+
+# --- steps driven by the engine (inside its transaction) ------------------------------------
+
+
+@dataclass(slots=True)
+class Raise:
+    lift_id: str
+    code: str
+    subtype: str | None
+    severity: str
+    source: str
+    at: int
+    evidence: dict[str, Any]
+    suspected: bool = False
+    suppressed_reason: str | None = None  # decided from live state (mode, inactive lift)
+    maintenance_applies: bool = False  # derived alarms are muted by maintenance windows
+    company_id: str | None = None
+    unregistered: bool = False
+    deadline_ms: int | None = None  # arrival deadline for entrapment and alarm_button
+    actor: str = "rule"
+
+
+def raise_condition(
+    conn: sqlite3.Connection, req: Raise, policy: Policy, out: list[Change]
+) -> Alarm:
+    """A condition holds: raise a new alarm, re-activate the unresolved one (``occurrences``
+    grows), or do nothing when it is already active. Idempotent, so a message redelivered
+    after a crash never duplicates an alarm."""
+    reason = req.suppressed_reason
+    if (
+        reason is None
+        and req.maintenance_applies
+        and store.in_maintenance(conn, req.lift_id, req.at)
+    ):
+        reason = "maintenance_window"
+    existing = store.find_unresolved(conn, req.lift_id, req.code, req.subtype)
+    if existing is not None:
+        if existing.condition == "cleared":
+            existing.condition = "active"
+            existing.occurrences += 1
+            _record(
+                conn,
+                existing,
+                out,
+                at=req.at,
+                event="condition_returned",
+                from_state="cleared",
+                to_state="active",
+                actor=req.actor,
+                notify="alarm.condition_returned",
+            )
+        if existing.suppressed and existing.suppressed_reason != "flood_control" and not reason:
+            _promote(conn, existing, req, out)
+        return existing
+
+    alarm = Alarm(
+        alarm_id=store.new_alarm_id(req.at),
+        lift_id=req.lift_id,
+        code=req.code,
+        subtype=req.subtype,
+        severity=req.severity,
+        source=req.source,
+        status="open",
+        condition="active",
+        raised_at=req.at,
+        updated_at=req.at,
+        suspected=req.suspected,
+        evidence=req.evidence,
+        deadline_at=None if req.deadline_ms is None else req.at + req.deadline_ms,
+        unregistered=req.unregistered,
+        company_id=req.company_id,
+    )
+    summary = False
+    if reason is None:
+        since = req.at - policy.flood_window_ms
+        if store.recent_raises(conn, req.lift_id, req.code, since) >= policy.flood_limit:
+            reason = "flood_control"
+            last = store.last_summary_at(conn, req.lift_id, req.code)
+            summary = last is None or last <= since
+    alarm.suppressed, alarm.suppressed_reason = reason is not None, reason
+    store.insert_alarm(conn, alarm)
+    _record(
+        conn,
+        alarm,
+        out,
+        at=req.at,
+        event="raised",
+        from_state=None,
+        to_state="open",
+        actor=req.actor,
+        note=None if reason is None else f"suppressed: {reason}",
+        notify="alarm.raised",
+    )
+    if summary:
+        count = store.recent_raises(conn, req.lift_id, req.code, req.at - policy.flood_window_ms)
+        extra = {
+            "summary": {
+                "code": req.code,
+                "raises_last_hour": count,
+                "window_start": format_ts(req.at - policy.flood_window_ms),
+                "note": "further notifications for this code and lift are collapsed for an"
+                " hour (flood control); every alarm is still recorded",
+            }
+        }
+        store.add_outbox(
+            conn, replace(alarm, suppressed=False), "alarm.summary", req.at, extra=extra
+        )
+    return alarm
+
+
+def _promote(conn: sqlite3.Connection, alarm: Alarm, req: Raise, out: list[Change]) -> None:
+    """Its suppression ended while the condition still holds: the alarm is raised for real."""
+    before = alarm.suppressed_reason
+    alarm.suppressed, alarm.suppressed_reason = False, None
+    _record(
+        conn,
+        alarm,
+        out,
+        at=req.at,
+        event="suppression_ended",
+        from_state=before,
+        to_state=None,
+        actor=req.actor,
+        note="suppression ended while the condition still holds",
+        notify="alarm.raised",
+    )
+
+
+def clear_condition(
+    conn: sqlite3.Connection,
+    lift_id: str,
+    code: str,
+    subtype: str | None,
+    at: int,
+    out: list[Change],
+    *,
+    actor: str = "rule",
+) -> Alarm | None:
+    alarm = store.find_unresolved(conn, lift_id, code, subtype)
+    if alarm is None or alarm.condition == "cleared":
+        return alarm
+    alarm.condition, alarm.cleared_at = "cleared", at
+    _record(
+        conn,
+        alarm,
+        out,
+        at=at,
+        event="condition_cleared",
+        from_state="active",
+        to_state="cleared",
+        actor=actor,
+        notify="alarm.condition_cleared",
+    )
+    return alarm
+
+
+def auto_resolvable(alarm: Alarm) -> bool:
+    """Major and minor alarms resolve by themselves; so do suppressed ones (nobody was told
+    of them, so nobody would end them). Critical alarms need an end of alarm."""
+    return alarm.severity != "critical" or alarm.suppressed
+
+
+def auto_resolve(
+    conn: sqlite3.Connection, alarm_id: str, at: int, policy: Policy, out: list[Change]
+) -> Alarm | None:
+    alarm = store.get_alarm(conn, alarm_id)
+    if (
+        alarm is None
+        or alarm.resolved
+        or alarm.condition != "cleared"
+        or not auto_resolvable(alarm)
+        or policy.auto_resolve_ms <= 0
+        or alarm.cleared_at is None
+        or at - alarm.cleared_at < policy.auto_resolve_ms
+    ):
+        return alarm
+    before = alarm.status
+    alarm.status, alarm.resolved_at, alarm.outcome, alarm.resolved_by = (
+        "resolved",
+        at,
+        "auto",
+        "rule",
+    )
+    _record(
+        conn,
+        alarm,
+        out,
+        at=at,
+        event="resolved",
+        from_state=before,
+        to_state="resolved",
+        actor="rule",
+        note=f"condition cleared for {policy.auto_resolve_ms // 1000} s",
+        notify="alarm.resolved",
+    )
+    return alarm
+
+
+def escalate(conn: sqlite3.Connection, alarm_id: str, at: int, out: list[Change]) -> Alarm | None:
+    """EN 81-28: a critical alarm is emitted again until acknowledged."""
+    alarm = store.get_alarm(conn, alarm_id)
+    if alarm is None or alarm.status != "open" or alarm.severity != "critical":
+        return alarm
+    if alarm.suppressed:
+        return alarm
+    alarm.escalations += 1
+    alarm.escalated_at = at
+    _record(
+        conn,
+        alarm,
+        out,
+        at=at,
+        event="escalated",
+        from_state="open",
+        to_state="open",
+        actor="rule",
+        note=f"not acknowledged: escalation {alarm.escalations}",
+        notify="alarm.escalated",
+    )
+    return alarm
+
+
+def mark_overdue(
+    conn: sqlite3.Connection, alarm_id: str, at: int, out: list[Change]
+) -> Alarm | None:
+    alarm = store.get_alarm(conn, alarm_id)
+    if (
+        alarm is None
+        or alarm.status not in ("open", "acknowledged")
+        or alarm.overdue
+        or alarm.suppressed
+    ):
+        return alarm
+    alarm.overdue, alarm.overdue_at = True, at
+    _record(
+        conn,
+        alarm,
+        out,
+        at=at,
+        event="overdue",
+        from_state=alarm.status,
+        to_state=alarm.status,
+        actor="rule",
+        note="no technician on site by the arrival deadline",
+        notify="alarm.overdue",
+    )
+    return alarm
+
+
+def end_of_alarm(
+    conn: sqlite3.Connection, lift_id: str, at: int, by: str | None, out: list[Change]
+) -> list[Alarm]:
+    """The device's ``end_of_alarm`` event resolves the lift's unresolved critical alarms."""
+    done = []
+    for alarm in store.unresolved_alarms(conn, lift_id, severity="critical"):
+        before = alarm.status
+        outcome = _END_OF_ALARM_OUTCOME.get(alarm.code, "repaired")
+        alarm.status, alarm.resolved_at, alarm.outcome = "resolved", at, outcome
+        alarm.resolved_by = "device" if not by else f"device:{by}"[:200]
+        _record(
+            conn,
+            alarm,
+            out,
+            at=at,
+            event="resolved",
+            from_state=before,
+            to_state="resolved",
+            actor="device",
+            note="end of alarm at the installation" + (f" by {by}" if by else ""),
+            notify="alarm.resolved",
+        )
+        done.append(alarm)
+    return done

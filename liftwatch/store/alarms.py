@@ -1,0 +1,543 @@
+"""SQL for alarms, their transitions, maintenance windows and the webhook outbox.
+
+The lifecycle logic lives in ``alerts/lifecycle.py``; this module only reads and writes rows.
+Functions taking a ``sqlite3.Connection`` run inside the caller's transaction, so a transition,
+its history row and its outbox row commit together (WEBHOOKS.md § Durable).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Final
+
+from alerts.codes import names
+from liftwatch.protocol import format_ts
+from liftwatch.store.db import Database
+
+STATUSES: Final = ("open", "acknowledged", "on_site", "resolved")
+STATUS_RANK: Final = {s: i for i, s in enumerate(STATUSES)}
+OUTCOMES: Final = ("rescued", "repaired", "false_alarm", "test")
+EVENT_TYPES: Final = (
+    "alarm.raised",
+    "alarm.acknowledged",
+    "alarm.on_site",
+    "alarm.condition_cleared",
+    "alarm.condition_returned",
+    "alarm.escalated",
+    "alarm.overdue",
+    "alarm.resolved",
+    "alarm.summary",
+)
+
+_CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_alarm_id(now_ms: int | None = None) -> str:
+    """``al_`` + a ULID (48-bit ms time + 80 random bits, Crockford base32): ids sort by
+    raise time, and two processes never collide."""
+    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        value, rem = divmod(value, 32)
+        chars.append(_CROCKFORD[rem])
+    return "al_" + "".join(reversed(chars))
+
+
+@dataclass(slots=True)
+class Alarm:
+    alarm_id: str
+    lift_id: str
+    code: str
+    subtype: str | None
+    severity: str
+    source: str
+    status: str
+    condition: str
+    raised_at: int
+    updated_at: int
+    suspected: bool = False
+    occurrences: int = 1
+    evidence: dict[str, Any] = field(default_factory=dict)
+    cleared_at: int | None = None
+    acknowledged_at: int | None = None
+    on_site_at: int | None = None
+    resolved_at: int | None = None
+    outcome: str | None = None
+    resolved_by: str | None = None
+    escalations: int = 0
+    escalated_at: int | None = None
+    deadline_at: int | None = None
+    overdue: bool = False
+    overdue_at: int | None = None
+    suppressed: bool = False
+    suppressed_reason: str | None = None
+    unregistered: bool = False
+    company_id: str | None = None
+
+    @property
+    def notified(self) -> bool:
+        return not self.suppressed
+
+    @property
+    def resolved(self) -> bool:
+        return self.status == "resolved"
+
+
+_COLUMNS: Final = tuple(f.name for f in fields(Alarm))
+_BOOLS: Final = frozenset({"suspected", "overdue", "suppressed", "unregistered"})
+
+
+def alarm_from_row(row: sqlite3.Row) -> Alarm:
+    values: dict[str, Any] = {c: row[c] for c in _COLUMNS}
+    values["evidence"] = json.loads(values["evidence"] or "{}")
+    for name in _BOOLS:
+        values[name] = bool(values[name])
+    return Alarm(**values)
+
+
+def _row_values(alarm: Alarm) -> list[Any]:
+    out: list[Any] = []
+    for c in _COLUMNS:
+        value = getattr(alarm, c)
+        if c == "evidence":
+            value = json.dumps(value, ensure_ascii=False, sort_keys=True)
+        elif c in _BOOLS:
+            value = int(value)
+        out.append(value)
+    return out
+
+
+def insert_alarm(conn: sqlite3.Connection, alarm: Alarm) -> None:
+    """Raises ``sqlite3.IntegrityError`` when an unresolved alarm of the same (lift, code,
+    subtype) exists: the unique index is the last guard against a duplicate."""
+    conn.execute(
+        f"INSERT INTO alarms ({', '.join(_COLUMNS)})"  # noqa: S608 - fixed column names
+        f" VALUES ({', '.join('?' * len(_COLUMNS))})",
+        _row_values(alarm),
+    )
+
+
+def save_alarm(conn: sqlite3.Connection, alarm: Alarm) -> None:
+    cols = [c for c in _COLUMNS if c != "alarm_id"]
+    values = _row_values(alarm)[1:]
+    conn.execute(
+        f"UPDATE alarms SET {', '.join(f'{c} = ?' for c in cols)} WHERE alarm_id = ?",  # noqa: S608
+        [*values, alarm.alarm_id],
+    )
+
+
+def get_alarm(conn: sqlite3.Connection | Database, alarm_id: str) -> Alarm | None:
+    c = conn.conn if isinstance(conn, Database) else conn
+    row = c.execute("SELECT * FROM alarms WHERE alarm_id = ?", (alarm_id,)).fetchone()
+    return None if row is None else alarm_from_row(row)
+
+
+def find_unresolved(
+    conn: sqlite3.Connection, lift_id: str, code: str, subtype: str | None
+) -> Alarm | None:
+    row = conn.execute(
+        "SELECT * FROM alarms WHERE lift_id = ? AND code = ? AND IFNULL(subtype, '') = ?"
+        " AND status != 'resolved'",
+        (lift_id, code, subtype or ""),
+    ).fetchone()
+    return None if row is None else alarm_from_row(row)
+
+
+def unresolved_alarms(
+    db: Database | sqlite3.Connection, lift_id: str | None = None, *, severity: str | None = None
+) -> list[Alarm]:
+    c = db.conn if isinstance(db, Database) else db
+    sql = "SELECT * FROM alarms WHERE status != 'resolved'"
+    params: list[Any] = []
+    if lift_id is not None:
+        sql += " AND lift_id = ?"
+        params.append(lift_id)
+    if severity is not None:
+        sql += " AND severity = ?"
+        params.append(severity)
+    return [alarm_from_row(r) for r in c.execute(sql + " ORDER BY alarm_id", params)]
+
+
+def list_alarms(
+    db: Database,
+    *,
+    lift_id: str | None = None,
+    company_id: str | None = None,
+    code: str | None = None,
+    severity: str | None = None,
+    status: str | None = None,
+    unresolved: bool | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    include_suppressed: bool = True,
+    before_id: str | None = None,
+    after_id: str | None = None,
+    limit: int = 100,
+) -> list[Alarm]:
+    """Alarms newest first (ids sort by raise time); page with ``before_id`` = the last id of
+    the previous page. ``since_ms``/``until_ms`` bound ``raised_at`` (until exclusive)."""
+    clauses: list[str] = ["1=1"]
+    params: list[Any] = []
+    for column, value in (
+        ("lift_id", lift_id),
+        ("company_id", company_id),
+        ("code", code),
+        ("severity", severity),
+        ("status", status),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if unresolved is not None:
+        clauses.append("status != 'resolved'" if unresolved else "status = 'resolved'")
+    if since_ms is not None:
+        clauses.append("raised_at >= ?")
+        params.append(since_ms)
+    if until_ms is not None:
+        clauses.append("raised_at < ?")
+        params.append(until_ms)
+    if not include_suppressed:
+        clauses.append("suppressed = 0")
+    if before_id is not None:
+        clauses.append("alarm_id < ?")
+        params.append(before_id)
+    if after_id is not None:
+        clauses.append("alarm_id > ?")
+        params.append(after_id)
+    rows = db.conn.execute(
+        f"SELECT * FROM alarms WHERE {' AND '.join(clauses)}"  # noqa: S608 - fixed clauses
+        " ORDER BY alarm_id DESC LIMIT ?",
+        [*params, limit],
+    ).fetchall()
+    return [alarm_from_row(r) for r in rows]
+
+
+# --- transitions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    alarm_id: str
+    at: int
+    event: str
+    from_state: str | None
+    to_state: str | None
+    actor: str
+    note: str | None = None
+    id: int | None = None
+
+
+def add_transition(conn: sqlite3.Connection, t: Transition) -> None:
+    conn.execute(
+        "INSERT INTO alarm_transitions (alarm_id, at, event, from_state, to_state, actor, note)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (t.alarm_id, t.at, t.event, t.from_state, t.to_state, t.actor[:200], t.note),
+    )
+
+
+def transitions_of(db: Database | sqlite3.Connection, alarm_id: str) -> list[Transition]:
+    c = db.conn if isinstance(db, Database) else db
+    rows = c.execute(
+        "SELECT * FROM alarm_transitions WHERE alarm_id = ? ORDER BY id", (alarm_id,)
+    ).fetchall()
+    return [
+        Transition(
+            id=r["id"],
+            alarm_id=r["alarm_id"],
+            at=r["at"],
+            event=r["event"],
+            from_state=r["from_state"],
+            to_state=r["to_state"],
+            actor=r["actor"],
+            note=r["note"],
+        )
+        for r in rows
+    ]
+
+
+# --- the view shared by webhooks and the API ------------------------------------------------
+
+
+def lift_card(conn: sqlite3.Connection | Database, lift_id: str) -> dict[str, Any] | None:
+    """The registry fields a webhook body carries about the lift; None if unregistered."""
+    c = conn.conn if isinstance(conn, Database) else conn
+    row = c.execute(
+        "SELECT name, address, company_id, rescue_code FROM lifts WHERE lift_id = ?", (lift_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    return {
+        "name": row["name"],
+        "address": row["address"],
+        "company_id": row["company_id"],
+        "rescue_code": row["rescue_code"],
+    }
+
+
+def _ts(ms: int | None) -> str | None:
+    return None if ms is None else format_ts(ms)
+
+
+def alarm_view(alarm: Alarm, lift: dict[str, Any] | None) -> dict[str, Any]:
+    """The alarm's full current view: WEBHOOKS.md ``data``, also the API's alarm resource.
+
+    ``lift`` is :func:`lift_card` (None for an unregistered lift: its fields are then null,
+    with the company the alarm was raised under)."""
+    card = lift or {
+        "name": None,
+        "address": None,
+        "company_id": alarm.company_id,
+        "rescue_code": None,
+    }
+    return {
+        "alarm_id": alarm.alarm_id,
+        "lift_id": alarm.lift_id,
+        "code": alarm.code,
+        "subtype": alarm.subtype,
+        "name": names(alarm.code, alarm.subtype),
+        "severity": alarm.severity,
+        "source": alarm.source,
+        "status": alarm.status,
+        "condition": alarm.condition,
+        "suspected": alarm.suspected,
+        "occurrences": alarm.occurrences,
+        "raised_at": format_ts(alarm.raised_at),
+        "acknowledged_at": _ts(alarm.acknowledged_at),
+        "on_site_at": _ts(alarm.on_site_at),
+        "resolved_at": _ts(alarm.resolved_at),
+        "outcome": alarm.outcome,
+        "resolved_by": alarm.resolved_by,
+        "cleared_at": _ts(alarm.cleared_at),
+        "escalations": alarm.escalations,
+        "deadline_at": _ts(alarm.deadline_at),
+        "overdue": alarm.overdue,
+        "suppressed": alarm.suppressed,
+        "suppressed_reason": alarm.suppressed_reason,
+        "unregistered": alarm.unregistered,
+        "company_id": alarm.company_id,
+        "evidence": alarm.evidence,
+        "lift": card,
+    }
+
+
+def view(db: Database | sqlite3.Connection, alarm_id: str) -> dict[str, Any] | None:
+    """:func:`alarm_view` of one stored alarm, or None."""
+    c = db.conn if isinstance(db, Database) else db
+    alarm = get_alarm(c, alarm_id)
+    return None if alarm is None else alarm_view(alarm, lift_card(c, alarm.lift_id))
+
+
+# --- outbox ----------------------------------------------------------------------------------
+
+
+def add_outbox(
+    conn: sqlite3.Connection,
+    alarm: Alarm,
+    event_type: str,
+    at: int,
+    *,
+    extra: dict[str, Any] | None = None,
+) -> int:
+    """Write one notification (WEBHOOKS.md body) in the caller's transaction."""
+    if event_type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {event_type!r}")
+    data = alarm_view(alarm, lift_card(conn, alarm.lift_id))
+    if extra:
+        data.update(extra)
+    body = {"type": event_type, "timestamp": format_ts(at), "data": data}
+    cur = conn.execute(
+        "INSERT INTO outbox"
+        " (alarm_id, lift_id, company_id, event_type, severity, code, created_at, payload)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            alarm.alarm_id,
+            alarm.lift_id,
+            alarm.company_id,
+            event_type,
+            alarm.severity,
+            alarm.code,
+            at,
+            json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        ),
+    )
+    return int(cur.lastrowid or 0)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    alarm_id: str
+    lift_id: str
+    company_id: str | None
+    event_type: str
+    severity: str
+    code: str
+    created_at: int
+    payload: str
+    dispatched_at: int | None
+
+
+def _outbox_row(r: sqlite3.Row) -> OutboxRow:
+    return OutboxRow(**{k: r[k] for k in r.keys()})  # noqa: SIM118 - sqlite3.Row
+
+
+def pending_outbox(db: Database, *, after_id: int = 0, limit: int = 500) -> list[OutboxRow]:
+    rows = db.conn.execute(
+        "SELECT * FROM outbox WHERE dispatched_at IS NULL AND id > ? ORDER BY id LIMIT ?",
+        (after_id, limit),
+    ).fetchall()
+    return [_outbox_row(r) for r in rows]
+
+
+def outbox_rows(
+    db: Database | sqlite3.Connection, *, alarm_id: str | None = None, lift_id: str | None = None
+) -> list[OutboxRow]:
+    c = db.conn if isinstance(db, Database) else db
+    sql = "SELECT * FROM outbox WHERE 1=1"
+    params: list[object] = []
+    if alarm_id is not None:
+        sql += " AND alarm_id = ?"
+        params.append(alarm_id)
+    if lift_id is not None:
+        sql += " AND lift_id = ?"
+        params.append(lift_id)
+    return [_outbox_row(r) for r in c.execute(sql + " ORDER BY id", params)]
+
+
+def mark_dispatched(db: Database, ids: list[int], at: int) -> None:
+    if not ids:
+        return
+    with db.transaction() as conn:
+        conn.executemany("UPDATE outbox SET dispatched_at = ? WHERE id = ?", [(at, i) for i in ids])
+
+
+# --- flood control --------------------------------------------------------------------------
+
+
+def recent_raises(conn: sqlite3.Connection, lift_id: str, code: str, since_ms: int) -> int:
+    """Raises of ``code`` on ``lift_id`` since ``since_ms`` that count towards flood control:
+    notified ones and flood-collapsed ones (not those muted for another reason)."""
+    row = conn.execute(
+        "SELECT COUNT(*) FROM alarms WHERE lift_id = ? AND code = ? AND raised_at >= ?"
+        " AND (suppressed = 0 OR suppressed_reason = 'flood_control')",
+        (lift_id, code, since_ms),
+    ).fetchone()
+    return int(row[0])
+
+
+def last_summary_at(conn: sqlite3.Connection, lift_id: str, code: str) -> int | None:
+    row = conn.execute(
+        "SELECT MAX(created_at) FROM outbox WHERE lift_id = ? AND code = ?"
+        " AND event_type = 'alarm.summary'",
+        (lift_id, code),
+    ).fetchone()
+    return None if row[0] is None else int(row[0])
+
+
+# --- maintenance windows --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceWindow:
+    window_id: int
+    lift_id: str
+    starts_at: int
+    ends_at: int
+    reason: str
+    created_by: str
+    created_at: int
+
+
+def add_maintenance_window(
+    db: Database,
+    lift_id: str,
+    starts_at: int,
+    ends_at: int,
+    *,
+    reason: str = "",
+    created_by: str,
+) -> MaintenanceWindow:
+    if ends_at <= starts_at:
+        raise ValueError("a maintenance window must end after it starts")
+    now = time.time_ns() // 1_000_000
+    with db.transaction() as conn:
+        cur = conn.execute(
+            "INSERT INTO maintenance_windows"
+            " (lift_id, starts_at, ends_at, reason, created_by, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (lift_id, starts_at, ends_at, reason, created_by, now),
+        )
+        window_id = int(cur.lastrowid or 0)
+    return MaintenanceWindow(window_id, lift_id, starts_at, ends_at, reason, created_by, now)
+
+
+def list_maintenance_windows(
+    db: Database, *, lift_id: str | None = None, active_at: int | None = None
+) -> list[MaintenanceWindow]:
+    sql = "SELECT * FROM maintenance_windows WHERE 1=1"
+    params: list[object] = []
+    if lift_id is not None:
+        sql += " AND lift_id = ?"
+        params.append(lift_id)
+    if active_at is not None:
+        sql += " AND starts_at <= ? AND ends_at > ?"
+        params += [active_at, active_at]
+    rows = db.conn.execute(sql + " ORDER BY starts_at, window_id", params).fetchall()
+    return [MaintenanceWindow(**{k: r[k] for k in r.keys()}) for r in rows]  # noqa: SIM118
+
+
+def delete_maintenance_window(db: Database, window_id: int) -> bool:
+    with db.transaction() as conn:
+        cur = conn.execute("DELETE FROM maintenance_windows WHERE window_id = ?", (window_id,))
+        return cur.rowcount > 0
+
+
+def in_maintenance(conn: sqlite3.Connection, lift_id: str, at: int) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM maintenance_windows WHERE lift_id = ? AND starts_at <= ? AND ends_at > ?"
+        " LIMIT 1",
+        (lift_id, at, at),
+    ).fetchone()
+    return row is not None
+
+
+# --- per-lift marks ---------------------------------------------------------------------------
+
+
+def set_selftest_ok(conn: sqlite3.Connection, lift_id: str, at: int) -> None:
+    conn.execute(
+        "INSERT INTO alarm_lift_marks (lift_id, selftest_ok_at, first_seen_at) VALUES (?, ?, ?)"
+        " ON CONFLICT(lift_id) DO UPDATE SET selftest_ok_at = MAX(IFNULL(selftest_ok_at, 0),"
+        " excluded.selftest_ok_at)",
+        (lift_id, at, at),
+    )
+
+
+def set_first_seen(conn: sqlite3.Connection, lift_id: str, at: int) -> None:
+    conn.execute(
+        "INSERT INTO alarm_lift_marks (lift_id, first_seen_at) VALUES (?, ?)"
+        " ON CONFLICT(lift_id) DO NOTHING",
+        (lift_id, at),
+    )
+
+
+def lift_marks(db: Database) -> dict[str, tuple[int | None, int | None]]:
+    """``lift_id -> (selftest_ok_at, first_seen_at)``."""
+    rows = db.conn.execute("SELECT lift_id, selftest_ok_at, first_seen_at FROM alarm_lift_marks")
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def lifts_with_created_at(db: Database) -> dict[str, int]:
+    """Registered lifts and when they were registered (the self-test clock's origin)."""
+    return {r[0]: r[1] for r in db.conn.execute("SELECT lift_id, created_at FROM lifts")}
+
+
+def lifts_updated_since(db: Database, since_ms: int) -> list[str]:
+    """Ids of lifts whose registry entry changed at or after ``since_ms``."""
+    rows = db.conn.execute("SELECT lift_id FROM lifts WHERE updated_at >= ?", (since_ms,))
+    return [r[0] for r in rows]
