@@ -15,13 +15,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api.auth import hash_token
-from api.errors import BodySizeLimit, ErrorResponse, install_error_handlers
+from api.errors import BodySizeLimit, install_error_handlers
 from api.metrics import MetricsMiddleware
 from api.readiness import Check
 from api.routes import health
+from api.strict_query import reject_unknown_query
 from liftwatch import __version__
 from liftwatch.influx import InfluxClient
 from liftwatch.settings import Settings
@@ -38,14 +39,6 @@ ROUTE_MODULES: tuple[str, ...] = (
 )
 
 log = logging.getLogger("liftwatch.api")
-
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text}
-    for code, text in (
-        (401, "Missing or invalid bearer token"),
-        (422, "Invalid request; `detail` names each field"),
-    )
-}
 
 DESCRIPTION = """\
 Elevator fault-alarm monitoring. Every request to `/api/v1` needs `Authorization: Bearer <token>`.
@@ -78,7 +71,7 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        responses=_ERRORS,
+        dependencies=[Depends(reject_unknown_query)],
     )
     app.state.settings = settings
     app.state.db = db if db is not None else Database(settings.sqlite_path)

@@ -55,6 +55,24 @@ class ApiError(Exception):
         self.headers = headers
 
 
+_DESCRIPTIONS = {
+    400: "Malformed request body",
+    401: "Missing, invalid or revoked bearer token",
+    403: "The token's role may not do this (inspectors never write)",
+    404: "No such resource, or it belongs to another company",
+    409: "Conflicts with the current state (the message says why)",
+    413: "Request body too large",
+    415: "Unsupported Content-Type",
+    422: "Invalid request; `detail` names each field",
+    503: "A dependency (InfluxDB) is unavailable; retry",
+}
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error answers, so the document lists every status a route gives."""
+    return {c: {"model": ErrorResponse, "description": _DESCRIPTIONS[c]} for c in codes}
+
+
 def not_found(what: str, ident: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} {ident!r} not found")
 

@@ -9,11 +9,11 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from api.auth import AdminDep, PrincipalDep, WriterDep, ensure_admin, ensure_company_visible
 from api.deps import DbDep
-from api.errors import conflict, not_found
+from api.errors import conflict, not_found, responses
 from liftwatch.registry import Company
 from liftwatch.store import registry as reg
 
-router = APIRouter(prefix="/companies", tags=["companies"])
+router = APIRouter(prefix="/companies", tags=["companies"], responses=responses(401, 403, 422))
 
 CompanyPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 
@@ -32,7 +32,13 @@ def list_companies(db: DbDep, principal: PrincipalDep) -> list[Company]:
     return [c for c in reg.list_companies(db) if principal.sees_company(c.company_id)]
 
 
-@router.post("", status_code=201, response_model=Company, summary="Create a company")
+@router.post(
+    "",
+    status_code=201,
+    response_model=Company,
+    summary="Create a company",
+    responses=responses(400, 409, 413),
+)
 def create_company(body: Company, db: DbDep, _: AdminDep) -> Company:
     if reg.get_company(db, body.company_id) is not None:
         raise conflict(f"company {body.company_id!r} already exists; PATCH it instead")
@@ -40,7 +46,9 @@ def create_company(body: Company, db: DbDep, _: AdminDep) -> Company:
     return body
 
 
-@router.get("/{company_id}", response_model=Company, summary="One company")
+@router.get(
+    "/{company_id}", response_model=Company, summary="One company", responses=responses(404)
+)
 def get_company(company_id: CompanyPath, db: DbDep, principal: PrincipalDep) -> Company:
     ensure_company_visible(principal, company_id)
     company = reg.get_company(db, company_id)
@@ -49,7 +57,12 @@ def get_company(company_id: CompanyPath, db: DbDep, principal: PrincipalDep) -> 
     return company
 
 
-@router.patch("/{company_id}", response_model=Company, summary="Change a company")
+@router.patch(
+    "/{company_id}",
+    response_model=Company,
+    summary="Change a company",
+    responses=responses(400, 404, 413),
+)
 def patch_company(
     company_id: CompanyPath, body: CompanyPatch, db: DbDep, principal: WriterDep
 ) -> Company:
@@ -65,6 +78,7 @@ def patch_company(
     "/{company_id}",
     response_model=Company,
     summary="Deactivate a company (records are kept, never deleted)",
+    responses=responses(404),
 )
 def deactivate_company(company_id: CompanyPath, db: DbDep, principal: WriterDep) -> Company:
     return patch_company(company_id, CompanyPatch(active=False), db, principal)

@@ -9,10 +9,13 @@ from pydantic import BaseModel
 
 from api.auth import AdminDep
 from api.deps import DbDep
+from api.errors import responses
 from liftwatch.protocol import format_ts
 from liftwatch.store import deadletters as dl
 
-router = APIRouter(prefix="/dead-letters", tags=["dead-letters"])
+router = APIRouter(
+    prefix="/dead-letters", tags=["dead-letters"], responses=responses(401, 403, 422)
+)
 
 
 class DeadLetterOut(BaseModel):

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from api.auth import PrincipalDep, visible_lift
 from api.deps import DbDep, InfluxDep
-from api.errors import ApiError, invalid
+from api.errors import ApiError, invalid, responses
 from api.influxql import (
     EVENT_FIELDS,
     INTERVALS,
@@ -32,7 +32,9 @@ from api.timeparams import EXAMPLE, now_ms, parse_time
 from liftwatch.influx import InfluxClient, InfluxError
 from liftwatch.protocol import format_ts
 
-router = APIRouter(prefix="/lifts/{lift_id}", tags=["history"])
+router = APIRouter(
+    prefix="/lifts/{lift_id}", tags=["history"], responses=responses(401, 403, 404, 422, 503)
+)
 
 LiftPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 Every = Literal["10s", "30s", "1m", "5m", "15m", "30m", "1h", "6h", "12h", "1d"]

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from api.auth import AdminDep, PrincipalDep, WriterDep, company_scope, ensure_admin, visible_lift
 from api.deps import DbDep, InfluxDep
-from api.errors import ApiError, conflict, invalid, not_found, validation_detail
+from api.errors import ApiError, conflict, invalid, not_found, responses, validation_detail
 from api.live import LiveState, live_state
 from api.open_alarms import open_alarms
 from liftwatch.registry import (
@@ -26,7 +26,7 @@ from liftwatch.registry import (
 from liftwatch.store import lift_queries
 from liftwatch.store import registry as reg
 
-router = APIRouter(prefix="/lifts", tags=["lifts"])
+router = APIRouter(prefix="/lifts", tags=["lifts"], responses=responses(401, 403, 422))
 
 LiftPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 
@@ -99,7 +99,13 @@ def _store(db: DbDep, lift: Lift) -> str:
         raise
 
 
-@router.post("", status_code=201, response_model=Lift, summary="Register a lift")
+@router.post(
+    "",
+    status_code=201,
+    response_model=Lift,
+    summary="Register a lift",
+    responses=responses(400, 409, 413),
+)
 def create_lift(body: Lift, db: DbDep, _: AdminDep) -> Lift:
     if reg.get_lift(db, body.lift_id) is not None:
         raise conflict(f"lift {body.lift_id!r} already exists; PATCH or PUT it instead")
@@ -111,6 +117,7 @@ def create_lift(body: Lift, db: DbDep, _: AdminDep) -> Lift:
     "/import",
     response_model=ImportResult,
     summary="Bulk import lifts from CSV or JSON (idempotent)",
+    responses=responses(400, 413, 415),
     description="Send `Content-Type: text/csv` (header row; columns as in docs/registry.md) or "
     "`application/json` (a list of lift objects). Good rows are imported even when others "
     "are rejected; each rejection names its line.",
@@ -145,13 +152,19 @@ async def import_lifts(
         raise ApiError(400, "bad_request", f"body is not UTF-8 (byte {exc.start})") from exc
     if kind == "json":
         try:
-            rows, errors = parse_json(json.loads(text))
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ApiError(
                 400, "bad_request", f"body is not JSON: {exc.msg} at line {exc.lineno}"
             ) from exc
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise invalid("body", "expected a JSON list of lift objects")
+        rows, errors = parse_json(data)
     else:
         rows, errors = parse_csv(text)
+        if errors and errors[0].error.startswith("bad header"):
+            # Without a usable header no row can be read: the file as a whole is refused.
+            raise invalid("body", errors[0].error)
     outcomes, refused = reg.import_lifts(db, rows)
     errors += [ImportRowError(line=ln, lift_id=lid, error=why) for ln, lid, why in refused]
     errors.sort(key=lambda e: e.line)
@@ -168,6 +181,7 @@ async def import_lifts(
     "/{lift_id}",
     response_model=LiftDetail,
     summary="One lift: registry data, live state and open alarms",
+    responses=responses(404),
 )
 async def get_lift(
     lift_id: LiftPath, db: DbDep, influx: InfluxDep, principal: PrincipalDep
@@ -177,7 +191,12 @@ async def get_lift(
     return LiftDetail(**lift.model_dump(), live=live, open_alarms=open_alarms(db, lift_id))
 
 
-@router.put("/{lift_id}", response_model=Lift, summary="Create or replace a lift")
+@router.put(
+    "/{lift_id}",
+    response_model=Lift,
+    summary="Create or replace a lift",
+    responses=responses(400, 404, 409, 413),
+)
 def put_lift(lift_id: LiftPath, body: Lift, db: DbDep, principal: WriterDep) -> Lift:
     if body.lift_id != lift_id:
         raise invalid("lift_id", "must match the lift id in the path")
@@ -188,7 +207,12 @@ def put_lift(lift_id: LiftPath, body: Lift, db: DbDep, principal: WriterDep) -> 
     return body
 
 
-@router.patch("/{lift_id}", response_model=Lift, summary="Change some of a lift's fields")
+@router.patch(
+    "/{lift_id}",
+    response_model=Lift,
+    summary="Change some of a lift's fields",
+    responses=responses(400, 404, 409, 413),
+)
 def patch_lift(lift_id: LiftPath, body: LiftPatch, db: DbDep, principal: WriterDep) -> Lift:
     lift = visible_lift(db, principal, lift_id)
     ensure_admin(principal)
@@ -206,6 +230,7 @@ def patch_lift(lift_id: LiftPath, body: LiftPatch, db: DbDep, principal: WriterD
     "/{lift_id}",
     response_model=Lift,
     summary="Deactivate a lift (it raises no alarms; its history is kept)",
+    responses=responses(404),
 )
 def deactivate_lift(lift_id: LiftPath, db: DbDep, principal: WriterDep) -> Lift:
     lift = visible_lift(db, principal, lift_id)

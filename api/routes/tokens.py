@@ -11,14 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from api.auth import AdminDep, Principal, PrincipalDep, Role, new_token
 from api.deps import DbDep
-from api.errors import invalid, not_found
+from api.errors import invalid, not_found, responses
 from liftwatch.protocol import format_ts
 from liftwatch.registry import CompanyId
 from liftwatch.store import registry as reg
 from liftwatch.store import tokens as tok
 from liftwatch.store.tokens import TokenRecord
 
-router = APIRouter(prefix="/tokens", tags=["tokens"])
+router = APIRouter(prefix="/tokens", tags=["tokens"], responses=responses(401, 403, 422))
 
 TokenId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
@@ -59,7 +59,13 @@ def _info(record: TokenRecord) -> TokenInfo:
     )
 
 
-@router.post("", status_code=201, response_model=TokenCreated, summary="Create a token")
+@router.post(
+    "",
+    status_code=201,
+    response_model=TokenCreated,
+    summary="Create a token",
+    responses=responses(400, 413),
+)
 def create_token(body: TokenCreate, db: DbDep, principal: AdminDep) -> TokenCreated:
     if body.role == "maintainer":
         if body.company_id is None:
@@ -109,7 +115,11 @@ def _bootstrap_info(principal: Principal) -> TokenInfo:
 
 
 @router.delete(
-    "/{token_id}", status_code=204, response_class=Response, summary="Revoke a token at once"
+    "/{token_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Revoke a token at once",
+    responses=responses(404),
 )
 def revoke_token(token_id: TokenId, db: DbDep, _: AdminDep) -> Response:
     if not tok.revoke_token(db, token_id):

@@ -95,6 +95,11 @@ def world(db: Database, unique: str) -> World:
         lift_b=f"LB1-{unique}",
         lift_none=f"LX1-{unique}",
     )
+    return seed_world(w)
+
+
+def seed_world(w: World) -> World:
+    db = w.db
     reg.upsert_company(db, Company(company_id="co-a", name="Alpha Lifts"))
     reg.upsert_company(db, Company(company_id="co-b", name="Beta Elevators"))
     reg.upsert_lift(db, Lift(lift_id=w.lift_a, company_id="co-a", name="A one", rated_speed=1.5))

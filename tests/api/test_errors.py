@@ -98,3 +98,10 @@ async def test_unexpected_exception_is_500_without_trace(
     assert "secret internals" not in r.text
     ref = r.json()["error"]["detail"]["ref"]
     assert any(ref in rec.getMessage() for rec in caplog.records)
+
+
+async def test_unknown_query_parameter_is_refused(client: httpx.AsyncClient, world: World) -> None:
+    # A typo must not silently widen a listing to every company.
+    r = await client.get("/api/v1/lifts", params={"compnay_id": "co-a"}, headers=world.h("admin"))
+    assert_error(r, 422, "validation_error")
+    assert r.json()["error"]["detail"][0]["field"] == "compnay_id"

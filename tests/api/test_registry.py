@@ -134,7 +134,12 @@ async def test_import_json_and_bad_bodies(client: httpx.AsyncClient, world: Worl
         content=json.dumps({"lift_id": "x"}),
         headers={**h, "content-type": "application/json"},
     )
-    assert r.json()["rejected"] == 1  # not a list
+    assert_error(r, 422)  # not a list
+    r = await client.post(
+        "/api/v1/lifts/import", content="name\nx\n", headers={**h, "content-type": "text/csv"}
+    )
+    assert_error(r, 422)
+    assert "lift_id" in r.json()["error"]["message"]
     r = await client.post(
         "/api/v1/lifts/import", content="{", headers={**h, "content-type": "application/json"}
     )
