@@ -17,7 +17,12 @@ from pathlib import Path
 from liftwatch import __version__
 from liftwatch.settings import Settings, SettingsError, load_settings
 
-PARTS: tuple[str, ...] = ("liftwatch.commands", "api.command", "liftwatch.devices_command")
+PARTS: tuple[str, ...] = (
+    "liftwatch.commands",
+    "api.command",
+    "liftwatch.devices_command",
+    "simulator.command",
+)
 
 EXIT_USAGE = 2
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h: what systemd units and scripts expect

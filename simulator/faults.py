@@ -126,6 +126,7 @@ class StuckBetweenFloors(_Fault):
     kind: Literal["stuck_between_floors"]
     hold_s: PosSeconds = 40
     end_of_alarm_after_s: Seconds | None = 5
+    with_passengers: bool = True  # wait for a run with someone inside
 
     def apply(self, model: LiftModel, ctx: Context) -> None:
         def stop() -> None:
@@ -137,7 +138,10 @@ class StuckBetweenFloors(_Fault):
             model.halted = False
             _end_of_alarm(model, ctx, self.end_of_alarm_after_s)
 
-        _once(model, _between_floors, stop)
+        def ready(m: LiftModel) -> bool:
+            return _between_floors(m) and (bool(m.riders) or not self.with_passengers)
+
+        _once(model, ready, stop)
 
 
 class DoorsWontOpen(_Fault):
@@ -549,6 +553,8 @@ class AlarmButton(_Fault):
     presses: Annotated[int, Field(ge=1, le=20)] = 1
     gap_s: PosSeconds = 5
     end_of_alarm_after_s: Seconds | None = None
+    # Send each press event twice (same seq and ts): liftwatch must count it once.
+    duplicate: bool = False
 
     def apply(self, model: LiftModel, ctx: Context) -> None:
         def press(n: int) -> None:
@@ -559,6 +565,8 @@ class AlarmButton(_Fault):
             filtered = _button_filtered(model)
             model.alarm_pressed = True
             model.emit_event("alarm_button", pressed=True)
+            if self.duplicate and model.out and isinstance(model.out[-1], Message):
+                model.out.append(Message(**{**_fields(model.out[-1]), "tag": "duplicate"}))
             long_press = threshold(ctx.overrides, "alarm_button_long_press")
             if repeat or not filtered:
                 why = "repeated within the window" if repeat else "not filtered"

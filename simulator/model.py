@@ -433,7 +433,13 @@ class LiftModel:
         if self.mode == "fire_return":
             self._fire_return()
             return
-        if self.mode != "normal" or self.door_state != "locked" or self.door_cycles_left:
+        if self.mode != "normal":
+            if self.riders and self.door_zone and self.door_state == "locked":
+                # Taken out of normal service: whoever is inside gets out here.
+                self.riders = [self.nearest_floor()] * len(self.riders)
+                self.open_doors()
+            return
+        if self.door_state != "locked" or self.door_cycles_left:
             return
         if not self.door_zone:
             # A controller that finds its car between floors relevels at low speed.
@@ -515,7 +521,11 @@ class LiftModel:
             if self.door_cycles_left:
                 self.door_cycles_left -= 1
                 if self.door_cycles_left:
-                    self.open_doors()
+                    # Locked for a moment (and reported), then the reversal reopens it.
+                    self.door_until = self.t + 400
+        elif state == "locked" and self.door_cycles_left:
+            self.door_until = None
+            self.open_doors()
         else:
             self.door_until = None
 

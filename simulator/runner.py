@@ -70,6 +70,7 @@ class Simulation:
             self.models[spec.id] = model
             self.truths[spec.id] = truth
             self.contexts[spec.id] = Context(spec.id, self.labels, spec.overrides)
+            model.settle()  # the boot snapshot (and self-test) at the very start
         self.now_ms = self.start_ms
         self.finished = False
 

@@ -8,14 +8,14 @@ line per problem, naming where it is (``timeline[3] (do: overspeed): factor: …
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from simulator.faults import BadDevice, Context, Fault, _Fault
+from simulator.faults import BadDevice, Context, Fault, _Fault, _once
 from simulator.labels import DEFAULT_THRESHOLDS_S
 from simulator.model import LiftConfig, LiftModel, ServiceMode
 
@@ -158,7 +158,15 @@ class Move(_Fault):
 
     def apply(self, model: LiftModel, ctx: Context) -> None:
         if model.car_running or model.door_state != "locked":
-            return  # like a real controller: a run request with the car busy is dropped
+            # Busy: the request waits, as a registered car call would, until the car is free.
+            _once(model, lambda m: not m.car_running and m.door_state == "locked", self._go(model))
+            return
+        self._go(model)()
+
+    def _go(self, model: LiftModel) -> Callable[[], None]:
+        return lambda: self._start(model)
+
+    def _start(self, model: LiftModel) -> None:
         if self.to is not None:
             target = float(model.cfg.landings_mm[_floor(model, self.to)])
         else:
