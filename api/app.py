@@ -35,6 +35,9 @@ ROUTE_MODULES: tuple[str, ...] = (
     "companies",
     "lifts",
     "history",
+    "alarms",
+    "reports",
+    "maintenance_windows",
     "dead_letters",
 )
 

@@ -52,8 +52,9 @@ class Principal:
 
     @property
     def actor(self) -> str:
-        """How this caller is recorded in alarm transitions and audit fields."""
-        return f"api:{self.token_id}"
+        """How this caller is recorded in alarm transitions and audit fields: the token's
+        name for people reading the history, its id because names need not be unique."""
+        return f"api:{self.name} ({self.token_id})"
 
     def sees_company(self, company_id: str | None) -> bool:
         if self.role != "maintainer":

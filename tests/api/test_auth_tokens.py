@@ -33,7 +33,7 @@ async def test_bootstrap_admin_creates_token_shown_once_and_stored_hashed(
     created = r.json()
     secret = created["token"]
     assert secret.startswith("lw_") and len(secret) > 40
-    assert created["created_by"] == "api:bootstrap-admin"
+    assert created["created_by"] == "api:bootstrap admin (bootstrap-admin)"
     # The secret is nowhere in the database, only its hash.
     dump = "\n".join(db.conn.iterdump())
     assert secret not in dump
@@ -102,4 +102,4 @@ async def test_created_admin_token_can_create_tokens(
         "/api/v1/tokens", json={"name": "ops", "role": "inspector"}, headers=world.h("admin2")
     )
     assert r.status_code == 201
-    assert r.json()["created_by"] == f"api:{world.token_ids['admin2']}"
+    assert r.json()["created_by"] == f"api:admin2 ({world.token_ids['admin2']})"

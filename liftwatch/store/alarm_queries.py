@@ -1,0 +1,177 @@
+"""Alarm queries for the API that ``alarms.py`` (owned by the alerts engine) does not have:
+filtered listing in either order with a cursor, report rows, maintenance-window lookup, and
+the outbox feed behind the server-sent-events stream. Read-only."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from liftwatch.store.alarms import Alarm, MaintenanceWindow, alarm_from_row
+from liftwatch.store.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmFilter:
+    lift_id: str | None = None
+    company_id: str | None = None
+    code: str | None = None
+    severity: str | None = None
+    status: str | None = None
+    condition: str | None = None
+    since_ms: int | None = None  # raised_at >= since
+    until_ms: int | None = None  # raised_at < until
+    include_suppressed: bool = True
+
+
+def _where(f: AlarmFilter) -> tuple[list[str], list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("lift_id", f.lift_id),
+        ("company_id", f.company_id),
+        ("code", f.code),
+        ("severity", f.severity),
+        ("status", f.status),
+        ("condition", f.condition),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if f.since_ms is not None:
+        clauses.append("raised_at >= ?")
+        params.append(f.since_ms)
+    if f.until_ms is not None:
+        clauses.append("raised_at < ?")
+        params.append(f.until_ms)
+    if not f.include_suppressed:
+        clauses.append("suppressed = 0")
+    return clauses, params
+
+
+def search_alarms(
+    db: Database,
+    f: AlarmFilter,
+    *,
+    order: Literal["asc", "desc"] = "desc",
+    cursor: str | None = None,
+    limit: int = 100,
+) -> list[Alarm]:
+    """Alarms by raise time (alarm ids are ULIDs, so id order is time order); ``cursor`` is
+    the last alarm id of the previous page."""
+    clauses, params = _where(f)
+    if cursor is not None:
+        clauses.append("alarm_id < ?" if order == "desc" else "alarm_id > ?")
+        params.append(cursor)
+    where = " AND ".join(clauses) or "1=1"
+    direction = "DESC" if order == "desc" else "ASC"
+    rows = db.conn.execute(
+        f"SELECT * FROM alarms WHERE {where}"  # noqa: S608 - fixed clauses, bound values
+        f" ORDER BY alarm_id {direction} LIMIT ?",
+        [*params, limit],
+    ).fetchall()
+    return [alarm_from_row(r) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    lift_id: str
+    company_id: str | None
+    code: str
+    severity: str
+    raised_at: int
+    acknowledged_at: int | None
+    on_site_at: int | None
+    deadline_at: int | None
+
+
+def report_rows(db: Database, f: AlarmFilter) -> Iterator[ReportRow]:
+    """The few columns a fault report aggregates, for every alarm matching ``f``."""
+    clauses, params = _where(f)
+    where = " AND ".join(clauses) or "1=1"
+    columns = "lift_id, company_id, code, severity, raised_at, acknowledged_at, on_site_at"
+    sql = f"SELECT {columns}, deadline_at FROM alarms WHERE {where}"  # noqa: S608 - fixed clauses
+    cur = db.conn.execute(sql, params)
+    for r in cur:
+        yield ReportRow(*r)
+
+
+def get_maintenance_window(db: Database, window_id: int) -> MaintenanceWindow | None:
+    row = db.conn.execute(
+        "SELECT * FROM maintenance_windows WHERE window_id = ?", (window_id,)
+    ).fetchone()
+    return None if row is None else _window(row)
+
+
+def search_maintenance_windows(
+    db: Database,
+    *,
+    lift_id: str | None = None,
+    company_id: str | None = None,
+    ending_after: int | None = None,
+    limit: int = 1000,
+) -> list[MaintenanceWindow]:
+    """Windows of a lift, or of every lift of a company (through the registry)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if lift_id is not None:
+        clauses.append("w.lift_id = ?")
+        params.append(lift_id)
+    if company_id is not None:
+        clauses.append("l.company_id = ?")
+        params.append(company_id)
+    if ending_after is not None:
+        clauses.append("w.ends_at > ?")
+        params.append(ending_after)
+    where = " AND ".join(clauses) or "1=1"
+    joined = "maintenance_windows w LEFT JOIN lifts l ON l.lift_id = w.lift_id"
+    sql = f"SELECT w.* FROM {joined} WHERE {where} ORDER BY w.starts_at, w.window_id LIMIT ?"  # noqa: S608
+    rows = db.conn.execute(sql, [*params, limit]).fetchall()
+    return [_window(r) for r in rows]
+
+
+def _window(row: sqlite3.Row) -> MaintenanceWindow:
+    return MaintenanceWindow(
+        window_id=row["window_id"],
+        lift_id=row["lift_id"],
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+        reason=row["reason"],
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    id: int
+    event_type: str
+    company_id: str | None
+    payload: str
+
+
+def last_outbox_id(db: Database) -> int:
+    row = db.conn.execute("SELECT MAX(id) FROM outbox").fetchone()
+    return int(row[0] or 0)
+
+
+def outbox_after(
+    db: Database, after_id: int, *, company_id: str | None = None, limit: int = 500
+) -> list[FeedEvent]:
+    """Notifications (the webhook bodies) after ``after_id``, in order; a maintainer's feed
+    passes its company. Suppressed alarms never reach the outbox, so never the stream."""
+    if company_id is None:
+        rows = db.conn.execute(
+            "SELECT id, event_type, company_id, payload FROM outbox WHERE id > ?"
+            " ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+    else:
+        rows = db.conn.execute(
+            "SELECT id, event_type, company_id, payload FROM outbox WHERE id > ?"
+            " AND company_id = ? ORDER BY id LIMIT ?",
+            (after_id, company_id, limit),
+        )
+    return [FeedEvent(*r) for r in rows]
