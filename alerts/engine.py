@@ -1,0 +1,422 @@
+"""The alerts pipeline: messages → rules → suppression → lifecycle (store + outbox) → timers.
+
+:class:`Engine` is synchronous and thread-safe (one lock): the worker calls it from a thread
+so SQLite commits never block the event loop, the API calls :meth:`alarm_changed` after its
+own transitions. Each call that can change alarms commits all of its transitions in one
+transaction before returning, which is what gates the MQTT acknowledgement.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Final, cast
+
+from alerts import lifecycle, rules, suppression
+from alerts.codes import info
+from alerts.lifecycle import Change, Policy, Raise
+from alerts.rules import Context, Signal
+from alerts.state import LiftState
+from alerts.thresholds import Thresholds, check, resolve
+from alerts.timers import Scheduler
+from liftwatch.clock import Clock, SystemClock
+from liftwatch.protocol import Decoded, Rejection, Telemetry, decode
+from liftwatch.registry import Lift
+from liftwatch.store import Database
+from liftwatch.store import alarms as store
+from liftwatch.store import registry as reg
+from liftwatch.store.alarms import Alarm
+
+log = logging.getLogger("liftwatch.alerts")
+
+DEADLINE_CODES: Final = frozenset({"entrapment", "alarm_button"})
+_RETRY_MAX_S: Final = 2.0
+
+Sink = Callable[[Sequence[Change]], None]
+
+
+class Engine:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        clock: Clock | None = None,
+        thresholds: dict[str, float] | None = None,
+        prefix: str = "lifts",
+        sink: Sink | None = None,
+    ) -> None:
+        self.db = db
+        self.clock: Clock = clock or SystemClock()
+        self.prefix = prefix
+        self.sink = sink
+        self._global = check(dict(thresholds or {}), "LIFTWATCH_ALERTS_THRESHOLDS")
+        self.defaults: Thresholds = resolve(self._global, {})
+        raw = self.defaults.raw
+        self.policy = Policy(
+            escalate_every_ms=self.defaults.ms("escalation_s"),
+            deadline_urban_ms=round(raw["arrival_deadline_urban_min"] * 60_000),
+            deadline_rural_ms=round(raw["arrival_deadline_rural_min"] * 60_000),
+            auto_resolve_ms=self.defaults.ms("auto_resolve_s"),
+            flood_limit=int(raw["flood_limit"]),
+        )
+        self.states: dict[str, LiftState] = {}
+        self.lifts: dict[str, Lift] = {}
+        self._created: dict[str, int] = {}
+        self._marks: dict[str, tuple[int | None, int | None]] = {}
+        self._ctx: dict[str, Context] = {}
+        self._button_open: set[str] = set()
+        self.scheduler = Scheduler()
+        self._lock = threading.RLock()
+        self._registry_at = 0
+        self.wake: Callable[[], None] | None = None
+        self.lateness_ms: list[int] = []
+        self.counts: dict[str, int] = {
+            "messages": 0,
+            "duplicates": 0,
+            "late": 0,
+            "rejected": 0,
+            "transitions": 0,
+            "timers_fired": 0,
+        }
+
+    # --- start-up ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the registry and unresolved alarms; re-arm every timer. Live state refills
+        from the next messages (docs/alarms.md § Restart)."""
+        with self._lock:
+            now = self.clock.now_ms()
+            self._registry_at = now
+            self.lifts = {lift.lift_id: lift for lift in reg.all_lifts(self.db)}
+            self._created = store.lifts_with_created_at(self.db)
+            self._marks = store.lift_marks(self.db)
+            for lift in self.lifts.values():
+                if lift.active:
+                    self._state(lift.lift_id, now)
+            for alarm in store.unresolved_alarms(self.db):
+                st = self._state(alarm.lift_id, now)
+                if alarm.code == "alarm_button":
+                    self._button_open.add(alarm.lift_id)
+                elif alarm.condition == "active":
+                    # Latch it, so the next message that no longer shows it clears it.
+                    c = st.cond((alarm.code, alarm.subtype, alarm.source))
+                    c.active = True
+                    c.muted = alarm.suppressed and alarm.suppressed_reason != "flood_control"
+                self._arm_alarm(alarm)
+            work = []
+            for lift_id, st in self.states.items():
+                sigs, due = rules.on_tick(st, now, self._context(lift_id))
+                self._arm_lift(lift_id, due)
+                if sigs:
+                    work.append((lift_id, st, sigs))
+            self._after(self._commit(work, now))
+            log.info(
+                "alerts engine started: %d lifts, %d timers armed",
+                len(self.states),
+                len(self.scheduler),
+            )
+
+    def refresh_registry(self) -> int:
+        """Pick up lifts added or changed in the registry since the last look."""
+        since = self._registry_at - 2000
+        with self._lock:
+            now = self.clock.now_ms()
+            self._registry_at = now
+            changed = store.lifts_updated_since(self.db, since)
+            for lift_id in changed:
+                lift = reg.get_lift(self.db, lift_id)
+                if lift is None:
+                    continue
+                self.lifts[lift_id] = lift
+                self._ctx.pop(lift_id, None)
+                if lift_id not in self._created:
+                    self._created.update(store.lifts_with_created_at(self.db))
+                if lift.active and lift_id not in self.states:
+                    st = self._state(lift_id, now)
+                    self._arm_lift(lift_id, rules.on_tick(st, now, self._context(lift_id))[1])
+            return len(changed)
+
+    # --- messages -----------------------------------------------------------------------
+
+    def handle_raw(
+        self, items: Iterable[tuple[str, bytes]], received_ms: int | None = None
+    ) -> list[Change]:
+        """Decode (the one shared decoder) and handle. Rejections are only counted here:
+        dead-lettering them is ingest's job."""
+        now = self.clock.now_ms() if received_ms is None else received_ms
+        decoded: list[Decoded] = []
+        for topic, payload in items:
+            result = decode(topic, payload, prefix=self.prefix, received_ms=now)
+            if isinstance(result, Rejection):
+                self.counts["rejected"] += 1
+                log.debug("rejected %s: %s", topic[:200], result.reason.value)
+            else:
+                decoded.append(result)
+        return self.handle(decoded)
+
+    def handle(self, messages: Sequence[Decoded]) -> list[Change]:
+        """Evaluate messages in order; commit every resulting transition in one transaction."""
+        with self._lock:
+            now = self.clock.now_ms()
+            work: list[tuple[str, LiftState, list[Signal]]] = []
+            for msg in messages:
+                self.counts["messages"] += 1
+                lift_id = msg.lift_id
+                st = self.states.get(lift_id)
+                if st is None:
+                    st = self._state(lift_id, now)
+                    if lift_id not in self._marks and lift_id not in self._created:
+                        self._marks[lift_id] = (None, now)
+                        work.append((lift_id, st, [Signal("first_seen")]))
+                if isinstance(msg.body, Telemetry) and msg.ts_ms < st.ts_ms:
+                    self.counts["late"] += 1
+                ctx = self._context(lift_id)
+                sigs, due = rules.on_message(st, msg, now, ctx)
+                if sigs is rules.DUPLICATE[0]:
+                    self.counts["duplicates"] += 1
+                    continue
+                self._promotions(st, sigs, ctx)
+                if sigs:
+                    work.append((lift_id, st, sigs))
+                self._arm_lift(lift_id, due)
+            changes = self._commit(work, now)
+            for _, st, _ in work:
+                st.prune()
+            self._after(changes)
+            return changes
+
+    # --- timers -------------------------------------------------------------------------
+
+    def next_due_ms(self) -> int | None:
+        with self._lock:
+            return self.scheduler.next_due()
+
+    def run_due(self, now_ms: int | None = None) -> list[Change]:
+        """Fire every timer due at ``now_ms`` (default: the clock), in one transaction."""
+        with self._lock:
+            now = self.clock.now_ms() if now_ms is None else now_ms
+            due = self.scheduler.pop_due(now)
+            if not due:
+                return []
+            work: list[tuple[str, LiftState, list[Signal]]] = []
+            alarm_steps: list[tuple[str, str]] = []
+            for key, at in due:
+                self.counts["timers_fired"] += 1
+                self.lateness_ms.append(now - at)
+                kind, ident = cast(tuple[str, str], key)
+                if kind == "lift":
+                    st = self.states.get(ident)
+                    if st is None:
+                        continue
+                    sigs, next_due = rules.on_tick(st, now, self._context(ident))
+                    self._arm_lift(ident, next_due)
+                    if sigs:
+                        work.append((ident, st, sigs))
+                else:
+                    alarm_steps.append((kind, ident))
+            if len(self.lateness_ms) > 10_000:
+                del self.lateness_ms[:5_000]
+            touched: list[Alarm] = []
+            changes = self._commit(work, now, alarm_steps, touched)
+            for alarm in touched:
+                self._arm_alarm(alarm)
+            self._after(changes)
+            return changes
+
+    # --- the lifecycle listener (API transitions, in-process) ------------------------------
+
+    def alarm_changed(self, changes: Sequence[Change]) -> None:
+        with self._lock:
+            self._after(list(changes))
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _state(self, lift_id: str, now: int) -> LiftState:
+        st = self.states.get(lift_id)
+        if st is None:
+            st = self.states[lift_id] = LiftState(lift_id, now)
+            ok_at, first_seen = self._marks.get(lift_id, (None, None))
+            origin = ok_at or self._created.get(lift_id) or first_seen or now
+            st.selftest_ok_at = origin
+        return st
+
+    def _context(self, lift_id: str) -> Context:
+        ctx = self._ctx.get(lift_id)
+        if ctx is None:
+            lift = self.lifts.get(lift_id)
+            if lift is None:
+                ctx = Context(self.defaults)
+            else:
+                p = resolve(self._global, lift.overrides) if lift.overrides else self.defaults
+                ctx = Context(p, lift.rated_speed)
+            ctx.button_unresolved = lift_id in self._button_open
+            self._ctx[lift_id] = ctx
+        return ctx
+
+    def _arm(self, key: Hashable, due: int | None) -> None:
+        if due is None or due >= rules.NEVER:
+            self.scheduler.cancel(key)
+        elif self.scheduler.schedule(key, due) and self.wake is not None:
+            self.wake()
+
+    def _arm_lift(self, lift_id: str, due: int) -> None:
+        self._arm(("lift", lift_id), due)
+
+    def _arm_alarm(self, alarm: Alarm) -> None:
+        aid = alarm.alarm_id
+        if alarm.resolved:
+            for kind in ("esc", "due", "auto"):
+                self.scheduler.cancel((kind, aid))
+            return
+        live = not alarm.suppressed
+        esc = None
+        if live and alarm.severity == "critical" and alarm.status == "open":
+            esc = (alarm.escalated_at or alarm.raised_at) + self.policy.escalate_every_ms
+        self._arm(("esc", aid), esc)
+        deadline = None
+        if live and alarm.deadline_at and not alarm.overdue and alarm.status != "on_site":
+            deadline = alarm.deadline_at
+        self._arm(("due", aid), deadline)
+        auto = None
+        if (
+            alarm.condition == "cleared"
+            and alarm.cleared_at is not None
+            and lifecycle.auto_resolvable(alarm)
+            and self.policy.auto_resolve_ms > 0
+        ):
+            auto = alarm.cleared_at + self.policy.auto_resolve_ms
+        self._arm(("auto", aid), auto)
+
+    def _promotions(self, st: LiftState, sigs: list[Signal], ctx: Context) -> None:
+        """A muted condition whose suppression ended while it still holds is raised again
+        (the lifecycle promotes the recorded alarm, or keeps it muted in a maintenance
+        window)."""
+        if not st.conds:
+            return
+        lift = self.lifts.get(st.lift_id)
+        active = lift.active if lift is not None else True
+        for (code, subtype, source), c in st.conds.items():
+            if (
+                c.muted
+                and c.active
+                and suppression.reason(code, source, st.tel, lift_active=active) is None
+            ):
+                sigs.append(Signal("raise", code, subtype, source, "", False, rules.evidence(st)))
+
+    def _commit(
+        self,
+        work: list[tuple[str, LiftState, list[Signal]]],
+        now: int,
+        alarm_steps: Sequence[tuple[str, str]] = (),
+        touched: list[Alarm] | None = None,
+    ) -> list[Change]:
+        if not work and not alarm_steps:
+            return []
+        delay = 0.05
+        while True:
+            out: list[Change] = []
+            try:
+                with self.db.transaction() as conn:
+                    for lift_id, st, sigs in work:
+                        for sig in sigs:
+                            self._apply(conn, lift_id, st, sig, now, out)
+                    for kind, alarm_id in alarm_steps:
+                        alarm = self._step(conn, kind, alarm_id, now, out)
+                        if alarm is not None and touched is not None:
+                            touched.append(alarm)
+            except sqlite3.OperationalError as exc:
+                # Locked or busy beyond the busy timeout, disk trouble: the signals are in
+                # hand and the messages not yet acknowledged, so retry rather than lose them.
+                log.error("alarm store write failed (%s); retrying in %.2f s", exc, delay)
+                if touched is not None:
+                    touched.clear()
+                time.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+                continue
+            self.counts["transitions"] += len(out)
+            return out
+
+    def _step(
+        self, conn: sqlite3.Connection, kind: str, alarm_id: str, now: int, out: list[Change]
+    ) -> Alarm | None:
+        if kind == "esc":
+            return lifecycle.escalate(conn, alarm_id, now, out)
+        if kind == "due":
+            return lifecycle.mark_overdue(conn, alarm_id, now, out)
+        return lifecycle.auto_resolve(conn, alarm_id, now, self.policy, out)
+
+    def _apply(
+        self,
+        conn: sqlite3.Connection,
+        lift_id: str,
+        st: LiftState,
+        sig: Signal,
+        now: int,
+        out: list[Change],
+    ) -> None:
+        kind = sig.kind
+        if kind == "raise":
+            lift = self.lifts.get(lift_id)
+            reason = suppression.reason(
+                sig.code, sig.source, st.tel, lift_active=lift.active if lift else True
+            )
+            deadline = None
+            if sig.code in DEADLINE_CODES:
+                p = self._context(lift_id).p.raw
+                urban = lift.urban if lift is not None else True
+                minutes = p["arrival_deadline_urban_min" if urban else "arrival_deadline_rural_min"]
+                deadline = round(minutes * 60_000)
+            req = Raise(
+                lift_id=lift_id,
+                code=sig.code,
+                subtype=sig.subtype,
+                severity=sig.severity or info(sig.code).severity,
+                source=sig.source,
+                at=now,
+                evidence=sig.evidence or {},
+                suspected=sig.suspected,
+                suppressed_reason=reason,
+                maintenance_applies=suppression.maintenance_applies(sig.code, sig.source),
+                company_id=lift.company_id if lift is not None else None,
+                unregistered=lift is None,
+                deadline_ms=deadline,
+                actor="device" if sig.source == "device" else "rule",
+            )
+            alarm = lifecycle.raise_condition(conn, req, self.policy, out)
+            c = st.peek((sig.code, sig.subtype, sig.source))
+            if c is not None:
+                c.muted = alarm.suppressed and alarm.suppressed_reason != "flood_control"
+        elif kind == "clear":
+            actor = "device" if sig.source == "device" else "rule"
+            lifecycle.clear_condition(conn, lift_id, sig.code, sig.subtype, now, out, actor=actor)
+        elif kind == "end_of_alarm":
+            lifecycle.end_of_alarm(conn, lift_id, now, sig.note, out)
+        elif kind == "selftest_ok":
+            store.set_selftest_ok(conn, lift_id, now)
+        elif kind == "first_seen":
+            store.set_first_seen(conn, lift_id, now)
+
+    def _after(self, changes: list[Change]) -> None:
+        if not changes:
+            return
+        latest: dict[str, Alarm] = {}
+        for change in changes:
+            latest[change.alarm.alarm_id] = change.alarm
+        for alarm in latest.values():
+            self._arm_alarm(alarm)
+            if alarm.code == "alarm_button":
+                if alarm.resolved:
+                    self._button_open.discard(alarm.lift_id)
+                else:
+                    self._button_open.add(alarm.lift_id)
+                ctx = self._ctx.get(alarm.lift_id)
+                if ctx is not None:
+                    ctx.button_unresolved = alarm.lift_id in self._button_open
+        if self.sink is not None:
+            try:
+                self.sink(changes)
+            except Exception:  # the InfluxDB copy is best effort, never the alarm path
+                log.exception("alarm transition sink failed")

@@ -1,0 +1,618 @@
+"""Rule evaluation: pure functions over a lift's live state and liftwatch's clock.
+
+:func:`on_message` applies one decoded message to a :class:`LiftState` and returns the
+:class:`Signal` s it causes plus the next time (epoch ms) the lift's rules need looking at
+without a message (a duration reached, a clear hold passed, the device silent too long);
+:func:`on_tick` is the same evaluation at that time. No I/O: the engine turns signals into
+lifecycle steps and the deadline into one scheduler entry per lift.
+
+Durations are measured on liftwatch's clock from the first message on which the condition
+held (FAULTS.md § Terms); the live state holds until a newer message changes it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import msgspec
+
+from alerts.codes import info, reported_code
+from alerts.state import CondKey, LiftState
+from alerts.thresholds import Thresholds
+from liftwatch.protocol import (
+    AlarmButtonEvent,
+    Decoded,
+    EndOfAlarmEvent,
+    FaultEvent,
+    SelftestEvent,
+    Status,
+    Telemetry,
+    format_ts,
+)
+
+NEVER: Final = 1 << 62
+
+
+@dataclass(slots=True)
+class Signal:
+    kind: str  # "raise", "clear", "end_of_alarm", "selftest_ok"
+    code: str = ""
+    subtype: str | None = None
+    source: str = "rule"
+    severity: str = ""
+    suspected: bool = False
+    evidence: dict[str, Any] | None = None
+    note: str | None = None
+
+
+@dataclass(slots=True)
+class Context:
+    """What the rules need to know about the lift beyond its messages."""
+
+    p: Thresholds
+    rated_speed: float = 1.0
+    button_unresolved: bool = False  # EN 81-28: filtering is bypassed once an alarm stands
+
+
+DUPLICATE: Final[tuple[list[Signal], int]] = ([], NEVER)
+
+_ENTRAP_OUT: Final[CondKey] = ("entrapment", "outside_zone", "rule")
+_ENTRAP_LANDING: Final[CondKey] = ("entrapment", "at_landing", "rule")
+_STOPPED_OUT: Final[CondKey] = ("stopped_outside_zone", None, "rule")
+_POSITION: Final[CondKey] = ("position_lost", None, "rule")
+_RUN_TIMEOUT: Final[CondKey] = ("run_timeout", None, "rule")
+_POWER: Final[CondKey] = ("power_failure", None, "rule")
+_DOOR_OPEN: Final[CondKey] = ("door_open_too_long", None, "rule")
+_BATTERY: Final[CondKey] = ("backup_battery_low", None, "rule")
+_OVERSPEED: Final[CondKey] = ("overspeed", None, "rule")
+_DOOR_RUN: Final[CondKey] = ("door_open_while_running", None, "rule")
+_UCM: Final[CondKey] = ("unintended_car_movement", None, "rule")
+_TOP: Final[CondKey] = ("overtravel_top", None, "rule")
+_BOTTOM: Final[CondKey] = ("overtravel_bottom", None, "rule")
+_SAFETY: Final[CondKey] = ("safety_circuit_open", None, "rule")
+_CYCLING: Final[CondKey] = ("door_cycling", None, "rule")
+_OFFLINE: Final[CondKey] = ("device_offline", None, "rule")
+_SELFTEST: Final[CondKey] = ("alarm_test_overdue", None, "rule")
+
+
+def evidence(st: LiftState, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The state snapshot an alarm records at raise time (FAULTS.md § Terms)."""
+    out: dict[str, Any] = {}
+    if st.tel is not None:
+        snap = msgspec.to_builtins(st.tel)
+        out = {k: v for k, v in snap.items() if v is not None and k != "v"}
+        out["ts"] = format_ts(st.ts_ms)
+    if extra:
+        out.update(extra)
+    return out
+
+
+def on_message(st: LiftState, msg: Decoded, now: int, ctx: Context) -> tuple[list[Signal], int]:
+    """Apply one message. Returns ``(signals, next deadline)``; an exact duplicate returns
+    :data:`DUPLICATE` and changes nothing."""
+    out: list[Signal] = []
+    body = msg.body
+    if isinstance(body, Status):
+        if body.state == "offline":
+            st.will_at = now
+        else:
+            _alive(st, now, out)
+        return out, _evaluate(st, now, ctx, out, new_message=False)
+    if st.seen(body.seq, msg.ts_ms):
+        return DUPLICATE
+    st.remember(body.seq, msg.ts_ms)
+    _alive(st, now, out)
+    if isinstance(body, Telemetry):
+        if msg.ts_ms < st.ts_ms:
+            # Late: history only. The live state never moves backwards (PROTOCOL.md).
+            return out, _evaluate(st, now, ctx, out, new_message=False)
+        _telemetry(st, body, msg.ts_ms, now, ctx, out)
+        return out, _evaluate(st, now, ctx, out, new_message=True)
+    _event(st, body, msg, now, ctx, out)
+    return out, _evaluate(st, now, ctx, out, new_message=False)
+
+
+def on_tick(st: LiftState, now: int, ctx: Context) -> tuple[list[Signal], int]:
+    """Evaluate the duration rules at ``now`` with the live state unchanged."""
+    out: list[Signal] = []
+    return out, _evaluate(st, now, ctx, out, new_message=False)
+
+
+# --- message handling --------------------------------------------------------------------
+
+
+def _alive(st: LiftState, now: int, out: list[Signal]) -> None:
+    st.last_valid_ms = now
+    st.will_at = None
+    c = st.peek(_OFFLINE)
+    if c is not None and c.active:
+        c.active, c.since = False, None
+        out.append(Signal("clear", "device_offline"))
+
+
+def _raise(
+    st: LiftState,
+    key: CondKey,
+    out: list[Signal],
+    *,
+    severity: str | None = None,
+    suspected: bool = False,
+    extra: dict[str, Any] | None = None,
+    note: str | None = None,
+) -> None:
+    code, subtype, source = key
+    out.append(
+        Signal(
+            "raise",
+            code,
+            subtype,
+            source,
+            severity or info(code).severity,
+            suspected,
+            evidence(st, extra),
+            note,
+        )
+    )
+
+
+def _clear(st: LiftState, key: CondKey, out: list[Signal]) -> None:
+    """Clear the alarm's condition unless the other source still reports it."""
+    code, subtype, source = key
+    other = st.peek((code, subtype, "device" if source == "rule" else "rule"))
+    if other is None or not other.active:
+        out.append(Signal("clear", code, subtype, source))
+
+
+def _telemetry(
+    st: LiftState, tel: Telemetry, ts_ms: int, now: int, ctx: Context, out: list[Signal]
+) -> None:
+    p = ctx.p
+    prev = st.tel
+    running = tel.car_status == "running"
+    speed = tel.speed
+    moving = running or (speed is not None and abs(speed) >= p.stationary_speed)
+    if running:
+        if st.run_since is None:
+            st.run_since = now
+            st.run_started_closed = tel.doors_closed
+    else:
+        st.run_since = None
+    if moving and not st.moving:
+        st.move_started_open = not tel.doors_closed
+    st.moving = moving
+    if moving:
+        st.door_changes = ()
+    elif prev is not None and prev.doors_closed != tel.doors_closed:
+        st.door_changes = (*st.door_changes[-(p.door_cycling_changes - 1) :], now)
+    prev_running = prev is not None and prev.car_status == "running"
+    prev_circuit = prev.safety_circuit if prev is not None else None
+    prev_button = prev.alarm_button if prev is not None else None
+    st.tel, st.ts_ms, st.seq = tel, ts_ms, tel.seq
+
+    safety = st.peek(_SAFETY)
+    if tel.safety_circuit == "open" and prev_circuit != "open" and (running or prev_running):
+        if safety is None or not safety.active:
+            st.cond(_SAFETY).active = True
+            _raise(st, _SAFETY, out)
+    elif (
+        safety is not None
+        and safety.active
+        and tel.safety_circuit == "closed"
+        and prev_circuit == "closed"
+        and prev_running
+        and not running
+        and tel.service_mode == "normal"
+    ):
+        # Circuit closed again and one normal run completed with it closed.
+        safety.active = False
+        _clear(st, _SAFETY, out)
+
+    if tel.controller_faults is not None:
+        _controller_faults(st, tel, out)
+
+    if tel.alarm_button is True and not prev_button:
+        _press(st, now, ctx, out, "telemetry")
+    elif tel.alarm_button is False and st.btn_pressed:
+        st.btn_pressed = st.btn_pending = False
+
+
+def _controller_faults(st: LiftState, tel: Telemetry, out: list[Signal]) -> None:
+    """``controller_faults`` lists the faults active now: new ones raise, missing ones clear."""
+    present: set[CondKey] = set()
+    for fault in tel.controller_faults or ():
+        code, subtype = reported_code(fault.namespace, fault.code)
+        key = (code, subtype, "device")
+        present.add(key)
+        c = st.cond(key)
+        if not c.active:
+            c.active = True
+            _raise(st, key, out, extra=_fault_extra(fault.namespace, fault.code, fault.text))
+    if st.conds:
+        for key, c in list(st.conds.items()):
+            if key[2] == "device" and c.active and key not in present:
+                c.active = False
+                _clear(st, key, out)
+
+
+def _fault_extra(namespace: str, code: int | str, text: str | None) -> dict[str, Any]:
+    extra: dict[str, Any] = {"fault": {"namespace": namespace, "code": code}}
+    if text:
+        extra["fault"]["text"] = text
+    return extra
+
+
+def _press(st: LiftState, now: int, ctx: Context, out: list[Signal], via: str) -> None:
+    """FAULTS.md alarm_button: filtered only while running normally or doors open at a
+    landing; the filter is bypassed when held 30 s, pressed again within 60 s, or while an
+    alarm of the button already stands."""
+    p, tel = ctx.p, st.tel
+    filtered = tel is not None and (
+        (tel.car_status == "running" and tel.service_mode == "normal")
+        or (tel.door_zone and not tel.doors_closed)
+    )
+    repeat = st.btn_last_press is not None and now - st.btn_last_press <= p.alarm_button_repeat_ms
+    st.btn_last_press = now
+    st.btn_pressed, st.btn_since = True, now
+    if filtered and not repeat and not ctx.button_unresolved:
+        st.btn_pending = True
+        return
+    st.btn_pending = False
+    note = None
+    if filtered:
+        note = "filter bypassed: pressed again within the repeat window" if repeat else None
+    _raise(st, ("alarm_button", None, "device"), out, extra={"via": via}, note=note)
+
+
+def _event(
+    st: LiftState,
+    body: AlarmButtonEvent | FaultEvent | SelftestEvent | EndOfAlarmEvent,
+    msg: Decoded,
+    now: int,
+    ctx: Context,
+    out: list[Signal],
+) -> None:
+    if isinstance(body, AlarmButtonEvent):
+        if body.pressed:
+            _press(st, now, ctx, out, "event")
+        else:
+            st.btn_pressed = st.btn_pending = False
+    elif isinstance(body, FaultEvent):
+        code, subtype = reported_code(body.namespace, body.code)
+        key = (code, subtype, "device")
+        c = st.peek(key)
+        if body.active:
+            if c is None or not c.active:
+                st.cond(key).active = True
+                extra = _fault_extra(body.namespace, body.code, body.text)
+                extra["event_ts"] = format_ts(msg.ts_ms)
+                _raise(st, key, out, extra=extra)
+        elif c is not None and c.active:
+            c.active = False
+            _clear(st, key, out)
+    elif isinstance(body, SelftestEvent):
+        if body.result == "ok":
+            st.selftest_ok_at = now
+            out.append(Signal("selftest_ok"))
+            c = st.peek(_SELFTEST)
+            if c is not None and c.active:
+                c.active = False
+                _clear(st, _SELFTEST, out)
+    else:
+        st.btn_pending = False
+        out.append(Signal("end_of_alarm", note=body.by))
+
+
+# --- duration rules --------------------------------------------------------------------
+
+
+def _timed(
+    st: LiftState,
+    key: CondKey,
+    holds: bool,
+    threshold: int,
+    clear_hold: int | None,
+    now: int,
+    out: list[Signal],
+    new_message: bool,
+    *,
+    min_count: int = 1,
+    not_before: int = 0,
+    never_clears: bool = False,
+    severity: str | None = None,
+    suspected: bool = False,
+) -> int:
+    """One duration condition. ``clear_hold`` is None while the clear predicate is false,
+    else how long it must hold. Returns this condition's next deadline."""
+    c = st.peek(key)
+    if c is None or not c.active:
+        if not holds:
+            if c is not None:
+                c.since, c.count = None, 0
+            return NEVER
+        if c is None:
+            c = st.cond(key)
+        if c.since is None:
+            c.since, c.count = now, 0
+        if new_message:
+            c.count += 1
+        if c.count < min_count:
+            return NEVER
+        due = max(c.since + threshold, not_before)
+        if now < due:
+            return due
+        c.active, c.clear_since = True, None
+        held = {"held_since": format_ts(c.since)} if threshold else None
+        _raise(st, key, out, severity=severity, suspected=suspected, extra=held)
+        return NEVER
+    if never_clears:
+        if not holds:  # rearm silently: the alarm itself waits for an end of alarm
+            c.active, c.since, c.count = False, None, 0
+        return NEVER
+    if clear_hold is None:
+        c.clear_since = None
+        return NEVER
+    if c.clear_since is None:
+        c.clear_since = now
+    due = c.clear_since + clear_hold
+    if now < due:
+        return due
+    c.active, c.since, c.count, c.clear_since = False, None, 0, None
+    _clear(st, key, out)
+    if key[0] == "entrapment":
+        st.entrap_cleared_at = now
+    return NEVER
+
+
+def _evaluate(st: LiftState, now: int, ctx: Context, out: list[Signal], new_message: bool) -> int:
+    p = ctx.p
+    due = _silence(st, now, p, out)
+    if st.selftest_ok_at is not None:
+        c = st.peek(_SELFTEST)
+        if c is None or not c.active:
+            test_due = st.selftest_ok_at + p.selftest_ms
+            if now >= test_due:
+                st.cond(_SELFTEST).active = True
+                _raise(st, _SELFTEST, out, extra={"last_ok": format_ts(st.selftest_ok_at)})
+            else:
+                due = min(due, test_due)
+    if st.btn_pending and st.btn_pressed:
+        hold_due = st.btn_since + p.alarm_button_hold_ms
+        if now >= hold_due:
+            st.btn_pending = False
+            _raise(
+                st,
+                ("alarm_button", None, "device"),
+                out,
+                extra={"held_since": format_ts(st.btn_since)},
+                note="filter bypassed: held",
+            )
+        else:
+            due = min(due, hold_due)
+    tel = st.tel
+    if tel is None:
+        return due
+
+    running = tel.car_status == "running"
+    speed = tel.speed
+    aspeed = abs(speed) if speed is not None else None
+    stationary = not running and (aspeed is None or aspeed < p.stationary_speed)
+    mode = tel.service_mode
+    normal = mode == "normal"
+    zone, closed = tel.door_zone, tel.doors_closed
+    present = tel.passenger_present is True
+
+    # Entrapment clears when doors open in a door zone, or the car runs for 2 s.
+    if zone and not closed:
+        entrap_clear: int | None = 0
+    elif running:
+        entrap_clear = p.entrapment_clear_run_ms
+    else:
+        entrap_clear = None
+    rearm = st.entrap_cleared_at + p.entrapment_rearm_ms if st.entrap_cleared_at is not None else 0
+    due = min(
+        due,
+        _timed(
+            st,
+            _ENTRAP_OUT,
+            stationary and not zone and present and mode != "inspection",
+            p.entrapment_ms,
+            entrap_clear,
+            now,
+            out,
+            new_message,
+            not_before=rearm,
+        ),
+        _timed(
+            st,
+            _ENTRAP_LANDING,
+            stationary
+            and zone
+            and closed
+            and present
+            and normal
+            and tel.door_state not in ("open", "opening"),
+            p.entrapment_at_landing_ms,
+            entrap_clear,
+            now,
+            out,
+            new_message,
+            not_before=rearm,
+            suspected=True,
+        ),
+        _timed(
+            st,
+            _STOPPED_OUT,
+            stationary and not zone and normal,
+            p.stopped_outside_zone_ms,
+            0 if zone or running else None,
+            now,
+            out,
+            new_message,
+        ),
+        _timed(
+            st,
+            _POSITION,
+            tel.floor is None and normal,
+            p.position_lost_ms,
+            0 if tel.floor is not None else None,
+            now,
+            out,
+            new_message,
+        ),
+        _timed(
+            st,
+            _RUN_TIMEOUT,
+            running,
+            p.run_timeout_ms,
+            None if running else 0,
+            now,
+            out,
+            new_message,
+        ),
+        _timed(
+            st,
+            _DOOR_OPEN,
+            not closed and normal,
+            p.door_open_too_long_ms,
+            0 if closed else None,
+            now,
+            out,
+            new_message,
+        ),
+    )
+    power = tel.power_source
+    if power is not None:
+        due = min(
+            due,
+            _timed(
+                st,
+                _POWER,
+                power != "mains",
+                p.power_failure_ms,
+                p.power_failure_clear_ms if power == "mains" else None,
+                now,
+                out,
+                new_message,
+                severity="critical" if present and not zone else "major",
+            ),
+        )
+    if tel.battery is not None:
+        low = tel.battery < p.battery_low_pct
+        due = min(
+            due,
+            _timed(
+                st,
+                _BATTERY,
+                low,
+                p.battery_low_ms,
+                None if low else p.battery_clear_ms,
+                now,
+                out,
+                new_message,
+            ),
+        )
+    if aspeed is not None:
+        due = min(
+            due,
+            _timed(
+                st,
+                _OVERSPEED,
+                aspeed > p.overspeed_factor * ctx.rated_speed,
+                p.overspeed_ms,
+                p.overspeed_clear_ms if aspeed <= ctx.rated_speed else None,
+                now,
+                out,
+                new_message,
+                min_count=2,
+            ),
+        )
+    fast = aspeed is None or aspeed > p.moving_speed
+    due = min(
+        due,
+        _timed(
+            st,
+            _DOOR_RUN,
+            running and st.run_started_closed and not closed and fast,
+            p.door_open_while_running_ms,
+            0
+            if closed or not running or (aspeed is not None and aspeed < p.moving_speed)
+            else None,
+            now,
+            out,
+            new_message,
+            min_count=2,
+        ),
+        _timed(
+            st,
+            _UCM,
+            st.moving
+            and st.move_started_open
+            and (not zone or (aspeed is not None and aspeed > p.moving_speed))
+            and mode != "inspection",
+            0,
+            None,
+            now,
+            out,
+            new_message,
+            min_count=p.unintended_movement_messages,
+            never_clears=True,
+        ),
+    )
+    if tel.up_limit is not None:
+        due = min(
+            due,
+            _timed(st, _TOP, tel.up_limit, 0, None if tel.up_limit else 0, now, out, new_message),
+        )
+    if tel.down_limit is not None:
+        due = min(
+            due,
+            _timed(
+                st, _BOTTOM, tel.down_limit, 0, None if tel.down_limit else 0, now, out, new_message
+            ),
+        )
+    return min(due, _door_cycling(st, now, p, out, new_message))
+
+
+def _door_cycling(
+    st: LiftState, now: int, p: Thresholds, out: list[Signal], new_message: bool
+) -> int:
+    c = st.peek(_CYCLING)
+    changes = st.door_changes
+    if c is not None and c.active:
+        if st.moving:
+            c.active = False
+            _clear(st, _CYCLING, out)
+            return NEVER
+        quiet_due = (changes[-1] if changes else now) + p.door_cycling_quiet_ms
+        if now >= quiet_due:
+            c.active = False
+            st.door_changes = ()
+            _clear(st, _CYCLING, out)
+            return NEVER
+        return quiet_due
+    n = p.door_cycling_changes
+    if new_message and len(changes) >= n and changes[-1] - changes[-n] <= p.door_cycling_window_ms:
+        st.cond(_CYCLING).active = True
+        _raise(st, _CYCLING, out, extra={"door_changes": len(changes)})
+        return changes[-1] + p.door_cycling_quiet_ms
+    return NEVER
+
+
+def _silence(st: LiftState, now: int, p: Thresholds, out: list[Signal]) -> int:
+    """device_offline: no valid message for 180 s, or a Last Will ``offline`` followed by
+    60 s without a message."""
+    c = st.peek(_OFFLINE)
+    if c is not None and c.active:
+        return NEVER
+    due = st.last_valid_ms + p.offline_ms
+    if st.will_at is not None:
+        due = min(due, st.will_at + p.offline_after_will_ms)
+    if now < due:
+        return due
+    st.cond(_OFFLINE).active = True
+    silent = {"last_message_at": format_ts(st.last_valid_ms)}
+    if st.will_at is not None:
+        silent["offline_status_at"] = format_ts(st.will_at)
+    _raise(st, _OFFLINE, out, extra=silent)
+    return NEVER

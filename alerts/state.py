@@ -1,0 +1,108 @@
+"""Compact live state of one lift (``__slots__``; about 1–2 KB with its last telemetry).
+
+The state keeps the last accepted telemetry snapshot as decoded (a msgspec struct, no copy)
+plus the few facts rules need across messages: when a run started, recent door changes, the
+alarm button, and one small :class:`Cond` per condition being timed or latched.
+"""
+
+from __future__ import annotations
+
+from liftwatch.protocol import Telemetry
+
+CondKey = tuple[str, str | None, str]
+"""(code, subtype, source): the same code may be both derived ("rule") and reported ("device")."""
+
+DEDUP_KEYS = 8
+
+
+class Cond:
+    """One condition's timing: ``since`` is liftwatch's clock at the first message on which it
+    held, ``count`` the consecutive messages it held on, ``active`` the raised latch,
+    ``clear_since`` when its clear predicate started to hold, ``muted`` whether its alarm was
+    recorded as suppressed (re-checked on later messages so it can be raised for real)."""
+
+    __slots__ = ("active", "clear_since", "count", "muted", "since")
+
+    def __init__(self) -> None:
+        self.since: int | None = None
+        self.count = 0
+        self.active = False
+        self.clear_since: int | None = None
+        self.muted = False
+
+    def idle(self) -> bool:
+        return not self.active and self.since is None
+
+
+class LiftState:
+    __slots__ = (
+        "btn_last_press",
+        "btn_pending",
+        "btn_pressed",
+        "btn_since",
+        "conds",
+        "door_changes",
+        "entrap_cleared_at",
+        "last_valid_ms",
+        "lift_id",
+        "move_started_open",
+        "moving",
+        "recent",
+        "run_since",
+        "run_started_closed",
+        "selftest_ok_at",
+        "seq",
+        "tel",
+        "ts_ms",
+        "will_at",
+    )
+
+    def __init__(self, lift_id: str, now_ms: int) -> None:
+        self.lift_id = lift_id
+        self.tel: Telemetry | None = None
+        self.ts_ms = -1
+        self.seq = -1
+        self.recent: tuple[int, ...] = ()
+        self.last_valid_ms = now_ms
+        self.will_at: int | None = None
+        self.run_since: int | None = None
+        self.moving = False
+        self.move_started_open = False
+        self.run_started_closed = True
+        self.door_changes: tuple[int, ...] = ()
+        self.entrap_cleared_at: int | None = None
+        self.btn_pressed = False
+        self.btn_pending = False
+        self.btn_since = 0
+        self.btn_last_press: int | None = None
+        self.selftest_ok_at: int | None = None
+        self.conds: dict[CondKey, Cond] | None = None
+
+    def cond(self, key: CondKey) -> Cond:
+        conds = self.conds
+        if conds is None:
+            conds = self.conds = {}
+        c = conds.get(key)
+        if c is None:
+            c = conds[key] = Cond()
+        return c
+
+    def peek(self, key: CondKey) -> Cond | None:
+        return None if self.conds is None else self.conds.get(key)
+
+    def prune(self) -> None:
+        """Drop idle conditions so a quiet lift keeps no per-condition objects."""
+        conds = self.conds
+        if conds and any(c.idle() for c in conds.values()):
+            for key in [k for k, c in conds.items() if c.idle()]:
+                del conds[key]
+        if not conds:
+            self.conds = None
+
+    def seen(self, seq: int, ts_ms: int) -> bool:
+        """True if (seq, ts) was accepted recently: a QoS 1 redelivery (PROTOCOL.md)."""
+        return (ts_ms * 4_294_967_296 + seq) in self.recent
+
+    def remember(self, seq: int, ts_ms: int) -> None:
+        key = ts_ms * 4_294_967_296 + seq
+        self.recent = (*self.recent[-(DEDUP_KEYS - 1) :], key)

@@ -1,0 +1,144 @@
+"""Detection thresholds: FAULTS.md defaults, overridden globally (``LIFTWATCH_ALERTS_THRESHOLDS``)
+and per lift (registry ``overrides``). Keys and meanings are listed in docs/alarms.md."""
+
+from __future__ import annotations
+
+from typing import Final
+
+DEFAULTS: Final[dict[str, float]] = {
+    "entrapment_s": 30,
+    "entrapment_at_landing_s": 90,
+    "entrapment_rearm_s": 60,
+    "entrapment_clear_run_s": 2,
+    "alarm_button_hold_s": 30,
+    "alarm_button_repeat_s": 60,
+    "stationary_speed": 0.1,
+    "moving_speed": 0.3,
+    "unintended_movement_messages": 2,
+    "door_open_while_running_s": 0.5,
+    "overspeed_factor": 1.15,
+    "overspeed_s": 0.5,
+    "overspeed_clear_s": 15,
+    "stopped_outside_zone_s": 10,
+    "position_lost_s": 10,
+    "run_timeout_s": 45,
+    "power_failure_s": 5,
+    "power_failure_clear_s": 30,
+    "device_offline_s": 180,
+    "device_offline_after_will_s": 60,
+    "door_cycling_changes": 6,
+    "door_cycling_window_s": 15,
+    "door_cycling_quiet_s": 30,
+    "door_open_too_long_s": 120,
+    "alarm_test_overdue_h": 72,
+    "battery_low_pct": 30,
+    "battery_low_s": 60,
+    "battery_clear_s": 600,
+    "escalation_s": 300,
+    "arrival_deadline_urban_min": 30,
+    "arrival_deadline_rural_min": 60,
+    "auto_resolve_s": 60,
+    "flood_limit": 3,
+}
+
+
+class ThresholdError(ValueError):
+    pass
+
+
+class Thresholds:
+    """Resolved thresholds in the units rules use (milliseconds, m/s, %, counts)."""
+
+    __slots__ = (
+        "alarm_button_hold_ms",
+        "alarm_button_repeat_ms",
+        "battery_clear_ms",
+        "battery_low_ms",
+        "battery_low_pct",
+        "door_cycling_changes",
+        "door_cycling_quiet_ms",
+        "door_cycling_window_ms",
+        "door_open_too_long_ms",
+        "door_open_while_running_ms",
+        "entrapment_at_landing_ms",
+        "entrapment_clear_run_ms",
+        "entrapment_ms",
+        "entrapment_rearm_ms",
+        "moving_speed",
+        "offline_after_will_ms",
+        "offline_ms",
+        "overspeed_clear_ms",
+        "overspeed_factor",
+        "overspeed_ms",
+        "position_lost_ms",
+        "power_failure_clear_ms",
+        "power_failure_ms",
+        "raw",
+        "run_timeout_ms",
+        "selftest_ms",
+        "stationary_speed",
+        "stopped_outside_zone_ms",
+        "unintended_movement_messages",
+    )
+
+    def __init__(self, values: dict[str, float]) -> None:
+        v = values
+        self.raw = dict(values)
+
+        def ms(key: str) -> int:
+            return round(v[key] * 1000)
+
+        self.entrapment_ms = ms("entrapment_s")
+        self.entrapment_at_landing_ms = ms("entrapment_at_landing_s")
+        self.entrapment_rearm_ms = ms("entrapment_rearm_s")
+        self.entrapment_clear_run_ms = ms("entrapment_clear_run_s")
+        self.alarm_button_hold_ms = ms("alarm_button_hold_s")
+        self.alarm_button_repeat_ms = ms("alarm_button_repeat_s")
+        self.stationary_speed = float(v["stationary_speed"])
+        self.moving_speed = float(v["moving_speed"])
+        self.unintended_movement_messages = max(1, int(v["unintended_movement_messages"]))
+        self.door_open_while_running_ms = ms("door_open_while_running_s")
+        self.overspeed_factor = float(v["overspeed_factor"])
+        self.overspeed_ms = ms("overspeed_s")
+        self.overspeed_clear_ms = ms("overspeed_clear_s")
+        self.stopped_outside_zone_ms = ms("stopped_outside_zone_s")
+        self.position_lost_ms = ms("position_lost_s")
+        self.run_timeout_ms = ms("run_timeout_s")
+        self.power_failure_ms = ms("power_failure_s")
+        self.power_failure_clear_ms = ms("power_failure_clear_s")
+        self.offline_ms = ms("device_offline_s")
+        self.offline_after_will_ms = ms("device_offline_after_will_s")
+        self.door_cycling_changes = max(2, int(v["door_cycling_changes"]))
+        self.door_cycling_window_ms = ms("door_cycling_window_s")
+        self.door_cycling_quiet_ms = ms("door_cycling_quiet_s")
+        self.door_open_too_long_ms = ms("door_open_too_long_s")
+        self.selftest_ms = round(v["alarm_test_overdue_h"] * 3_600_000)
+        self.battery_low_pct = float(v["battery_low_pct"])
+        self.battery_low_ms = ms("battery_low_s")
+        self.battery_clear_ms = ms("battery_clear_s")
+
+    def ms(self, key: str) -> int:
+        return round(self.raw[key] * 1000)
+
+
+def check(values: dict[str, float], where: str) -> dict[str, float]:
+    """Reject unknown keys and negative values with a message naming them."""
+    unknown = sorted(set(values) - set(DEFAULTS))
+    if unknown:
+        raise ThresholdError(
+            f"{where}: unknown threshold {', '.join(unknown)}; known keys are listed in"
+            " docs/alarms.md"
+        )
+    negative = sorted(k for k, x in values.items() if not x >= 0)
+    if negative:
+        raise ThresholdError(f"{where}: thresholds must be >= 0: {', '.join(negative)}")
+    return values
+
+
+def resolve(global_values: dict[str, float], lift_overrides: dict[str, float]) -> Thresholds:
+    """Defaults, then the global settings, then the lift's overrides. Unknown per-lift keys
+    are ignored here (the registry validates nothing about them) rather than stopping alarms."""
+    merged = dict(DEFAULTS)
+    merged.update(global_values)
+    merged.update({k: v for k, v in lift_overrides.items() if k in DEFAULTS and v >= 0})
+    return Thresholds(merged)

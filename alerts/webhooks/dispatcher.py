@@ -1,0 +1,401 @@
+"""The webhook dispatcher: outbox → deliveries → signed POSTs, retried and in order.
+
+It runs as one asyncio task inside ``liftwatch alerts`` (and ``liftwatch serve``):
+
+1. **Fan-out.** Outbox rows (written by the alerts engine in the transaction of each alarm
+   transition) become one delivery per matching subscription, and are marked dispatched, in one
+   transaction (``store.fan_out``).
+2. **Scheduling.** Deliveries of one (subscription, alarm) form a chain; only its oldest open
+   delivery (the head) may be sent, so a later event waits while an earlier one is retried.
+   Each head is sent by its own task: a dead receiver holds up nothing but its own chains, and
+   at most ``per_subscription`` of them at once, within ``concurrency`` overall.
+3. **Attempt.** The URL is resolved and SSRF-checked again, the request is sent to the address
+   just checked, with Standard Webhooks headers, 5 s for the whole attempt, redirects not
+   followed. The delivery is ``delivering`` in the store while the request is out and becomes
+   ``delivered`` only after a 2xx, so a crash re-sends it (same ``webhook-id``) rather than
+   losing it.
+
+The engine calls :meth:`Dispatcher.notify` right after committing an outbox row (any thread),
+so a new alarm goes out at once; a slow poll picks up rows written by other processes (the API
+acknowledging an alarm, a ``webhook.test``) and retries that fall due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final, ParamSpec, TypeVar
+
+import httpx
+
+from alerts.webhooks import backoff, filters, signing, ssrf
+from liftwatch import __version__
+from liftwatch.clock import Clock, SystemClock
+from liftwatch.store import Database
+from liftwatch.store import webhooks as store
+from liftwatch.store.webhooks import Delivery, OutboxEvent, Subscription
+
+log = logging.getLogger("liftwatch.webhooks")
+
+USER_AGENT: Final = f"liftwatch/{__version__}"
+ATTEMPT_TIMEOUT_S: Final = 5.0
+READ_LIMIT: Final = 64 * 1024  # read (and discard) this much so the connection can be reused
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """How one attempt ended."""
+
+    status_code: int | None
+    latency_ms: int
+    response: str | None = None
+    error: str | None = None
+    retry_after: str | None = None
+    retryable: bool = False
+
+
+def route(event: OutboxEvent, subs: Sequence[Subscription]) -> list[Subscription]:
+    """The subscriptions an outbox row goes to (``filters.matches``)."""
+    ev = filters.Event(
+        event.event_type, event.lift_id, event.company_id, event.code, event.severity
+    )
+    return [
+        s
+        for s in subs
+        if filters.matches(
+            filters.Subscriber(s.company_id, filters.Filters.from_json(s.filters)), ev
+        )
+    ]
+
+
+def classify(status_code: int) -> str:
+    """``delivered``, ``retry``, ``gone`` or ``failed`` for an HTTP answer (WEBHOOKS.md)."""
+    if 200 <= status_code < 300:
+        return "delivered"
+    if status_code == 429 or status_code >= 500:
+        return "retry"
+    if status_code == 410:
+        return "gone"
+    # Other 4xx, and 3xx too: redirects are not followed, and retrying would not change the
+    # answer.
+    return "failed"
+
+
+def build_client(concurrency: int) -> httpx.AsyncClient:
+    """The one pooled client every delivery shares."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(ATTEMPT_TIMEOUT_S),
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        trust_env=False,  # a proxy from the environment would defeat the SSRF guard
+    )
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        allow_private: bool = False,
+        clock: Clock | None = None,
+        client: httpx.AsyncClient | None = None,
+        concurrency: int = 64,
+        per_subscription: int = 8,
+        poll_interval_s: float = 1.0,
+        attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
+        uniform: Callable[[float, float], float] = random.uniform,
+    ) -> None:
+        self.db = db
+        self.allow_private = allow_private
+        self.clock: Clock = clock or SystemClock()
+        self._client = client
+        self._owns_client = client is None
+        self.concurrency = concurrency
+        self.per_subscription = per_subscription
+        self.poll_interval_s = poll_interval_s
+        self.attempt_timeout_s = attempt_timeout_s
+        self._uniform = uniform
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # One thread for the store: commits fsync, which must not stall the event loop the
+        # alerts engine shares, and one thread keeps our own writes from contending.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhooks-db")
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._chains: set[tuple[str, str]] = set()
+        self._per_sub: dict[str, int] = {}
+        self.sent = 0
+
+    # --- waking ------------------------------------------------------------------------------
+
+    def notify(self) -> None:
+        """New work is in the store: wake the loop. Safe from any thread, cheap, never blocks."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
+
+    async def _db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    # --- main loop ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Deliver until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        if self._client is None:
+            self._client = build_client(self.concurrency)
+        try:
+            resumed = await self._db(store.reset_in_flight, self.db)
+            if resumed:
+                log.info("resuming %d deliveries that were in flight at the last stop", resumed)
+            while True:
+                self._wake.clear()
+                timeout = self.poll_interval_s
+                try:
+                    timeout = await self._round()
+                except sqlite3.Error as exc:
+                    log.warning("webhook store unavailable, retrying: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+        finally:
+            await self._shutdown()
+
+    async def _round(self) -> float:
+        """Fan out, start every due head that may start; return how long to sleep."""
+        now = self.clock.now_ms()
+        while await self._db(store.fan_out, self.db, route, now_ms=now) > 0:
+            pass
+        heads = await self._db(store.due_heads, self.db, now)
+        for d in heads:
+            if len(self._inflight) >= self.concurrency:
+                break
+            if d.id in self._inflight or d.chain in self._chains:
+                continue
+            if self._per_sub.get(d.subscription_id, 0) >= self.per_subscription:
+                continue
+            self._spawn(d)
+        next_due = await self._db(store.next_due_at, self.db)
+        if next_due is None:
+            return self.poll_interval_s
+        wait = (next_due - self.clock.now_ms()) / 1000
+        # Due but blocked (its chain or subscription is busy): a finishing task wakes us.
+        return self.poll_interval_s if wait <= 0 else min(wait, self.poll_interval_s)
+
+    def _spawn(self, d: Delivery) -> None:
+        self._chains.add(d.chain)
+        self._per_sub[d.subscription_id] = self._per_sub.get(d.subscription_id, 0) + 1
+        task = asyncio.create_task(self._deliver(d), name=f"webhook-delivery-{d.id}")
+        self._inflight[d.id] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._inflight.pop(d.id, None)
+            self._chains.discard(d.chain)
+            left = self._per_sub.get(d.subscription_id, 1) - 1
+            if left:
+                self._per_sub[d.subscription_id] = left
+            else:
+                self._per_sub.pop(d.subscription_id, None)
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def _shutdown(self) -> None:
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # Cancelled attempts stay 'delivering' and are resumed at the next start.
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        self._executor.shutdown(wait=False)
+
+    # --- one attempt ---------------------------------------------------------------------------
+
+    def _begin(self, delivery_id: int, now: int) -> tuple[Delivery, Subscription | None] | None:
+        started = store.start_attempt(self.db, delivery_id, now)
+        if started is None:
+            return None
+        return started, store.get_subscription(self.db, started.subscription_id)
+
+    async def _deliver(self, queued: Delivery) -> None:
+        begun = await self._db(self._begin, queued.id, self.clock.now_ms())
+        if begun is None:
+            return
+        d, sub = begun
+        at = self.clock.now_ms()
+        try:
+            if sub is None or not sub.enabled:
+                result = Result(None, 0, error="subscription disabled or deleted")
+            else:
+                result = await self.attempt(sub, d)
+            await self._conclude(d, sub, at, result)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug must not wedge the chain: log it and schedule a retry like a failed attempt.
+            log.exception("webhook delivery %d: unexpected error", d.id)
+            with contextlib.suppress(Exception):
+                await self._conclude(d, sub, at, Result(None, 0, "", "internal error", None, True))
+
+    async def _conclude(
+        self, d: Delivery, sub: Subscription | None, at: int, result: Result
+    ) -> None:
+        outcome, next_at, error = "failed", None, result.error
+        if result.status_code is not None:
+            kind = classify(result.status_code)
+            error = None if kind == "delivered" else f"HTTP {result.status_code}"
+            if kind == "delivered":
+                outcome = "delivered"
+            elif kind == "retry":
+                outcome = "pending"
+            elif kind == "gone":
+                error = "410 Gone: subscription disabled"
+        elif result.retryable:
+            outcome = "pending"
+        if outcome == "pending":
+            now = self.clock.now_ms()
+            retry_after = backoff.parse_retry_after(result.retry_after, now)
+            next_at = backoff.next_attempt_ms(
+                first_attempt_ms=d.first_attempt_at or at,
+                failed_attempts=d.attempts,
+                now_ms=now,
+                retry_after_s=retry_after,
+                uniform=self._uniform,
+            )
+            if next_at is None:
+                outcome = "failed"
+                error = f"{error or 'failed'}; gave up after {d.attempts} attempts in 24 h"
+        gone = result.status_code == 410 and sub is not None
+        await self._db(
+            store.finish_attempt,
+            self.db,
+            d.id,
+            at=at,
+            latency_ms=result.latency_ms,
+            status_code=result.status_code,
+            response=result.response,
+            error=error,
+            outcome=outcome,
+            next_attempt_at=next_at,
+            disable_reason="receiver answered 410 Gone" if gone else None,
+        )
+        if outcome == "delivered":
+            self.sent += 1
+        elif gone:
+            log.warning(
+                "webhook subscription %s disabled: its receiver answered 410", d.subscription_id
+            )
+        elif outcome == "failed":
+            log.warning("webhook delivery %d (%s) failed: %s", d.id, d.webhook_id, error)
+
+    async def attempt(self, sub: Subscription, d: Delivery) -> Result:
+        """One signed POST of ``d`` to ``sub``; never raises for network trouble."""
+        started = self.clock.monotonic()
+
+        def elapsed() -> int:
+            return round((self.clock.monotonic() - started) * 1000)
+
+        try:
+            async with asyncio.timeout(self.attempt_timeout_s):
+                try:
+                    target, addresses = await ssrf.check_url(sub.url, self.allow_private)
+                except ssrf.UrlRefused as exc:
+                    return Result(None, elapsed(), error=f"refused: {exc}")
+                except LookupError as exc:
+                    return Result(None, elapsed(), error=str(exc), retryable=True)
+                return await self._post(sub, d, target, addresses, elapsed)
+        except TimeoutError:
+            return Result(
+                None,
+                elapsed(),
+                error=f"timeout after {self.attempt_timeout_s:g} s",
+                retryable=True,
+            )
+
+    async def _post(
+        self,
+        sub: Subscription,
+        d: Delivery,
+        target: ssrf.Target,
+        addresses: list[ssrf.IPAddress],
+        elapsed: Callable[[], int],
+    ) -> Result:
+        assert self._client is not None
+        body = d.payload.encode("utf-8")
+        last_error = "no address"
+        for ip in addresses:
+            url, host, sni = ssrf.pinned(sub.url, target, ip)
+            timestamp = self.clock.now_ms() // 1000
+            headers = {
+                "host": host,
+                "content-type": "application/json",
+                "user-agent": USER_AGENT,
+                "webhook-id": d.webhook_id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": signing.signature_header(
+                    sub.signing_secrets(self.clock.now_ms()), d.webhook_id, timestamp, body
+                ),
+            }
+            extensions: dict[str, Any] = {"sni_hostname": sni} if sni else {}
+            request = self._client.build_request(
+                "POST", url, content=body, headers=headers, extensions=extensions
+            )
+            try:
+                response = await self._client.send(request, stream=True)
+            except httpx.ConnectError as exc:
+                # Try the next address the name resolved to (::1 refused, 127.0.0.1 listening).
+                last_error = f"connection error: {exc or type(exc).__name__}"
+                continue
+            except httpx.TimeoutException:
+                return Result(None, elapsed(), error="timeout", retryable=True)
+            except httpx.TransportError as exc:
+                return Result(
+                    None,
+                    elapsed(),
+                    error=f"transport error: {exc or type(exc).__name__}",
+                    retryable=True,
+                )
+            try:
+                text = await _read_head(response)
+            except httpx.TransportError:
+                text = None  # the status line counts; a body cut short does not
+            finally:
+                await response.aclose()
+            return Result(
+                response.status_code,
+                elapsed(),
+                response=text,
+                retry_after=response.headers.get("retry-after"),
+            )
+        return Result(None, elapsed(), error=last_error, retryable=True)
+
+
+async def _read_head(response: httpx.Response) -> str:
+    """The first 1 KiB of the answer; reads up to READ_LIMIT so the connection is reusable."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= READ_LIMIT:
+            break
+    raw = b"".join(chunks)[: store.RESPONSE_KEEP]
+    return raw.decode("utf-8", errors="replace")
