@@ -45,12 +45,16 @@ class Client:
         *,
         v5: bool = True,
         client_id: str | None = None,
+        persistent: bool = False,
     ) -> None:
         self.port = port
+        # A persistent session: MQTT 3.1.1 clean_session=0 (MQTT 5 would need an expiry too).
+        assert not (persistent and v5), "persistent sessions are tested over MQTT 3.1.1"
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id or f"t-{uuid.uuid4().hex[:12]}",
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=False if persistent else None,
         )
         if username is not None:
             self._client.username_pw_set(username, password)

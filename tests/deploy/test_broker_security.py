@@ -295,6 +295,49 @@ def test_compose_healthcheck_command_passes_against_the_broker(setup: Setup) -> 
     assert done.returncode != 0
 
 
+def test_persistent_session_keeps_every_qos1_message_across_a_restart(setup: Setup) -> None:
+    """Runs last in this module: it restarts the broker. 1,500 queued messages are more than
+    Mosquitto's default max_queued_messages (1,000). QoS 0 telemetry is mixed in, as devices
+    do: with queue_qos0_messages true, Mosquitto 2.0.11 lost QoS 1 messages here."""
+    session = f"liftwatch-ingest-{uuid.uuid4().hex[:6]}"
+
+    def ingest() -> Client:
+        return Client(
+            setup.broker.tls_port,
+            setup.broker.ca_file,
+            "ingest",
+            setup.passwords["ingest"],
+            v5=False,
+            client_id=session,
+            persistent=True,
+        )
+
+    consumer = ingest().connect()
+    assert consumer.subscribe("lifts/#") == 1
+    consumer.close()  # offline, session kept
+    qos1 = []
+    device = setup.client(setup.lift_a).connect()
+    try:
+        for seq in range(1500):
+            qos = 0 if seq % 100 == 50 else 1
+            device.publish(f"lifts/{setup.lift_a}/telemetry", telemetry(seq), qos=qos)
+            if qos:
+                qos1.append(seq)
+        sentinel = telemetry(1500)
+        device.publish(f"lifts/{setup.lift_a}/event", sentinel, qos=1)
+        qos1.append(1500)
+    finally:
+        device.close()
+    setup.broker.restart()  # SIGTERM: Mosquitto writes its persistence file on the way out
+    consumer = ingest().connect()
+    try:
+        got = consumer.until(sentinel, timeout=10)
+    finally:
+        consumer.close()
+    seqs = [json.loads(m.payload)["seq"] for m in got]
+    assert [s for s in seqs if s % 100 != 50] == qos1
+
+
 def test_shipped_config_paths_match_the_provision_defaults() -> None:
     from liftwatch.provision import DEFAULT_ACL_FILE, DEFAULT_PASSWORD_FILE
 
