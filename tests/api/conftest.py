@@ -66,6 +66,8 @@ class World:
     lift_a2: str = "LA-2"
     lift_b: str = "LB-1"
     lift_none: str = "LX-1"
+    alarm_a: str = ""
+    window_a: int = 0
 
     def h(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -125,3 +127,40 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
     if code is not None:
         assert body["error"]["code"] == code, body
     assert "Traceback" not in response.text
+
+
+def raise_alarm(
+    db: Database,
+    lift_id: str,
+    code: str,
+    *,
+    at: int,
+    severity: str = "critical",
+    company_id: str | None = None,
+    subtype: str | None = None,
+    deadline_ms: int | None = None,
+    suppressed_reason: str | None = None,
+) -> str:
+    """Raise an alarm through the alerts engine's own lifecycle API; returns its id."""
+    from alerts.lifecycle import Change, Policy, Raise, raise_condition
+
+    out: list[Change] = []
+    with db.transaction() as conn:
+        alarm = raise_condition(
+            conn,
+            Raise(
+                lift_id=lift_id,
+                code=code,
+                subtype=subtype,
+                severity=severity,
+                source="rule",
+                at=at,
+                evidence={"car_status": "stopped", "floor": "3"},
+                company_id=company_id,
+                deadline_ms=deadline_ms,
+                suppressed_reason=suppressed_reason,
+            ),
+            Policy(flood_limit=10_000),
+            out,
+        )
+    return alarm.alarm_id
