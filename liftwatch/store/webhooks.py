@@ -1,0 +1,500 @@
+"""SQL for webhook subscriptions, deliveries and attempts (WEBHOOKS.md).
+
+The dispatcher (``alerts/webhooks/dispatcher.py``) and the API route (``api/routes/webhooks.py``)
+are the only callers. A delivery moves ``pending`` → ``delivering`` → ``delivered`` or back to
+``pending`` (retry) or ``failed``; :func:`fan_out` turns outbox rows into deliveries and marks the
+rows dispatched in one transaction, so a crash between the two can neither lose nor double them.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from liftwatch.store.db import Database
+
+OPEN: Final = ("pending", "delivering")
+RESPONSE_KEEP: Final = 1024
+
+
+def _now() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_subscription_id() -> str:
+    return "wh_" + secrets.token_hex(8)
+
+
+def new_message_id() -> str:
+    return "msg_" + secrets.token_hex(12)
+
+
+# --- subscriptions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: str
+    company_id: str | None
+    url: str
+    description: str
+    secret: str
+    previous_secret: str | None
+    previous_until: int | None
+    secret_rotated_at: int | None
+    filters: dict[str, Any]
+    enabled: bool
+    disabled_reason: str | None
+    created_by: str
+    created_at: int
+    updated_at: int
+
+    def signing_secrets(self, now_ms: int) -> list[str]:
+        """The secrets that sign right now: the current one, then the previous one during the
+        rotation grace period."""
+        out = [self.secret]
+        if self.previous_secret and self.previous_until and now_ms < self.previous_until:
+            out.append(self.previous_secret)
+        return out
+
+    def __repr__(self) -> str:  # never let a secret reach a log line
+        return f"<Subscription {self.id} company={self.company_id} enabled={self.enabled}>"
+
+
+def _subscription(r: sqlite3.Row) -> Subscription:
+    return Subscription(
+        id=r["id"],
+        company_id=r["company_id"],
+        url=r["url"],
+        description=r["description"],
+        secret=r["secret"],
+        previous_secret=r["previous_secret"],
+        previous_until=r["previous_until"],
+        secret_rotated_at=r["secret_rotated_at"],
+        filters=json.loads(r["filters"]),
+        enabled=bool(r["enabled"]),
+        disabled_reason=r["disabled_reason"],
+        created_by=r["created_by"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+    )
+
+
+def add_subscription(
+    db: Database,
+    *,
+    company_id: str | None,
+    url: str,
+    secret: str,
+    filters: dict[str, Any],
+    created_by: str,
+    description: str = "",
+    now_ms: int | None = None,
+) -> Subscription:
+    now = _now() if now_ms is None else now_ms
+    sub_id = new_subscription_id()
+    with db.transaction() as conn:
+        conn.execute(
+            "INSERT INTO webhook_subscriptions (id, company_id, url, description, secret, filters,"
+            " enabled, created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+            (
+                sub_id,
+                company_id,
+                url,
+                description,
+                secret,
+                json.dumps(filters),
+                created_by,
+                now,
+                now,
+            ),
+        )
+    found = get_subscription(db, sub_id)
+    assert found is not None
+    return found
+
+
+def get_subscription(db: Database, sub_id: str) -> Subscription | None:
+    row = db.conn.execute("SELECT * FROM webhook_subscriptions WHERE id = ?", (sub_id,)).fetchone()
+    return None if row is None else _subscription(row)
+
+
+def list_subscriptions(db: Database, *, company_id: str | None = None) -> list[Subscription]:
+    """All subscriptions, or only those owned by ``company_id`` when given."""
+    if company_id is None:
+        rows = db.conn.execute("SELECT * FROM webhook_subscriptions ORDER BY created_at, id")
+    else:
+        rows = db.conn.execute(
+            "SELECT * FROM webhook_subscriptions WHERE company_id = ? ORDER BY created_at, id",
+            (company_id,),
+        )
+    return [_subscription(r) for r in rows]
+
+
+def enabled_subscriptions(conn: sqlite3.Connection) -> list[Subscription]:
+    rows = conn.execute("SELECT * FROM webhook_subscriptions WHERE enabled = 1 ORDER BY id")
+    return [_subscription(r) for r in rows]
+
+
+def update_subscription(
+    db: Database,
+    sub_id: str,
+    *,
+    url: str | None = None,
+    description: str | None = None,
+    filters: dict[str, Any] | None = None,
+    enabled: bool | None = None,
+    now_ms: int | None = None,
+) -> Subscription | None:
+    now = _now() if now_ms is None else now_ms
+    sets: list[str] = ["updated_at = ?"]
+    params: list[Any] = [now]
+    for column, value in (("url", url), ("description", description)):
+        if value is not None:
+            sets.append(f"{column} = ?")
+            params.append(value)
+    if filters is not None:
+        sets.append("filters = ?")
+        params.append(json.dumps(filters))
+    if enabled is not None:
+        sets.append("enabled = ?")
+        params.append(int(enabled))
+        if enabled:
+            sets.append("disabled_reason = NULL")
+    with db.transaction() as conn:
+        cur = conn.execute(
+            f"UPDATE webhook_subscriptions SET {', '.join(sets)} WHERE id = ?",  # noqa: S608 - fixed column names
+            [*params, sub_id],
+        )
+        if cur.rowcount and enabled is False:
+            _fail_open(conn, sub_id, "subscription disabled", now)
+    return get_subscription(db, sub_id) if cur.rowcount else None
+
+
+def delete_subscription(db: Database, sub_id: str) -> bool:
+    with db.transaction() as conn:
+        cur = conn.execute("DELETE FROM webhook_subscriptions WHERE id = ?", (sub_id,))
+    return cur.rowcount > 0
+
+
+def rotate_secret(
+    db: Database, sub_id: str, new_secret: str, *, grace_ms: int, now_ms: int | None = None
+) -> Subscription | None:
+    """Make ``new_secret`` current; the old one keeps signing for ``grace_ms``."""
+    now = _now() if now_ms is None else now_ms
+    with db.transaction() as conn:
+        cur = conn.execute(
+            "UPDATE webhook_subscriptions SET previous_secret = secret, previous_until = ?,"
+            " secret = ?, secret_rotated_at = ?, updated_at = ? WHERE id = ?",
+            (now + grace_ms, new_secret, now, now, sub_id),
+        )
+    return get_subscription(db, sub_id) if cur.rowcount else None
+
+
+def disable_subscription(db: Database, sub_id: str, reason: str, now_ms: int) -> None:
+    """Stop a subscription (a receiver answered 410 Gone); its open deliveries fail, so they
+    can be redelivered once it is enabled again."""
+    with db.transaction() as conn:
+        _disable(conn, sub_id, reason, now_ms)
+
+
+def _disable(conn: sqlite3.Connection, sub_id: str, reason: str, now_ms: int) -> None:
+    conn.execute(
+        "UPDATE webhook_subscriptions SET enabled = 0, disabled_reason = ?, updated_at = ?"
+        " WHERE id = ?",
+        (reason, now_ms, sub_id),
+    )
+    _fail_open(conn, sub_id, reason, now_ms)
+
+
+def _fail_open(conn: sqlite3.Connection, sub_id: str, reason: str, now_ms: int) -> None:
+    conn.execute(
+        "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL,"
+        " last_error = COALESCE(last_error || '; ', '') || ?"
+        " WHERE subscription_id = ? AND status IN ('pending', 'delivering')",
+        (reason, sub_id),
+    )
+
+
+# --- deliveries ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: int
+    webhook_id: str
+    subscription_id: str
+    outbox_id: int | None
+    alarm_id: str | None
+    event_type: str
+    payload: str
+    status: str
+    attempts: int
+    next_attempt_at: int | None
+    first_attempt_at: int | None
+    last_attempt_at: int | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: int
+    delivered_at: int | None
+
+    @property
+    def chain(self) -> tuple[str, str]:
+        """The ordering key: one (subscription, alarm); a test event is a chain of its own."""
+        return self.subscription_id, self.alarm_id or f"#{self.id}"
+
+
+def _delivery(r: sqlite3.Row) -> Delivery:
+    return Delivery(**{k: r[k] for k in r.keys()})  # noqa: SIM118 - sqlite3.Row
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    id: int
+    delivery_id: int
+    at: int
+    status_code: int | None
+    latency_ms: int
+    response: str | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """The columns of an outbox row that routing looks at."""
+
+    id: int
+    alarm_id: str
+    lift_id: str
+    company_id: str | None
+    event_type: str
+    severity: str
+    code: str
+    payload: str
+
+
+Router = Callable[[OutboxEvent, Sequence[Subscription]], list[Subscription]]
+
+
+def fan_out(db: Database, route: Router, *, now_ms: int, limit: int = 500) -> int:
+    """Turn up to ``limit`` undispatched outbox rows into one delivery per subscription that
+    ``route`` picks, marking the rows dispatched, in one transaction. Returns rows handled."""
+    with db.transaction() as conn:
+        rows = conn.execute(
+            "SELECT id, alarm_id, lift_id, company_id, event_type, severity, code, payload"
+            " FROM outbox WHERE dispatched_at IS NULL ORDER BY id LIMIT ?",
+            (limit,),
+        ).fetchall()
+        if not rows:
+            return 0
+        subs = enabled_subscriptions(conn)
+        inserts = []
+        for r in rows:
+            event = OutboxEvent(**{k: r[k] for k in r.keys()})  # noqa: SIM118 - sqlite3.Row
+            for sub in route(event, subs):
+                inserts.append(
+                    (
+                        new_message_id(),
+                        sub.id,
+                        event.id,
+                        event.alarm_id,
+                        event.event_type,
+                        event.payload,
+                        now_ms,
+                        now_ms,
+                    )
+                )
+        conn.executemany(
+            "INSERT OR IGNORE INTO webhook_deliveries (webhook_id, subscription_id, outbox_id,"
+            " alarm_id, event_type, payload, status, next_attempt_at, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            inserts,
+        )
+        conn.executemany(
+            "UPDATE outbox SET dispatched_at = ? WHERE id = ?", [(now_ms, r["id"]) for r in rows]
+        )
+    return len(rows)
+
+
+def add_test_delivery(db: Database, sub_id: str, payload: str, now_ms: int) -> Delivery:
+    with db.transaction() as conn:
+        cur = conn.execute(
+            "INSERT INTO webhook_deliveries (webhook_id, subscription_id, event_type, payload,"
+            " status, next_attempt_at, created_at)"
+            " VALUES (?, ?, 'webhook.test', ?, 'pending', ?, ?)",
+            (new_message_id(), sub_id, payload, now_ms, now_ms),
+        )
+        delivery_id = int(cur.lastrowid or 0)
+    found = get_delivery(db, delivery_id)
+    assert found is not None
+    return found
+
+
+def get_delivery(db: Database, delivery_id: int) -> Delivery | None:
+    row = db.conn.execute(
+        "SELECT * FROM webhook_deliveries WHERE id = ?", (delivery_id,)
+    ).fetchone()
+    return None if row is None else _delivery(row)
+
+
+# The head of each open chain: the earliest open delivery per (subscription, alarm). Only a
+# head may be sent, which is what keeps one alarm's events in order for one subscriber.
+_HEADS = (
+    "SELECT d.* FROM webhook_deliveries d JOIN ("
+    " SELECT MIN(id) AS id FROM webhook_deliveries WHERE status IN ('pending', 'delivering')"
+    " GROUP BY subscription_id, IFNULL(alarm_id, '#' || id)) h ON h.id = d.id"
+    " WHERE d.status = 'pending'"
+)
+
+
+def due_heads(db: Database, now_ms: int, limit: int = 1000) -> list[Delivery]:
+    rows = db.conn.execute(
+        _HEADS + " AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at, d.id LIMIT ?",
+        (now_ms, limit),
+    ).fetchall()
+    return [_delivery(r) for r in rows]
+
+
+def next_due_at(db: Database) -> int | None:
+    """When the earliest waiting head falls due (None: nothing is waiting)."""
+    row = db.conn.execute(
+        "SELECT MIN(next_attempt_at) FROM (" + _HEADS + ")"  # noqa: S608 - constant SQL
+    ).fetchone()
+    return None if row[0] is None else int(row[0])
+
+
+def reset_in_flight(db: Database) -> int:
+    """After a crash, attempts that were in flight go back to pending (sent again, with the
+    same webhook-id: at least once)."""
+    with db.transaction() as conn:
+        cur = conn.execute(
+            "UPDATE webhook_deliveries SET status = 'pending',"
+            " next_attempt_at = COALESCE(next_attempt_at, 0) WHERE status = 'delivering'"
+        )
+    return cur.rowcount
+
+
+def start_attempt(db: Database, delivery_id: int, now_ms: int) -> Delivery | None:
+    """Mark a pending delivery as being sent; None if it is no longer pending."""
+    with db.transaction() as conn:
+        cur = conn.execute(
+            "UPDATE webhook_deliveries SET status = 'delivering', attempts = attempts + 1,"
+            " first_attempt_at = COALESCE(first_attempt_at, ?), last_attempt_at = ?"
+            " WHERE id = ? AND status = 'pending'",
+            (now_ms, now_ms, delivery_id),
+        )
+    return get_delivery(db, delivery_id) if cur.rowcount else None
+
+
+def finish_attempt(
+    db: Database,
+    delivery_id: int,
+    *,
+    at: int,
+    latency_ms: int,
+    status_code: int | None,
+    response: str | None,
+    error: str | None,
+    outcome: str,
+    next_attempt_at: int | None = None,
+    disable_reason: str | None = None,
+) -> None:
+    """Record one attempt and the delivery's new state (``outcome``: delivered, pending or
+    failed) in one transaction; with ``disable_reason`` also disable the subscription (and
+    fail its other open deliveries). A delivery deleted meanwhile is skipped."""
+    if outcome not in ("delivered", "pending", "failed"):
+        raise ValueError(f"unknown outcome {outcome!r}")
+    done_at = at + latency_ms
+    with db.transaction() as conn:
+        cur = conn.execute(
+            "UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, last_status_code = ?,"
+            " last_error = ?, delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END"
+            " WHERE id = ? AND status = 'delivering'",
+            (outcome, next_attempt_at, status_code, error, outcome, done_at, delivery_id),
+        )
+        if cur.rowcount:
+            conn.execute(
+                "INSERT INTO webhook_attempts"
+                " (delivery_id, at, status_code, latency_ms, response, error)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    delivery_id,
+                    at,
+                    status_code,
+                    latency_ms,
+                    None if response is None else response[:RESPONSE_KEEP],
+                    error,
+                ),
+            )
+            if disable_reason is not None:
+                row = conn.execute(
+                    "SELECT subscription_id FROM webhook_deliveries WHERE id = ?", (delivery_id,)
+                ).fetchone()
+                _disable(conn, row[0], disable_reason, done_at)
+
+
+def redeliver(db: Database, delivery_id: int, now_ms: int) -> Delivery | None:
+    """Queue a failed delivery again (same webhook-id, a fresh 24 h retry window). None
+    when it is not failed."""
+    with db.transaction() as conn:
+        cur = conn.execute(
+            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?,"
+            " first_attempt_at = NULL WHERE id = ? AND status = 'failed'",
+            (now_ms, delivery_id),
+        )
+    return get_delivery(db, delivery_id) if cur.rowcount else None
+
+
+def list_deliveries(
+    db: Database,
+    sub_id: str,
+    *,
+    status: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[Delivery]:
+    """Newest first."""
+    sql = "SELECT * FROM webhook_deliveries WHERE subscription_id = ?"
+    params: list[Any] = [sub_id]
+    if status is not None:
+        sql += " AND status = ?"
+        params.append(status)
+    if before_id is not None:
+        sql += " AND id < ?"
+        params.append(before_id)
+    sql += " ORDER BY id DESC LIMIT ?"
+    params.append(limit)
+    return [_delivery(r) for r in db.conn.execute(sql, params)]
+
+
+def deliveries_of_outbox(db: Database, outbox_id: int) -> list[Delivery]:
+    rows = db.conn.execute(
+        "SELECT * FROM webhook_deliveries WHERE outbox_id = ? ORDER BY id", (outbox_id,)
+    )
+    return [_delivery(r) for r in rows]
+
+
+def attempts_of(db: Database, delivery_ids: Sequence[int]) -> dict[int, list[Attempt]]:
+    out: dict[int, list[Attempt]] = {i: [] for i in delivery_ids}
+    if not delivery_ids:
+        return out
+    marks = ",".join("?" * len(delivery_ids))
+    rows = db.conn.execute(
+        f"SELECT * FROM webhook_attempts WHERE delivery_id IN ({marks}) ORDER BY id",  # noqa: S608
+        list(delivery_ids),
+    )
+    for r in rows:
+        out[r["delivery_id"]].append(Attempt(**{k: r[k] for k in r.keys()}))  # noqa: SIM118
+    return out
+
+
+def count_open(db: Database) -> int:
+    row = db.conn.execute(
+        "SELECT COUNT(*) FROM webhook_deliveries WHERE status IN ('pending', 'delivering')"
+    ).fetchone()
+    return int(row[0])
