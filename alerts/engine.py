@@ -226,6 +226,12 @@ class Engine:
             self._after(changes)
             return changes
 
+    def take_lateness(self) -> list[int]:
+        """Timer lateness samples (ms) since the last call, for metrics."""
+        with self._lock:
+            out, self.lateness_ms = self.lateness_ms, []
+            return out
+
     # --- the lifecycle listener (API transitions, in-process) ------------------------------
 
     def alarm_changed(self, changes: Sequence[Change]) -> None:

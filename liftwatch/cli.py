@@ -22,6 +22,7 @@ PARTS: tuple[str, ...] = (
     "api.command",
     "liftwatch.devices_command",
     "simulator.command",
+    "alerts.command",
 )
 
 EXIT_USAGE = 2

@@ -1,0 +1,59 @@
+"""The ``liftwatch alerts`` subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from alerts.thresholds import ThresholdError
+from liftwatch.cli import EXIT_CONFIG, settings_from
+from liftwatch.mqtt import MqttError
+
+log = logging.getLogger("liftwatch.alerts")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "alerts",
+        help="run the alerts engine: device messages → alarms, timers, outbox",
+        description="Consume device messages over MQTT (own persistent session), evaluate "
+        "every FAULTS.md rule, record alarms and their webhook outbox rows in SQLite, and "
+        "copy alarm transitions to InfluxDB. Stops cleanly on SIGTERM/SIGINT. See "
+        "docs/alarms.md.",
+    )
+    p.set_defaults(handler=_alerts)
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    from alerts import worker
+
+    try:
+        worker.build_engine(settings)  # validates thresholds before connecting
+    except ThresholdError as exc:
+        print(f"liftwatch: invalid setting LIFTWATCH_ALERTS_THRESHOLDS: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if settings.alerts_metrics_port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(settings.alerts_metrics_port, addr=settings.api_host)
+        except OSError as exc:
+            log.warning("metrics port %d unavailable: %s", settings.alerts_metrics_port, exc)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await worker.run(settings, stop=stop)
+
+    try:
+        asyncio.run(main())
+    except MqttError as exc:
+        print(f"liftwatch alerts: {exc}", file=sys.stderr)
+        return 1
+    return 0

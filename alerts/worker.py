@@ -1,0 +1,229 @@
+"""``liftwatch alerts``: the MQTT consumer loop, the timer loop and the InfluxDB copy.
+
+Messages come from the shared consumer (:func:`liftwatch.mqtt.consume`, own persistent QoS 1
+session, ``LIFTWATCH_ALERTS_CLIENT_ID``); each batch is evaluated and its alarm transitions are
+committed (in a worker thread, so the loop never waits on SQLite) before ``handle_batch``
+returns, which is what lets the consumer acknowledge it. One timer task sleeps until the
+scheduler's earliest deadline and is woken when an earlier one is armed: no polling loop.
+
+Alarm transitions are also written to the InfluxDB measurement ``alarm``, best effort, through
+an in-memory queue drained by its own task: an InfluxDB outage never delays an alarm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from alerts import metrics
+from alerts.engine import Engine
+from alerts.lifecycle import Change
+from liftwatch.clock import Clock, SystemClock
+from liftwatch.influx import InfluxClient, InfluxError
+from liftwatch.lineprotocol import line
+from liftwatch.mqtt import RawMessage, consume
+from liftwatch.settings import Settings
+from liftwatch.store import Database
+
+log = logging.getLogger("liftwatch.alerts")
+
+REGISTRY_REFRESH_S: Final = 10.0
+INFLUX_FLUSH_S: Final = 0.5
+INFLUX_QUEUE_MAX: Final = 100_000
+INFLUX_BATCH: Final = 5000
+
+
+class InfluxSink:
+    """Alarm transitions as line protocol, queued in memory (bounded: the oldest are dropped
+    when InfluxDB stays away for long; SQLite holds the authoritative history)."""
+
+    def __init__(self, maxlen: int = INFLUX_QUEUE_MAX) -> None:
+        self.lines: deque[str] = deque(maxlen=maxlen)
+
+    def __call__(self, changes: Sequence[Change]) -> None:
+        for change in changes:
+            alarm, t = change.alarm, change.transition
+            self.lines.append(
+                line(
+                    "alarm",
+                    {"lift_id": alarm.lift_id, "code": alarm.code, "severity": alarm.severity},
+                    {
+                        "alarm_id": alarm.alarm_id,
+                        "subtype": alarm.subtype,
+                        "event": t.event,
+                        "transition": f"{t.from_state or ''}->{t.to_state or ''}",
+                        "status": alarm.status,
+                        "condition": alarm.condition,
+                        "actor": t.actor,
+                        "note": t.note,
+                        "outcome": alarm.outcome,
+                        "suppressed": alarm.suppressed,
+                    },
+                    t.at,
+                )
+            )
+
+    async def run(self, client: InfluxClient, stop: asyncio.Event) -> None:
+        backoff = INFLUX_FLUSH_S
+        created = False
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            metrics.INFLUX_QUEUE.set(len(self.lines))
+            if not self.lines:
+                if stop.is_set():
+                    return
+                continue
+            batch = [self.lines.popleft() for _ in range(min(INFLUX_BATCH, len(self.lines)))]
+            try:
+                if not created:
+                    with contextlib.suppress(InfluxError):
+                        await client.create_database()
+                    created = True
+                await client.write("\n".join(batch))
+                backoff = INFLUX_FLUSH_S
+            except InfluxError as exc:
+                if exc.retryable and not stop.is_set():
+                    self.lines.extendleft(reversed(batch))
+                    backoff = min(backoff * 2, 30.0)
+                    log.warning("alarm transitions not written to InfluxDB yet: %s", exc)
+                else:
+                    log.error("InfluxDB refused %d alarm transition lines: %s", len(batch), exc)
+            if stop.is_set() and not self.lines:
+                return
+
+
+def build_engine(
+    settings: Settings, db: Database | None = None, *, clock: Clock | None = None
+) -> tuple[Engine, InfluxSink]:
+    sink = InfluxSink()
+    engine = Engine(
+        db or Database(settings.sqlite_path),
+        clock=clock or SystemClock(),
+        thresholds=settings.alerts_thresholds,
+        prefix=settings.mqtt_topic_prefix,
+        sink=sink,
+    )
+    return engine, sink
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+
+    def publish(self, engine: Engine, changes: Sequence[Change]) -> None:
+        counts = dict(engine.counts)
+        for key, counter in (
+            ("messages", metrics.MESSAGES),
+            ("rejected", metrics.REJECTED),
+            ("duplicates", metrics.DUPLICATES),
+            ("late", metrics.LATE),
+        ):
+            delta = counts[key] - self.last.get(key, 0)
+            if delta > 0:
+                counter.inc(delta)
+        self.last = counts
+        for change in changes:
+            metrics.TRANSITIONS.labels(change.transition.event).inc()
+        metrics.LIFTS.set(len(engine.states))
+        metrics.TIMERS.set(len(engine.scheduler))
+
+
+async def _timer_loop(engine: Engine, stop: asyncio.Event, counts: _Counts) -> None:
+    loop = asyncio.get_running_loop()
+    wake = asyncio.Event()
+
+    def _wake() -> None:
+        loop.call_soon_threadsafe(wake.set)
+
+    engine.wake = _wake
+    stop_waiter = asyncio.create_task(stop.wait())
+    try:
+        while not stop.is_set():
+            due = engine.next_due_ms()
+            now = engine.clock.now_ms()
+            if due is not None and due <= now:
+                changes = await asyncio.to_thread(engine.run_due)
+                for late_ms in engine.take_lateness():
+                    metrics.TIMER_LATENESS.observe(late_ms / 1000)
+                counts.publish(engine, changes)
+                continue
+            wake.clear()
+            timeout = None if due is None else (due - now) / 1000
+            waiter = asyncio.create_task(wake.wait())
+            await asyncio.wait(
+                {waiter, stop_waiter}, timeout=timeout, return_when="FIRST_COMPLETED"
+            )
+            waiter.cancel()
+    finally:
+        engine.wake = None
+        stop_waiter.cancel()
+
+
+async def _registry_loop(engine: Engine, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), REGISTRY_REFRESH_S)
+        if not stop.is_set():
+            try:
+                await asyncio.to_thread(engine.refresh_registry)
+            except Exception:
+                log.exception("registry refresh failed; keeping the lifts known so far")
+
+
+async def run(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    engine: Engine | None = None,
+    sink: InfluxSink | None = None,
+    influx: InfluxClient | None = None,
+    on_connect: Callable[[], None] | None = None,
+) -> None:
+    """Run the alerts worker until ``stop`` is set. ``liftwatch serve`` passes the engine it
+    shares with the API (so API transitions reach the engine at once)."""
+    stop = stop or asyncio.Event()
+    if engine is None:
+        engine, sink = build_engine(settings)
+    await asyncio.to_thread(engine.start)
+    counts = _Counts()
+
+    async def handle_batch(batch: list[RawMessage]) -> None:
+        items = [(m.topic, m.payload) for m in batch]
+        changes = await asyncio.to_thread(engine.handle_raw, items)
+        counts.publish(engine, changes)
+
+    own_influx = influx is None and sink is not None
+    client = influx or (InfluxClient.from_settings(settings) if sink is not None else None)
+    tasks = [
+        asyncio.create_task(_timer_loop(engine, stop, counts)),
+        asyncio.create_task(_registry_loop(engine, stop)),
+    ]
+    if sink is not None and client is not None:
+        tasks.append(asyncio.create_task(sink.run(client, stop)))
+    log.info("alerts worker consuming as %s", settings.alerts_client_id)
+    try:
+        await consume(
+            settings,
+            client_id=settings.alerts_client_id,
+            kinds=("telemetry", "event", "status"),
+            handle_batch=handle_batch,
+            max_unacked=1000,
+            max_batch=500,
+            stop=stop,
+            on_connect=on_connect,
+        )
+    finally:
+        stop.set()
+        done, pending = await asyncio.wait(tasks, timeout=5)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("alerts task failed: %r", task.exception())
+        if own_influx and client is not None:
+            await client.aclose()
