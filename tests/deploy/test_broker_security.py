@@ -295,6 +295,45 @@ def test_compose_healthcheck_command_passes_against_the_broker(setup: Setup) -> 
     assert done.returncode != 0
 
 
+def test_shared_subscription_holds_an_offline_workers_share(setup: Setup) -> None:
+    """What docs/scaling.md tells operators about several ingest workers: Mosquitto 2.0 keeps
+    dealing messages round-robin to a member whose persistent session is offline, and that
+    member gets them when it returns (delayed, not lost; stranded if it never returns)."""
+    token = uuid.uuid4().hex[:6]
+
+    def worker(n: int) -> Client:
+        return Client(
+            setup.broker.tls_port,
+            setup.broker.ca_file,
+            "ingest",
+            setup.passwords["ingest"],
+            v5=False,
+            client_id=f"liftwatch-ingest-{token}-{n}",
+            persistent=True,
+        )
+
+    online, offline = worker(1).connect(), worker(2).connect()
+    for w in (online, offline):
+        assert w.subscribe(f"$share/ingest-{token}/lifts/{setup.lift_b}/#") == 1
+    offline.close()
+    device = setup.client(setup.lift_b).connect()
+    sent = [telemetry(seq) for seq in range(10)]
+    try:
+        for payload in sent:
+            assert device.publish(f"lifts/{setup.lift_b}/telemetry", payload) == 0
+    finally:
+        device.close()
+    first = [online.next_message().payload for _ in range(5)]
+    online.close()
+    returned = worker(2).connect()
+    try:
+        second = [returned.next_message().payload for _ in range(5)]
+    finally:
+        returned.close()
+    # Ten distinct messages: the offline member's half waited for it.
+    assert sorted(first + second) == sorted(sent)
+
+
 def test_persistent_session_keeps_every_qos1_message_across_a_restart(setup: Setup) -> None:
     """Runs last in this module: it restarts the broker. 1,500 queued messages are more than
     Mosquitto's default max_queued_messages (1,000). QoS 0 telemetry is mixed in, as devices
