@@ -39,6 +39,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "reports",
     "maintenance_windows",
     "dead_letters",
+    "webhooks",
 )
 
 log = logging.getLogger("liftwatch.api")

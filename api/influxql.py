@@ -9,6 +9,7 @@ docs/influxdb-schema.md), aggregate functions from :data:`AGGREGATES`, the inter
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
@@ -170,37 +171,35 @@ def live_query() -> str:
     )
 
 
-def _coerce(kind: FieldKind, value: Any) -> Any:
-    if value is None:
-        return None
-    if kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)  # InfluxDB's JSON writes 3.0 as 3
-    if kind == "json" and isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
 def rows(
     series: Iterable[dict[str, Any]], kinds: dict[str, FieldKind], *, keep: Iterable[str] = ()
 ) -> list[dict[str, Any]]:
     """Flatten InfluxDB series into ``[{"time": ms, field: value, ...}]``, typed per schema.
-    Columns outside ``kinds`` and ``keep`` (e.g. the lift_id tag) are dropped."""
+    Null fields (not sent in that message) are left out; columns outside ``kinds`` and
+    ``keep`` (e.g. the lift_id tag) are dropped. Hot path of ``/telemetry``: the per-column
+    plan is worked out once per series, not per cell."""
     kept = set(keep)
     out: list[dict[str, Any]] = []
     for s in series:
         columns: list[str] = s.get("columns", [])
+        t_index = columns.index("time") if "time" in columns else None
+        plan = [
+            (i, col, kinds.get(col))
+            for i, col in enumerate(columns)
+            if col != "time" and (col in kinds or col in kept)
+        ]
         for values in s.get("values", []):
-            point: dict[str, Any] = {}
-            for col, value in zip(columns, values, strict=False):
-                if col == "time":
-                    point["time"] = value
-                elif col in kinds:
-                    point[col] = _coerce(kinds[col], value)
-                elif col in kept:
-                    point[col] = value
+            point: dict[str, Any] = {} if t_index is None else {"time": values[t_index]}
+            for i, col, kind in plan:
+                value = values[i]
+                if value is None:
+                    continue
+                if kind == "float" and type(value) is int:
+                    value = float(value)  # InfluxDB's JSON writes 3.0 as 3
+                elif kind == "json" and isinstance(value, str):
+                    with contextlib.suppress(ValueError):
+                        value = json.loads(value)
+                point[col] = value
             out.append(point)
     return out
 

@@ -1,0 +1,279 @@
+"""API query latency on a year of alarms and a day of 1 Hz telemetry.
+
+    .venv/bin/python bench/api_queries.py [--lifts 1000] [--telemetry-lifts 100] [--hours 24]
+
+Loads, into a private InfluxDB and SQLite started here (nothing else is touched):
+- one year of alarms for ``--lifts`` lifts (``--alarms-per-lift`` a year, lifecycle steps
+  filled in as a maintenance company would), through the alerts store's own functions;
+- ``--hours`` of 1 Hz telemetry for ``--telemetry-lifts`` lifts.
+Then serves the API with uvicorn on a free port and times, over real HTTP with a bearer
+token, ``--requests`` calls each of: one lift's fault history for a year
+(``/alarms?lift_id=…&since=…``), one hour of one lift's telemetry (all fields, raw
+3,600 points), and a monthly fault report for all lifts (``/reports/faults``, grouped by lift).
+Last line: ``history_year_p95_ms=… telemetry_hour_p95_ms=… report_month_p95_ms=…``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from api.app import create_app
+from liftwatch.influx import InfluxClient
+from liftwatch.lineprotocol import line
+from liftwatch.localservices import InfluxDB, free_port
+from liftwatch.protocol import format_ts
+from liftwatch.registry import Company, Lift
+from liftwatch.settings import load_settings
+from liftwatch.store import Database
+from liftwatch.store import alarms as store
+from liftwatch.store import registry as reg
+
+ADMIN = "bench-admin-token-0123456789"
+DAY = 86_400_000
+HOUR = 3_600_000
+CODES = [
+    ("entrapment", "critical"),
+    ("alarm_button", "critical"),
+    ("door_open_too_long", "minor"),
+    ("stopped_outside_zone", "major"),
+    ("door_close_fault", "major"),
+    ("device_offline", "major"),
+    ("power_failure", "major"),
+    ("backup_battery_low", "minor"),
+]
+
+
+def lift_id(i: int) -> str:
+    return f"3110120100{i:010d}"
+
+
+def load_registry(db: Database, lifts: int) -> None:
+    for c in range(20):
+        reg.upsert_company(db, Company(company_id=f"co-{c:02d}", name=f"Company {c}"))
+    rows = [
+        (i + 1, Lift(lift_id=lift_id(i), company_id=f"co-{i % 20:02d}", urban=i % 5 != 0))
+        for i in range(lifts)
+    ]
+    reg.import_lifts(db, rows)
+
+
+def load_alarms(db: Database, lifts: int, per_lift: int, now: int, rng: random.Random) -> int:
+    """A year of resolved alarms per lift; the store's own insert and transition functions."""
+    count = 0
+    with db.transaction() as conn:
+        for i in range(lifts):
+            lid, company = lift_id(i), f"co-{i % 20:02d}"
+            for _ in range(per_lift):
+                code, severity = rng.choice(CODES)
+                raised = now - rng.randrange(365 * DAY)
+                ack = raised + rng.randrange(30_000, 900_000)
+                on_site = ack + rng.randrange(300_000, 3_000_000)
+                resolved = on_site + rng.randrange(600_000, 7_200_000)
+                deadline = raised + (1_800_000 if i % 5 else 3_600_000)
+                alarm = store.Alarm(
+                    alarm_id=store.new_alarm_id(raised),
+                    lift_id=lid,
+                    code=code,
+                    subtype=None,
+                    severity=severity,
+                    source="rule",
+                    status="resolved",
+                    condition="cleared",
+                    raised_at=raised,
+                    updated_at=resolved,
+                    evidence={"car_status": "stopped", "floor": "3", "door_zone": False},
+                    cleared_at=resolved,
+                    acknowledged_at=ack,
+                    on_site_at=on_site,
+                    resolved_at=resolved,
+                    outcome="repaired" if severity != "critical" else "rescued",
+                    resolved_by="api:bench",
+                    deadline_at=deadline if code in ("entrapment", "alarm_button") else None,
+                    company_id=company,
+                )
+                store.insert_alarm(conn, alarm)
+                for at, event, before, after in (
+                    (raised, "raised", None, "open"),
+                    (ack, "acknowledged", "open", "acknowledged"),
+                    (on_site, "on_site", "acknowledged", "on_site"),
+                    (resolved, "resolved", "on_site", "resolved"),
+                ):
+                    store.add_transition(
+                        conn, store.Transition(alarm.alarm_id, at, event, before, after, "bench")
+                    )
+                count += 1
+    return count
+
+
+async def load_telemetry(influx: InfluxClient, lifts: int, hours: int, end: int) -> int:
+    start = end - hours * HOUR
+    sem = asyncio.Semaphore(3)
+    tasks: list[asyncio.Task[None]] = []
+    total = 0
+
+    async def send(body: str) -> None:
+        async with sem:
+            await influx.write(body)
+
+    for i in range(lifts):
+        lid = lift_id(i)
+        batch: list[str] = []
+        for s in range(hours * 3600):
+            t = start + s * 1000
+            running = (s // 20) % 3 == 0
+            batch.append(
+                line(
+                    "lift_state",
+                    {"lift_id": lid},
+                    {
+                        "service_mode": "normal",
+                        "car_status": "running" if running else "stopped",
+                        "direction": "up" if running else "none",
+                        "floor": str((s // 60) % 18 + 1),
+                        "floor_index": (s // 60) % 18,
+                        "door_zone": not running,
+                        "doors_closed": True,
+                        "speed": 1.5 if running else 0.0,
+                        "load": 12.5,
+                        "seq": s,
+                    },
+                    t,
+                )
+            )
+            if len(batch) == 10_000:
+                tasks.append(asyncio.create_task(send("\n".join(batch))))
+                total += len(batch)
+                batch = []
+                if len(tasks) > 6:
+                    await asyncio.gather(*tasks)
+                    tasks = []
+        if batch:
+            tasks.append(asyncio.create_task(send("\n".join(batch))))
+            total += len(batch)
+    await asyncio.gather(*tasks)
+    return total
+
+
+async def timed(client: httpx.AsyncClient, url: str, params: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    r = await client.get(url, params=params)
+    elapsed = (time.perf_counter() - t0) * 1000
+    if r.status_code != 200:
+        raise SystemExit(f"{url} answered {r.status_code}: {r.text[:300]}")
+    return elapsed
+
+
+def summary(name: str, samples: list[float]) -> float:
+    ordered = sorted(samples)
+    p50 = statistics.median(ordered)
+    p95 = ordered[max(0, round(0.95 * len(ordered)) - 1)]
+    print(f"{name}: n={len(ordered)} p50={p50:.1f} ms p95={p95:.1f} ms max={ordered[-1]:.1f} ms")
+    return p95
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--lifts", type=int, default=1000)
+    ap.add_argument("--alarms-per-lift", type=int, default=100)
+    ap.add_argument("--telemetry-lifts", type=int, default=100)
+    ap.add_argument("--hours", type=int, default=24)
+    ap.add_argument("--requests", type=int, default=50)
+    args = ap.parse_args()
+    rng = random.Random(7)
+    now = time.time_ns() // 1_000_000
+
+    with tempfile.TemporaryDirectory(prefix="liftwatch-bench-") as tmp:
+        root = Path(tmp)
+        influxd = InfluxDB(root / "influxdb")
+        influxd.start()
+        try:
+            db = Database(root / "liftwatch.sqlite3")
+            t0 = time.perf_counter()
+            load_registry(db, args.lifts)
+            n_alarms = load_alarms(db, args.lifts, args.alarms_per_lift, now, rng)
+            print(
+                f"loaded {n_alarms} alarms for {args.lifts} lifts in "
+                f"{time.perf_counter() - t0:.1f} s",
+                file=sys.stderr,
+            )
+            influx = InfluxClient(influxd.url, "bench", timeout=120)
+            await influx.create_database()
+            t0 = time.perf_counter()
+            points = await load_telemetry(influx, args.telemetry_lifts, args.hours, now)
+            print(
+                f"loaded {points} telemetry points in {time.perf_counter() - t0:.1f} s",
+                file=sys.stderr,
+            )
+            settings = load_settings(
+                data_dir=root, influx_url=influxd.url, influx_database="bench", admin_token=ADMIN
+            )
+            app = create_app(settings, db=db, influx=influx)
+            port = free_port()
+            server = uvicorn.Server(
+                uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+            )
+            serving = asyncio.create_task(server.serve())
+            while not server.started:  # noqa: ASYNC110 - uvicorn offers no start event
+                await asyncio.sleep(0.05)
+            headers = {"Authorization": f"Bearer {ADMIN}"}
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60
+            ) as client:
+                year_ago = format_ts(now - 365 * DAY)
+                history, telemetry, report = [], [], []
+                # One warm-up of each, not counted (first-touch page cache, connection).
+                await timed(client, "/api/v1/alarms", {"lift_id": lift_id(0), "limit": "1000"})
+                for _ in range(args.requests):
+                    lid = lift_id(rng.randrange(args.lifts))
+                    history.append(
+                        await timed(
+                            client,
+                            "/api/v1/alarms",
+                            {"lift_id": lid, "since": year_ago, "limit": "1000"},
+                        )
+                    )
+                    lid = lift_id(rng.randrange(args.telemetry_lifts))
+                    start = now - args.hours * HOUR + rng.randrange((args.hours - 1) * 3600) * 1000
+                    telemetry.append(
+                        await timed(
+                            client,
+                            f"/api/v1/lifts/{lid}/telemetry",
+                            {"start": format_ts(start), "end": format_ts(start + HOUR)},
+                        )
+                    )
+                    month_start = now - rng.randrange(30, 365) * DAY
+                    report.append(
+                        await timed(
+                            client,
+                            "/api/v1/reports/faults",
+                            {
+                                "since": format_ts(month_start),
+                                "until": format_ts(month_start + 30 * DAY),
+                                "group_by": "lift",
+                            },
+                        )
+                    )
+            server.should_exit = True
+            await serving
+            await influx.aclose()
+        finally:
+            influxd.stop()
+    h = summary("history_year (one lift, a year of alarms)", history)
+    t = summary("telemetry_hour (one lift, 3600 raw points, all fields)", telemetry)
+    r = summary("report_month (all lifts, grouped by lift)", report)
+    print(f"history_year_p95_ms={h:.1f} telemetry_hour_p95_ms={t:.1f} report_month_p95_ms={r:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
