@@ -136,6 +136,9 @@ def schema_points(lift_a: str, lift_b: str, now: int) -> list[str]:
                     "actor": "rule",
                     "note": "",
                     "outcome": "",
+                    # also written by alerts' InfluxDB copy (alerts/worker.py InfluxSink)
+                    "transition": "->open" if event == "raised" else "open->acknowledged",
+                    "suppressed": False,
                 },
                 now - 50_000 + n * 1000,
             )
