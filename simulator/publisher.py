@@ -41,6 +41,7 @@ from simulator.model import LinkChange, Message, Output
 log = logging.getLogger(__name__)
 ONLINE = msgspec.json.encode({"v": 1, "state": "online"})
 OFFLINE = msgspec.json.encode({"v": 1, "state": "offline"})
+_BACKLOG_MAX = 10_000
 
 
 class PublisherError(RuntimeError):
@@ -57,7 +58,7 @@ class Stats:
 
 
 class _Conn:
-    __slots__ = ("client", "connected", "down", "lifts", "name", "retry_at", "sock")
+    __slots__ = ("backlog", "client", "connected", "down", "lifts", "name", "retry_at", "sock")
 
     client: mqtt.Client
 
@@ -68,6 +69,7 @@ class _Conn:
         self.down = False  # deliberately disconnected (injected fault)
         self.sock: Any = None
         self.retry_at = 0.0
+        self.backlog: list[Message] = []  # sampled while (re)connecting: sent after `online`
 
 
 class Publisher:
@@ -177,6 +179,9 @@ class Publisher:
         conn.connected = True
         for lift in conn.lifts:
             self._publish(conn, self.topic(lift, "status"), ONLINE, 1, True)
+        backlog, conn.backlog = conn.backlog, []
+        for msg in backlog:
+            self._send_message(conn, msg)
 
     def _on_disconnect(self, _c: mqtt.Client, conn: _Conn, _f: Any, rc: Any, _p: Any) -> None:
         was = conn.connected
@@ -246,7 +251,10 @@ class Publisher:
 
     def _send_message(self, conn: _Conn, msg: Message) -> None:
         if not conn.connected:
-            self.stats.dropped += 1
+            if conn.sock is not None and not conn.down and len(conn.backlog) < _BACKLOG_MAX:
+                conn.backlog.append(msg)  # connecting: CONNACK not in yet
+            else:
+                self.stats.dropped += 1
             return
         self._publish(conn, self.topic(msg.lift_id, msg.kind), msg.payload, msg.qos, msg.retain)
 
