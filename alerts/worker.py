@@ -205,6 +205,11 @@ async def run(
     ]
     if sink is not None and client is not None:
         tasks.append(asyncio.create_task(sink.run(client, stop)))
+    # --- webhook delivery (alerts/webhooks, docs/webhooks.md): woken by the engine after
+    # every commit that may have written outbox rows; stops with the worker.
+    from alerts.webhooks.dispatcher import attach
+
+    tasks.append(asyncio.create_task(attach(engine, settings).run(stop)))
     log.info("alerts worker consuming as %s", settings.alerts_client_id)
     try:
         await consume(

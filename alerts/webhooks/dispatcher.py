@@ -37,6 +37,7 @@ import httpx
 from alerts.webhooks import backoff, filters, signing, ssrf
 from liftwatch import __version__
 from liftwatch.clock import Clock, SystemClock
+from liftwatch.settings import Settings
 from liftwatch.store import Database
 from liftwatch.store import webhooks as store
 from liftwatch.store.webhooks import Delivery, OutboxEvent, Subscription
@@ -49,6 +50,16 @@ READ_LIMIT: Final = 64 * 1024  # read (and discard) this much so the connection 
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+# Dispatchers running in this process, so that the API inside ``liftwatch serve`` can wake
+# them after queueing a test or a redelivery (another process's dispatcher finds it by polling).
+_running: set[Dispatcher] = set()
+
+
+def notify_running() -> None:
+    """Wake every dispatcher running in this process (none: a no-op)."""
+    for dispatcher in list(_running):
+        dispatcher.notify()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,11 +167,14 @@ class Dispatcher:
 
     # --- main loop ---------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Deliver until cancelled."""
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Deliver until ``stop`` is set or the task is cancelled. Attempts in flight then are
+        abandoned; they stay ``delivering`` in the store and are sent again at the next start."""
         self._loop = asyncio.get_running_loop()
         if self._client is None:
             self._client = build_client(self.concurrency)
+        _running.add(self)
+        stopper = asyncio.create_task(_relay(stop, self._wake)) if stop is not None else None
         try:
             resumed = await self._db(store.reset_in_flight, self.db)
             if resumed:
@@ -172,9 +186,16 @@ class Dispatcher:
                     timeout = await self._round()
                 except sqlite3.Error as exc:
                     log.warning("webhook store unavailable, retrying: %s", exc)
+                if stop is not None and stop.is_set():
+                    return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
+                if stop is not None and stop.is_set():
+                    return
         finally:
+            _running.discard(self)
+            if stopper is not None:
+                stopper.cancel()
             await self._shutdown()
 
     async def _round(self) -> float:
@@ -386,6 +407,29 @@ class Dispatcher:
                 retry_after=response.headers.get("retry-after"),
             )
         return Result(None, elapsed(), error=last_error, retryable=True)
+
+
+def attach(engine: Any, settings: Settings) -> Dispatcher:
+    """A dispatcher on the alerts engine's store that the engine wakes after every commit.
+
+    The engine calls its ``sink`` with the committed changes right after each transaction
+    (messages, timers, API transitions in ``liftwatch serve``); wrapping the sink is how an
+    outbox row reaches the dispatcher within the same event-loop turn, with no polling."""
+    dispatcher = Dispatcher(engine.db, allow_private=settings.webhook_allow_private)
+    inner: Callable[[Sequence[Any]], None] | None = engine.sink
+
+    def sink(changes: Sequence[Any]) -> None:
+        dispatcher.notify()
+        if inner is not None:
+            inner(changes)
+
+    engine.sink = sink
+    return dispatcher
+
+
+async def _relay(stop: asyncio.Event, wake: asyncio.Event) -> None:
+    await stop.wait()
+    wake.set()
 
 
 async def _read_head(response: httpx.Response) -> str:
