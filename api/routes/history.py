@@ -6,6 +6,7 @@ parameter can reach another lift's series or alter the query.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -32,6 +33,8 @@ from api.influxql import (
 from api.timeparams import EXAMPLE, now_ms, parse_time
 from liftwatch.influx import InfluxClient, InfluxError
 from liftwatch.protocol import format_ts
+
+log = logging.getLogger("liftwatch.api")
 
 router = APIRouter(
     prefix="/lifts/{lift_id}", tags=["history"], responses=responses(401, 403, 404, 422, 503)
@@ -71,9 +74,12 @@ async def _query(influx: InfluxClient, q: str, params: dict[str, Any]) -> list[d
     try:
         return await influx.query(q, params)
     except InfluxError as exc:
-        if exc.retryable:
-            raise ApiError(503, "influxdb_unavailable", "InfluxDB is unavailable; retry") from exc
-        raise
+        # Our queries are well-formed by construction, so an error here is InfluxDB's state
+        # (down, database missing): the operator's problem, logged; the client may retry.
+        log.warning("history query failed: %s %s", exc, exc.body[:300])
+        raise ApiError(
+            503, "influxdb_unavailable", "InfluxDB cannot answer right now; retry later"
+        ) from exc
 
 
 def _bad(exc: QueryError) -> ApiError:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
+from api.app import create_app
 from api.timeparams import now_ms
 from liftwatch.influx import InfluxClient
 from liftwatch.lineprotocol import line
 from liftwatch.protocol import format_ts
-from tests.api.conftest import World, assert_error
+from liftwatch.settings import load_settings
+from liftwatch.store import Database
+from tests.api.conftest import ADMIN_TOKEN, World, assert_error
+from tests.conftest import Services
 
 pytestmark = pytest.mark.integration
 
@@ -264,3 +270,25 @@ async def test_injection_through_every_parameter_never_leaks(
         else:
             assert_error(r, r.status_code)
             assert 400 <= r.status_code < 500
+
+
+async def test_influxdb_down_is_503_and_detail_degrades(
+    services: Services, tmp_path: Path, db: Database, world: World
+) -> None:
+    influxdb = services.influxdb()
+    settings = load_settings(data_dir=tmp_path, influx_url=influxdb.url, admin_token=ADMIN_TOKEN)
+    app = create_app(settings, db=db)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c,
+    ):
+        # The database "liftwatch" was never created: InfluxDB answers an error.
+        r = await c.get(f"/api/v1/lifts/{world.lift_a}/telemetry", headers=world.h("admin"))
+        assert_error(r, 503, "influxdb_unavailable")
+        influxdb.stop()
+        r = await c.get(f"/api/v1/lifts/{world.lift_a}/events", headers=world.h("admin"))
+        assert_error(r, 503, "influxdb_unavailable")
+        detail = await c.get(f"/api/v1/lifts/{world.lift_a}", headers=world.h("admin"))
+        assert detail.status_code == 200
+        assert detail.json()["live"]["available"] is False
+        assert detail.json()["name"] == "A one"
