@@ -23,6 +23,7 @@ PARTS: tuple[str, ...] = (
     "liftwatch.devices_command",
     "simulator.command",
     "alerts.command",
+    "ingest.command",
 )
 
 EXIT_USAGE = 2

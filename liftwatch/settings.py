@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     ingest_max_unacked: int = Field(default=20_000, ge=10, le=1_000_000)
     ingest_metrics_port: int = Field(default=9108, ge=0, le=65535)
     dead_letter_max: int = Field(default=100_000, ge=100)
+    ingest_spool_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
+    ingest_metrics_host: str = "127.0.0.1"
 
     # --- alerts ------------------------------------------------------------------------------
     alerts_thresholds: dict[str, float] = Field(default_factory=dict)

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from liftwatch.mqtt import (
     ConsumerStats,
@@ -20,27 +18,9 @@ from liftwatch.mqtt import (
 )
 from liftwatch.settings import Settings
 from tests.conftest import Service, eventually
+from tests.ingest.support import publish
 
 pytestmark = pytest.mark.integration
-
-
-def publish(
-    url: str, items: list[tuple[str, bytes]], *, qos: int = 1, retain: bool = False
-) -> None:
-    """Publish with paho in a tight loop and wait until the broker has every message."""
-    host, port = url.removeprefix("mqtt://").split(":")
-    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    client.connect(host, int(port))
-    client.loop_start()
-    try:
-        infos = [client.publish(t, p, qos=qos, retain=retain) for t, p in items]
-        for info in infos:
-            info.wait_for_publish(30)
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 def settings_for(url: str, prefix: str, protocol: str = "5", **kw: object) -> Settings:

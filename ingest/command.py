@@ -1,0 +1,66 @@
+"""``liftwatch ingest``: run the ingest worker until SIGTERM / SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+from prometheus_client import start_http_server
+
+from liftwatch.cli import settings_from
+from liftwatch.settings import Settings
+
+log = logging.getLogger("ingest")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "ingest",
+        help="store device messages: MQTT → InfluxDB, with outage spool and dead-letters",
+        description="Subscribe to telemetry, events and status (QoS 1, persistent session), "
+        "store them in InfluxDB and acknowledge each message only once it is durable. "
+        "Settings: docs/configuration.md § ingest. Metrics on LIFTWATCH_INGEST_METRICS_PORT.",
+    )
+    p.set_defaults(handler=_ingest)
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    try:
+        server, _ = start_http_server(
+            settings.ingest_metrics_port, addr=settings.ingest_metrics_host
+        )
+    except OSError as exc:
+        log.error(
+            "event=metrics_port_unavailable port=%d error=%s", settings.ingest_metrics_port, exc
+        )
+        return 1
+    log.info("event=metrics_listening port=%d", server.server_port)
+    try:
+        _run(_main(settings))
+    finally:
+        server.shutdown()
+    return 0
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
+async def _main(settings: Settings) -> None:
+    from ingest.worker import run_ingest
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run_ingest(settings, stop)

@@ -1,0 +1,36 @@
+"""Prometheus metrics of the ingest worker, on the default registry so that the API's
+``/metrics`` (and ``liftwatch serve``) expose them too. Updated per batch, never per message."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECEIVED: Final = Counter("liftwatch_ingest_received", "MQTT messages handed to ingest")
+STORED: Final = Counter("liftwatch_ingest_stored", "Points InfluxDB accepted (direct and replayed)")
+REJECTED: Final = Counter(
+    "liftwatch_ingest_rejected",
+    "Messages or lines dead-lettered, by reason (decoder reasons, influx_rejected)",
+    ["reason"],
+)
+DUPLICATES: Final = Counter(
+    "liftwatch_ingest_duplicates", "Exact duplicates (same lift, seq and ts) written once"
+)
+SPOOLED: Final = Counter("liftwatch_ingest_spooled", "Points written to the outage spool")
+REPLAYED: Final = Counter("liftwatch_ingest_replayed", "Spooled points replayed into InfluxDB")
+WRITE_SECONDS: Final = Histogram(
+    "liftwatch_ingest_write_seconds",
+    "InfluxDB write latency per batch",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+WRITE_ERRORS: Final = Counter(
+    "liftwatch_ingest_write_errors", "Failed InfluxDB writes (batch spooled or retried)"
+)
+UNACKED: Final = Gauge("liftwatch_ingest_unacked", "MQTT messages received, not yet acknowledged")
+LAG_SECONDS: Final = Gauge(
+    "liftwatch_ingest_consumer_lag_seconds",
+    "Receive-to-acknowledge time of the oldest message of the last acknowledged batch",
+)
+SPOOL_BYTES: Final = Gauge("liftwatch_ingest_spool_bytes", "Bytes waiting in the outage spool")
+INFLUX_UP: Final = Gauge("liftwatch_ingest_influx_up", "1 when the last InfluxDB write succeeded")

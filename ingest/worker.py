@@ -1,0 +1,160 @@
+"""The ingest worker: MQTT batches → decode → dead-letters / dedup → InfluxDB (or spool).
+
+:meth:`Ingest.handle_batch` is the ``handle_batch`` of :func:`liftwatch.mqtt.consume`: it
+returns once every message of the batch is durable (stored, spooled or dead-lettered), and
+only then does the consumer acknowledge the batch to the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from ingest import metrics
+from ingest.points import Deduplicator, dedup_key, to_line
+from ingest.spool import Spool
+from ingest.writer import InfluxWriter
+from liftwatch.influx import InfluxClient
+from liftwatch.mqtt import ConsumerStats, RawMessage, consume
+from liftwatch.protocol import Rejection, decode
+from liftwatch.settings import Settings
+from liftwatch.store.db import Database
+from liftwatch.store.deadletters import DeadLetter, add_dead_letters
+
+log = logging.getLogger("ingest.worker")
+
+UNENCODABLE = "unencodable"
+
+
+class Ingest:
+    def __init__(self, settings: Settings, writer: InfluxWriter, db: Database) -> None:
+        self.settings = settings
+        self.prefix = settings.mqtt_topic_prefix
+        self.writer = writer
+        self.db = db
+        self.dedup = Deduplicator()
+
+    async def store_dead_letters(self, letters: list[DeadLetter]) -> None:
+        # SQLite commits with fsync (synchronous=FULL): off the event loop.
+        keep = self.settings.dead_letter_max
+        await asyncio.to_thread(lambda: add_dead_letters(self.db, letters, keep=keep))
+
+    async def handle_batch(self, batch: list[RawMessage]) -> None:
+        prefix = self.prefix
+        first_time = self.dedup.first_time
+        lines: list[bytes] = []
+        topics: list[str] = []
+        letters: list[DeadLetter] = []
+        duplicates = 0
+        for msg in batch:
+            result = decode(msg.topic, msg.payload, prefix=prefix, received_ms=msg.received_ms)
+            if isinstance(result, Rejection):
+                letters.append(
+                    DeadLetter(
+                        received_at=msg.received_ms,
+                        topic=msg.topic,
+                        lift_id=result.lift_id,
+                        reason=result.reason.value,
+                        detail=result.detail,
+                        payload=msg.payload,
+                    )
+                )
+                continue
+            key = dedup_key(result)
+            if key is not None and not first_time(key):
+                duplicates += 1
+                continue
+            try:
+                lines.append(to_line(result))
+            except ValueError as exc:
+                letters.append(
+                    DeadLetter(
+                        received_at=msg.received_ms,
+                        topic=msg.topic,
+                        lift_id=result.lift_id,
+                        reason=UNENCODABLE,
+                        detail=str(exc),
+                        payload=msg.payload,
+                    )
+                )
+                continue
+            topics.append(msg.topic)
+        metrics.RECEIVED.inc(len(batch))
+        if duplicates:
+            metrics.DUPLICATES.inc(duplicates)
+        if letters:
+            for reason, n in Counter(d.reason for d in letters).items():
+                metrics.REJECTED.labels(reason).inc(n)
+            log.info(
+                "event=rejected count=%d first_reason=%s first_topic=%r",
+                len(letters),
+                letters[0].reason,
+                letters[0].topic[:200],
+            )
+            await asyncio.gather(
+                self.store_dead_letters(letters), self.writer.submit(lines, topics)
+            )
+        else:
+            await self.writer.submit(lines, topics)
+
+
+async def run_ingest(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    on_connect: Callable[[], None] | None = None,
+) -> None:
+    """Run until ``stop`` is set: consume, store, then flush and close cleanly."""
+    client = InfluxClient.from_settings(settings, timeout=10.0)
+    db = Database(settings.sqlite_path)
+    spool = Spool(settings.data_dir / "spool", max_bytes=settings.ingest_spool_max_bytes)
+    worker: Ingest
+    writer = InfluxWriter(
+        client,
+        spool,
+        dead_letter=lambda letters: worker.store_dead_letters(letters),
+        batch_size=settings.ingest_batch_size,
+        batch_age_s=settings.ingest_batch_age_ms / 1000,
+        max_concurrent=settings.ingest_max_concurrent_writes,
+        topic_prefix=settings.mqtt_topic_prefix,
+    )
+    worker = Ingest(settings, writer, db)
+    stats = ConsumerStats()
+    metrics.UNACKED.set_function(lambda: stats.held)
+    metrics.LAG_SECONDS.set_function(lambda: stats.last_ack_lag_s)
+    await writer.start()
+    log.info(
+        "event=ingest_started client_id=%s prefix=%s influx=%s database=%s",
+        settings.ingest_client_id,
+        settings.mqtt_topic_prefix,
+        settings.influx_url,
+        settings.influx_database,
+    )
+    started = time.monotonic()
+    try:
+        await consume(
+            settings,
+            client_id=settings.ingest_client_id,
+            handle_batch=worker.handle_batch,
+            max_unacked=settings.ingest_max_unacked,
+            max_batch=settings.ingest_batch_size,
+            stop=stop,
+            on_connect=on_connect,
+            # One batch more than writes in flight: the next batch is decoded while the
+            # previous ones are on the wire.
+            concurrency=settings.ingest_max_concurrent_writes + 1,
+            stats=stats,
+        )
+    finally:
+        await writer.close()
+        await client.aclose()
+        db.close()
+        log.info(
+            "event=ingest_stopped received=%d acked=%d uptime_s=%.0f",
+            stats.received,
+            stats.acked,
+            time.monotonic() - started,
+        )
