@@ -409,6 +409,7 @@ def acknowledge(
     summary="A technician arrived at the lift",
     responses=_ACTION_ERRORS,
 )
+@router.post("/{alarm_id}/on_site", response_model=AlarmOut, include_in_schema=False)
 def on_site(
     alarm_id: AlarmPath,
     db: DbDep,

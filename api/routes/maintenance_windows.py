@@ -6,35 +6,54 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
 
-from api.auth import PrincipalDep, WriterDep, company_scope, visible_lift
+from api.auth import Principal, PrincipalDep, WriterDep, company_scope, visible_lift
 from api.deps import DbDep
 from api.errors import ApiError, invalid, not_found, responses
 from api.timeparams import EXAMPLE, now_ms, parse_time
 from liftwatch.protocol import format_ts
+from liftwatch.store import Database
 from liftwatch.store import alarm_queries as aq
 from liftwatch.store import alarms as store
 from liftwatch.store.alarms import MaintenanceWindow
 
-router = APIRouter(
-    prefix="/maintenance-windows",
-    tags=["maintenance-windows"],
-    responses=responses(401, 403, 422),
-)
+router = APIRouter(tags=["maintenance-windows"], responses=responses(401, 403, 422))
+LiftPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 
 MAX_WINDOW_MS = 31 * 86_400_000
 
 
-class WindowCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+TimeValue = Annotated[str, StringConstraints(max_length=40)] | Annotated[int, Field(ge=0)]
 
-    lift_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
-    starts_at: Annotated[str, StringConstraints(max_length=40)] = Field(
-        description=f"time ({EXAMPLE})"
+
+class WindowCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    lift_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")] | None = Field(
+        default=None, description="required here unless the path names the lift"
     )
-    ends_at: Annotated[str, StringConstraints(max_length=40)] = Field(
-        description="after starts_at; at most 31 days later"
+    starts_at: TimeValue = Field(
+        description=f"time ({EXAMPLE})", validation_alias=AliasChoices("starts_at", "start")
+    )
+    ends_at: TimeValue = Field(
+        description="after starts_at; at most 31 days later",
+        validation_alias=AliasChoices("ends_at", "end"),
+    )
+    reason: Annotated[str, StringConstraints(max_length=500)] = ""
+
+
+class WindowInput(BaseModel):
+    """The body under ``/lifts/{lift_id}/maintenance-windows`` (the path names the lift)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    starts_at: TimeValue = Field(
+        description=f"time ({EXAMPLE})", validation_alias=AliasChoices("starts_at", "start")
+    )
+    ends_at: TimeValue = Field(
+        description="after starts_at; at most 31 days later",
+        validation_alias=AliasChoices("ends_at", "end"),
     )
     reason: Annotated[str, StringConstraints(max_length=500)] = ""
 
@@ -61,7 +80,7 @@ def _out(w: MaintenanceWindow) -> WindowOut:
     )
 
 
-@router.get("", response_model=list[WindowOut], summary="Maintenance windows")
+@router.get("/maintenance-windows", response_model=list[WindowOut], summary="Maintenance windows")
 def list_windows(
     db: DbDep,
     principal: PrincipalDep,
@@ -80,29 +99,71 @@ def list_windows(
     return [_out(w) for w in windows]
 
 
+@router.get(
+    "/lifts/{lift_id}/maintenance-windows",
+    response_model=list[WindowOut],
+    summary="One lift's maintenance windows",
+    responses=responses(404),
+)
+def list_lift_windows(
+    lift_id: LiftPath, db: DbDep, principal: PrincipalDep, include_past: bool = False
+) -> list[WindowOut]:
+    return list_windows(db, principal, lift_id, include_past)
+
+
+def _time(value: str | int, field: str) -> int:
+    return parse_time(str(value), field, 0)
+
+
+def _create(
+    db: Database,
+    principal: Principal,
+    lift_id: str,
+    starts_at: str | int,
+    ends_at: str | int,
+    reason: str,
+) -> WindowOut:
+    visible_lift(db, principal, lift_id)
+    starts = _time(starts_at, "starts_at")
+    ends = _time(ends_at, "ends_at")
+    if ends <= starts:
+        raise invalid("ends_at", "must be after starts_at")
+    if ends - starts > MAX_WINDOW_MS:
+        raise invalid("ends_at", "a window lasts at most 31 days")
+    window = store.add_maintenance_window(
+        db, lift_id, starts, ends, reason=reason, created_by=principal.actor
+    )
+    return _out(window)
+
+
 @router.post(
-    "",
+    "/maintenance-windows",
     status_code=201,
     response_model=WindowOut,
     summary="Declare a maintenance window on a lift",
     responses=responses(400, 404, 413),
 )
 def create_window(body: WindowCreate, db: DbDep, principal: WriterDep) -> WindowOut:
-    visible_lift(db, principal, body.lift_id)
-    starts = parse_time(body.starts_at, "starts_at", 0)
-    ends = parse_time(body.ends_at, "ends_at", 0)
-    if ends <= starts:
-        raise invalid("ends_at", "must be after starts_at")
-    if ends - starts > MAX_WINDOW_MS:
-        raise invalid("ends_at", "a window lasts at most 31 days")
-    window = store.add_maintenance_window(
-        db, body.lift_id, starts, ends, reason=body.reason, created_by=principal.actor
-    )
-    return _out(window)
+    if body.lift_id is None:
+        raise invalid("lift_id", "required")
+    return _create(db, principal, body.lift_id, body.starts_at, body.ends_at, body.reason)
+
+
+@router.post(
+    "/lifts/{lift_id}/maintenance-windows",
+    status_code=201,
+    response_model=WindowOut,
+    summary="Declare a maintenance window on this lift",
+    responses=responses(400, 404, 413),
+)
+def create_lift_window(
+    lift_id: LiftPath, body: WindowInput, db: DbDep, principal: WriterDep
+) -> WindowOut:
+    return _create(db, principal, lift_id, body.starts_at, body.ends_at, body.reason)
 
 
 @router.delete(
-    "/{window_id}",
+    "/maintenance-windows/{window_id}",
     status_code=204,
     response_class=Response,
     summary="Delete a maintenance window (alarms are no longer suppressed by it)",

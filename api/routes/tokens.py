@@ -26,7 +26,9 @@ TokenId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = Field(
+        default=None, description="who holds it, shown in audit fields; default: the role"
+    )
     role: Role
     company_id: CompanyId | None = Field(
         default=None, description="required for role maintainer, forbidden otherwise"
@@ -74,13 +76,14 @@ def create_token(body: TokenCreate, db: DbDep, principal: AdminDep) -> TokenCrea
             raise invalid("company_id", f"unknown company {body.company_id!r}")
     elif body.company_id is not None:
         raise invalid("company_id", f"only maintainer tokens belong to a company, not {body.role}")
+    name = body.name or (f"{body.role} {body.company_id}" if body.company_id else body.role)
     token_id, secret, digest = new_token()
     try:
         record = tok.add_token(
             db,
             token_id=token_id,
             token_hash=digest,
-            name=body.name,
+            name=name,
             role=body.role,
             company_id=body.company_id,
             created_by=principal.actor,

@@ -337,3 +337,30 @@ async def test_maintenance_windows(client: httpx.AsyncClient, world: World, db: 
     assert_error(await client.delete(f"{url}/{wid}", headers=world.h("admin")), 404)
     with db.transaction() as conn:
         assert not store.in_maintenance(conn, world.lift_a, now_ms())
+
+
+async def test_maintenance_windows_per_lift_path(client: httpx.AsyncClient, world: World) -> None:
+    url = f"/api/v1/lifts/{world.lift_a}/maintenance-windows"
+    start = now_ms()
+    r = await client.post(
+        url, json={"start": start, "end": start + 60 * MIN}, headers=world.h("maintainer_a")
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["lift_id"] == world.lift_a and r.json()["starts_at"] == format_ts(start)
+    listed = await client.get(url, headers=world.h("inspector"))
+    assert [w["window_id"] for w in listed.json()] == [r.json()["window_id"]]
+    assert_error(await client.get(url, headers=world.h("maintainer_b")), 404)
+    other = f"/api/v1/lifts/{world.lift_b}/maintenance-windows"
+    r = await client.post(
+        other, json={"starts_at": start, "ends_at": start + MIN}, headers=world.h("maintainer_a")
+    )
+    assert_error(r, 404)
+
+
+async def test_token_name_defaults_to_role(client: httpx.AsyncClient, world: World) -> None:
+    r = await client.post(
+        "/api/v1/tokens",
+        json={"role": "maintainer", "company_id": "co-a"},
+        headers=world.h("admin"),
+    )
+    assert r.status_code == 201 and r.json()["name"] == "maintainer co-a"
