@@ -559,15 +559,16 @@ class AlarmButton(_Fault):
     def apply(self, model: LiftModel, ctx: Context) -> None:
         def press(n: int) -> None:
             now = model.t
-            window = threshold(ctx.overrides, "alarm_button_repeat_window") * 1000
+            window = threshold(ctx.overrides, "alarm_button_repeat_s") * 1000
             repeat = any(now - p <= window for p in ctx.presses)
             ctx.presses.append(now)
-            filtered = _button_filtered(model)
+            # A press while a button alarm still stands is never filtered.
+            filtered = _button_filtered(model) and "alarm_button" not in ctx.unresolved
             model.alarm_pressed = True
             model.emit_event("alarm_button", pressed=True)
             if self.duplicate and model.out and isinstance(model.out[-1], Message):
                 model.out.append(Message(**{**_fields(model.out[-1]), "tag": "duplicate"}))
-            long_press = threshold(ctx.overrides, "alarm_button_long_press")
+            long_press = threshold(ctx.overrides, "alarm_button_hold_s")
             if repeat or not filtered:
                 why = "repeated within the window" if repeat else "not filtered"
                 ctx.label(model, "alarm_button", "raise", source="device", cause=f"press: {why}")
@@ -585,10 +586,10 @@ class AlarmButton(_Fault):
         def release(n: int, pressed_at: int, was_filtered: bool) -> None:
             model.alarm_pressed = False
             model.emit_event("alarm_button", pressed=False)
-            long_press = threshold(ctx.overrides, "alarm_button_long_press")
+            long_press = threshold(ctx.overrides, "alarm_button_hold_s")
             if was_filtered and self.hold_s < long_press - MARGIN_S:
                 # Forbidden only if the press stayed filtered for its whole length.
-                still = _button_filtered(model)
+                still = _button_filtered(model) and "alarm_button" not in ctx.unresolved
                 ctx.label(
                     model,
                     "alarm_button",
@@ -607,8 +608,9 @@ class AlarmButton(_Fault):
 
 
 def _button_filtered(m: LiftModel) -> bool:
-    running_normally = m.run is not None and m.run_kind == "dispatch" and m.mode == "normal"
-    open_at_landing = not m.doors_closed and m.door_zone and not m.car_running
+    """FAULTS.md's filter: the car running in normal service, or its doors open in a zone."""
+    running_normally = m.car_running and m.mode == "normal"
+    open_at_landing = not m.doors_closed and m.door_zone
     return running_normally or open_at_landing
 
 

@@ -23,30 +23,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from alerts.thresholds import DEFAULTS as ALERT_DEFAULTS
 from simulator.model import LiftModel
 
 Verdict = Literal["raise", "forbid", "allow"]
 
-# Seconds. Keys are the per-lift override keys this simulator assumes the alerts engine reads
-# from ``Lift.overrides`` / ``alerts_thresholds`` (docs/simulator.md § Threshold keys).
-DEFAULT_THRESHOLDS_S: dict[str, float] = {
-    "entrapment_outside_zone": 30,
-    "entrapment_at_landing": 90,
-    "stopped_outside_zone": 10,
-    "position_lost": 10,
-    "run_timeout": 45,
-    "power_failure": 5,
-    "device_offline": 180,
-    "device_offline_after_will": 60,
-    "door_cycling_window": 15,
-    "door_open_too_long": 120,
-    "alarm_test_overdue": 72 * 3600,
-    "backup_battery_low": 60,
-    "overspeed": 0.5,
-    "door_open_while_running": 0.5,
-    "alarm_button_long_press": 30,
-    "alarm_button_repeat_window": 60,
-}
+# Threshold keys are the alerts engine's (alerts/thresholds.py, docs/alarms.md): the same keys
+# a lift's registry ``overrides`` and LIFTWATCH_ALERTS_THRESHOLDS set.
+THRESHOLD_KEYS: frozenset[str] = frozenset(ALERT_DEFAULTS)
 
 SEVERITY: dict[str, str] = {
     "entrapment": "critical",
@@ -86,18 +70,22 @@ MARGIN_S = 1.0
 
 
 def threshold(overrides: Mapping[str, float], key: str) -> float:
-    return float(overrides.get(key, DEFAULT_THRESHOLDS_S[key]))
+    """The lift's value for a duration key, in seconds (``_h`` and ``_min`` keys converted)."""
+    value = float(overrides.get(key, ALERT_DEFAULTS[key]))
+    if key.endswith("_h"):
+        return value * 3600
+    if key.endswith("_min"):
+        return value * 60
+    return value
 
 
 def suppressed(code: str, mode: str, source: str = "rule") -> bool | None:
-    """True when FAULTS.md § Suppression mutes ``code`` in ``mode``; None when it is unclear
-    (a reported non-critical fault in inspection)."""
+    """True when FAULTS.md § Suppression mutes ``code`` in ``mode`` (None: unclear).
+
+    Inspection mutes *derived* alarms only: a fault the device reports is not derived, so it
+    is never muted there (the literal reading, and the one docs/alarms.md chose)."""
     if mode == "inspection":
-        if code in ("alarm_button", "device_offline"):
-            return False
-        if source == "device":
-            return False if SEVERITY.get(code) == "critical" else None
-        return True
+        return source == "rule" and code not in ("alarm_button", "device_offline")
     if mode in SPECIAL_MODES:
         return code in _SPECIAL_SUPPRESSES
     return False
@@ -143,18 +131,18 @@ def _outside_zone_stop(m: LiftModel) -> bool:
 
 
 _CONDITIONS: tuple[_Cond, ...] = (
-    _Cond("stopped_outside_zone", None, "stopped_outside_zone", _outside_zone_stop),
+    _Cond("stopped_outside_zone", None, "stopped_outside_zone_s", _outside_zone_stop),
     _Cond(
         "entrapment",
         "outside_zone",
-        "entrapment_outside_zone",
+        "entrapment_s",
         lambda m: _outside_zone_stop(m) and m.passenger_present is True,
         rearm_s=60,
     ),
     _Cond(
         "entrapment",
         "at_landing",
-        "entrapment_at_landing",
+        "entrapment_at_landing_s",
         lambda m: (
             m.stationary
             and m.door_zone
@@ -164,28 +152,28 @@ _CONDITIONS: tuple[_Cond, ...] = (
         ),
         rearm_s=60,
     ),
-    _Cond("door_open_too_long", None, "door_open_too_long", lambda m: not m.doors_closed),
-    _Cond("run_timeout", None, "run_timeout", lambda m: m.car_running),
+    _Cond("door_open_too_long", None, "door_open_too_long_s", lambda m: not m.doors_closed),
+    _Cond("run_timeout", None, "run_timeout_s", lambda m: m.car_running),
     _Cond(
         "position_lost",
         None,
-        "position_lost",
+        "position_lost_s",
         lambda m: m.position_lost and m.mode == "normal",
     ),
     _Cond(
         "power_failure",
         None,
-        "power_failure",
+        "power_failure_s",
         lambda m: m.power != "mains",
         rearm_s=30,
         critical_if=lambda m: m.passenger_present is True and not m.door_zone,
     ),
-    _Cond("backup_battery_low", None, "backup_battery_low", lambda m: int(m.battery) < 30, 600),
-    _Cond("overspeed", None, "overspeed", lambda m: m.speed_band() == 3, rearm_s=15),
+    _Cond("backup_battery_low", None, "battery_low_s", lambda m: int(m.battery) < 30, 600),
+    _Cond("overspeed", None, "overspeed_s", lambda m: m.speed_band() == 3, rearm_s=15),
     _Cond(
         "door_open_while_running",
         None,
-        "door_open_while_running",
+        "door_open_while_running_s",
         lambda m: (
             m.car_running and m.run_started_closed and m.speed_band() >= 2 and not m.doors_closed
         ),
@@ -298,7 +286,7 @@ class LiftTruth:
         )
 
     def _door_cycling(self, model: LiftModel) -> None:
-        window = threshold(self.overrides, "door_cycling_window") * 1000
+        window = threshold(self.overrides, "door_cycling_window_s") * 1000
         now = model.t
         recent = [t for t in model.door_transitions if now - t <= window]
         last_change = model.door_transitions[-1] if model.door_transitions else None
@@ -344,10 +332,10 @@ class LiftTruth:
     def _offline_gap(self, until_ms: int) -> None:
         if self._last_valid_ms is None:
             return
-        timeout = threshold(self.overrides, "device_offline")
+        timeout = threshold(self.overrides, "device_offline_s")
         onset, thr = self._last_valid_ms, timeout
         if self._will_ms is not None:
-            after_will = threshold(self.overrides, "device_offline_after_will")
+            after_will = threshold(self.overrides, "device_offline_after_will_s")
             will_due = self._will_ms + after_will * 1000
             if will_due < onset + timeout * 1000:
                 onset, thr = self._will_ms, after_will
@@ -384,7 +372,7 @@ class LiftTruth:
         self._selftest_overdue(end_ms)
 
     def _selftest_overdue(self, end_ms: int) -> None:
-        thr = threshold(self.overrides, "alarm_test_overdue")
+        thr = threshold(self.overrides, "alarm_test_overdue_h")
         points = [*self._selftests, end_ms]
         for start, stop in itertools.pairwise(points):
             gap = (stop - start) / 1000

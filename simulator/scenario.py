@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from simulator.faults import BadDevice, Context, Fault, _Fault, _once
-from simulator.labels import DEFAULT_THRESHOLDS_S
+from simulator.labels import THRESHOLD_KEYS
 from simulator.model import LiftConfig, LiftModel, ServiceMode
 
 LiftId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
@@ -119,10 +119,11 @@ class LiftSpec(BaseModel):
             raise ValueError("landing heights must increase")
         self.floor_index(self.main_floor)
         self.floor_index(self.start_floor)
-        unknown = sorted(set(self.overrides) - set(DEFAULT_THRESHOLDS_S))
+        unknown = sorted(set(self.overrides) - THRESHOLD_KEYS)
         if unknown:
             raise ValueError(
-                f"unknown override keys {unknown}; known: {', '.join(DEFAULT_THRESHOLDS_S)}"
+                f"unknown override keys {unknown} (the alerts engine's threshold keys, "
+                "docs/alarms.md)"
             )
         return self
 
