@@ -142,7 +142,8 @@ def run_load(
         now_ms = start_ms + round((time.monotonic() - t0) * 1000)
         if now_ms >= end_ms:
             break
-        while heap and heap[0][0] <= now_ms:
+        slice_end = time.monotonic() + 0.05  # keep polling the sockets while catching up
+        while heap and heap[0][0] <= now_ms and time.monotonic() < slice_end:
             _, i = heapq.heappop(heap)
             model = fleet[i]
             model.advance(now_ms)

@@ -15,6 +15,7 @@ possible).
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
@@ -263,7 +264,12 @@ class LiftModel:
 
     def nearest_floor(self) -> int:
         landings = self.cfg.landings_mm
-        return min(range(len(landings)), key=lambda i: abs(landings[i] - self.position))
+        i = bisect.bisect_left(landings, self.position)
+        if i == 0:
+            return 0
+        if i == len(landings):
+            return i - 1
+        return i if landings[i] - self.position < self.position - landings[i - 1] else i - 1
 
     @property
     def door_zone(self) -> bool:
