@@ -199,19 +199,21 @@ class Dispatcher:
             await self._shutdown()
 
     async def _round(self) -> float:
-        """Fan out, start every due head that may start; return how long to sleep."""
+        """Fan out (starting fresh chain heads at once), start every other due head that may
+        start; return how long to sleep."""
         now = self.clock.now_ms()
-        while await self._db(store.fan_out, self.db, route, now_ms=now) > 0:
-            pass
+        while True:
+            result = await self._db(
+                store.fan_out, self.db, route, now_ms=now, claim=self._claimer()
+            )
+            for d, sub in result.started:
+                self._spawn(d, sub)
+            if result.rows == 0:
+                break
         heads = await self._db(store.due_heads, self.db, now)
         for d in heads:
-            if len(self._inflight) >= self.concurrency:
-                break
-            if d.id in self._inflight or d.chain in self._chains:
-                continue
-            if self._per_sub.get(d.subscription_id, 0) >= self.per_subscription:
-                continue
-            self._spawn(d)
+            if self._may_start(d):
+                self._spawn(d)
         next_due = await self._db(store.next_due_at, self.db)
         if next_due is None:
             return self.poll_interval_s
@@ -219,10 +221,33 @@ class Dispatcher:
         # Due but blocked (its chain or subscription is busy): a finishing task wakes us.
         return self.poll_interval_s if wait <= 0 else min(wait, self.poll_interval_s)
 
-    def _spawn(self, d: Delivery) -> None:
+    def _may_start(self, d: Delivery, extra: dict[str, int] | None = None) -> bool:
+        taken = extra or {}
+        if len(self._inflight) + sum(taken.values()) >= self.concurrency:
+            return False
+        if d.id in self._inflight or d.chain in self._chains:
+            return False
+        busy = self._per_sub.get(d.subscription_id, 0) + taken.get(d.subscription_id, 0)
+        return busy < self.per_subscription
+
+    def _claimer(self) -> Callable[[Delivery], bool]:
+        """For ``store.fan_out`` (runs on the store thread while this loop waits for it, so
+        the in-flight bookkeeping only shrinks meanwhile): admit within the limits, counting
+        what this batch has admitted so far."""
+        taken: dict[str, int] = {}
+
+        def claim(d: Delivery) -> bool:
+            if not self._may_start(d, taken):
+                return False
+            taken[d.subscription_id] = taken.get(d.subscription_id, 0) + 1
+            return True
+
+        return claim
+
+    def _spawn(self, d: Delivery, started_for: Subscription | None = None) -> None:
         self._chains.add(d.chain)
         self._per_sub[d.subscription_id] = self._per_sub.get(d.subscription_id, 0) + 1
-        task = asyncio.create_task(self._deliver(d), name=f"webhook-delivery-{d.id}")
+        task = asyncio.create_task(self._deliver(d, started_for), name=f"webhook-{d.id}")
         self._inflight[d.id] = task
 
         def done(_: asyncio.Task[None]) -> None:
@@ -256,12 +281,17 @@ class Dispatcher:
             return None
         return started, store.get_subscription(self.db, started.subscription_id)
 
-    async def _deliver(self, queued: Delivery) -> None:
-        begun = await self._db(self._begin, queued.id, self.clock.now_ms())
-        if begun is None:
-            return
-        d, sub = begun
-        at = self.clock.now_ms()
+    async def _deliver(self, queued: Delivery, started_for: Subscription | None) -> None:
+        sub: Subscription | None
+        if started_for is not None:  # claimed by fan_out: already 'delivering'
+            d, sub = queued, started_for
+            at = d.last_attempt_at or self.clock.now_ms()
+        else:
+            begun = await self._db(self._begin, queued.id, self.clock.now_ms())
+            if begun is None:
+                return
+            d, sub = begun
+            at = self.clock.now_ms()
         try:
             if sub is None or not sub.enabled:
                 result = Result(None, 0, error="subscription disabled or deleted")

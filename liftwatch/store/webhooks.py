@@ -281,9 +281,24 @@ class OutboxEvent:
 Router = Callable[[OutboxEvent, Sequence[Subscription]], list[Subscription]]
 
 
-def fan_out(db: Database, route: Router, *, now_ms: int, limit: int = 500) -> int:
+Claim = Callable[[Delivery], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class FanOut:
+    rows: int  # outbox rows handled
+    started: list[tuple[Delivery, Subscription]]  # claimed: already 'delivering', send now
+
+
+def fan_out(
+    db: Database, route: Router, *, now_ms: int, limit: int = 500, claim: Claim | None = None
+) -> FanOut:
     """Turn up to ``limit`` undispatched outbox rows into one delivery per subscription that
-    ``route`` picks, marking the rows dispatched, in one transaction. Returns rows handled."""
+    ``route`` picks, marking the rows dispatched, in one transaction.
+
+    New deliveries that head their chain (no earlier open delivery of the same subscription
+    and alarm) and that ``claim`` accepts start their first attempt in that same transaction:
+    the fast path of a fresh alarm, one commit between the outbox and the wire."""
     with db.transaction() as conn:
         rows = conn.execute(
             "SELECT id, alarm_id, lift_id, company_id, event_type, severity, code, payload"
@@ -291,13 +306,17 @@ def fan_out(db: Database, route: Router, *, now_ms: int, limit: int = 500) -> in
             (limit,),
         ).fetchall()
         if not rows:
-            return 0
+            return FanOut(0, [])
         subs = enabled_subscriptions(conn)
-        inserts = []
+        by_id = {s.id: s for s in subs}
+        started: list[tuple[Delivery, Subscription]] = []
         for r in rows:
             event = OutboxEvent(**{k: r[k] for k in r.keys()})  # noqa: SIM118 - sqlite3.Row
             for sub in route(event, subs):
-                inserts.append(
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO webhook_deliveries (webhook_id, subscription_id,"
+                    " outbox_id, alarm_id, event_type, payload, status, next_attempt_at,"
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
                     (
                         new_message_id(),
                         sub.id,
@@ -307,18 +326,37 @@ def fan_out(db: Database, route: Router, *, now_ms: int, limit: int = 500) -> in
                         event.payload,
                         now_ms,
                         now_ms,
-                    )
+                    ),
                 )
-        conn.executemany(
-            "INSERT OR IGNORE INTO webhook_deliveries (webhook_id, subscription_id, outbox_id,"
-            " alarm_id, event_type, payload, status, next_attempt_at, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-            inserts,
-        )
+                if claim is None or not cur.rowcount or not cur.lastrowid:
+                    continue
+                d = _claim_head(conn, cur.lastrowid, now_ms, claim)
+                if d is not None:
+                    started.append((d, by_id[sub.id]))
         conn.executemany(
             "UPDATE outbox SET dispatched_at = ? WHERE id = ?", [(now_ms, r["id"]) for r in rows]
         )
-    return len(rows)
+    return FanOut(len(rows), started)
+
+
+def _claim_head(
+    conn: sqlite3.Connection, delivery_id: int, now_ms: int, claim: Claim
+) -> Delivery | None:
+    row = conn.execute(
+        "SELECT d.* FROM webhook_deliveries d WHERE d.id = ? AND NOT EXISTS ("
+        " SELECT 1 FROM webhook_deliveries o WHERE o.subscription_id = d.subscription_id"
+        " AND o.alarm_id = d.alarm_id AND o.id < d.id AND o.status IN ('pending', 'delivering'))",
+        (delivery_id,),
+    ).fetchone()
+    if row is None or not claim(_delivery(row)):
+        return None
+    conn.execute(
+        "UPDATE webhook_deliveries SET status = 'delivering', attempts = attempts + 1,"
+        " first_attempt_at = ?, last_attempt_at = ? WHERE id = ?",
+        (now_ms, now_ms, delivery_id),
+    )
+    found = conn.execute("SELECT * FROM webhook_deliveries WHERE id = ?", (delivery_id,))
+    return _delivery(found.fetchone())
 
 
 def add_test_delivery(db: Database, sub_id: str, payload: str, now_ms: int) -> Delivery:

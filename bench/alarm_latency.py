@@ -1,0 +1,239 @@
+"""Alarm latency benchmark: device publish → webhook receiver arrival (DESIGN.md target: p99
+under 50 ms at 5,000 messages/s of background telemetry).
+
+    .venv/bin/python -m bench.alarm_latency [--duration 30] [--rate 5000] [--lifts 1000]
+                                            [--alarms 200]
+
+A private Mosquitto (``liftwatch.localservices``) and the real ``liftwatch alerts`` process
+(its own ``LIFTWATCH_*`` environment, a fresh SQLite store holding ``--lifts`` registered lifts
+and one webhook subscription) are started. A separate process publishes telemetry at
+``--rate`` messages/s (QoS 0) cycling over the lifts, in normal service (no alarm). Meanwhile
+``--alarms`` alarm-button events (QoS 1), each on a different lift, are spread evenly over the
+run. Latency = time the receiver (a real HTTP server in this process) got ``alarm.raised``
+minus the time just before the event was published; both clocks are this host's.
+``lost`` counts alarms not received within 10 s after the run.
+
+Progress goes to stderr; the last stdout line is ``p50_ms=… p95_ms=… p99_ms=… lost=…``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+from liftwatch.localservices import Mosquitto
+from liftwatch.registry import Company, Lift
+from liftwatch.store import Database
+from liftwatch.store import registry as reg
+from liftwatch.store import webhooks as store
+from tests.receiver import Received, RecordingReceiver
+
+PREFIX = "bench"
+IDLE = {
+    "service_mode": "normal",
+    "car_status": "stopped",
+    "direction": "none",
+    "floor": "1",
+    "door_zone": True,
+    "doors_closed": True,
+    "passenger_present": False,
+    "speed": 0.0,
+}
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def lift_id(i: int) -> str:
+    return f"bench-{i:05d}"
+
+
+def _client(url: str, name: str) -> paho.Client:
+    host, port = url.removeprefix("mqtt://").split(":")
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=paho.MQTTv311)
+    client.max_queued_messages_set(0)
+    client.connect(host, int(port))
+    client.loop_start()
+    return client
+
+
+def telemetry_publisher(url: str, lifts: int, rate: int, duration: float, sent: list[int]) -> None:
+    """Runs in its own process: ``rate`` messages/s over ``lifts`` lifts, paced every 10 ms."""
+    client = _client(url, "bench-telemetry")
+    seqs = [100] * lifts
+    n, start = 0, time.monotonic()
+    try:
+        while (elapsed := time.monotonic() - start) < duration:
+            due = int(elapsed * rate)
+            while n < due:
+                i = n % lifts
+                seqs[i] += 1
+                body = {"v": 1, "ts": time.time_ns() // 1_000_000, "seq": seqs[i], **IDLE}
+                client.publish(f"{PREFIX}/{lift_id(i)}/telemetry", json.dumps(body), qos=0)
+                n += 1
+            time.sleep(0.01)
+    finally:
+        sent.append(n)
+        client.disconnect()
+        client.loop_stop()
+
+
+def press(client: paho.Client, lift: str, seq: int) -> float:
+    body = {
+        "v": 1,
+        "ts": time.time_ns() // 1_000_000,
+        "seq": seq,
+        "type": "alarm_button",
+        "pressed": True,
+    }
+    at = time.time()
+    client.publish(f"{PREFIX}/{lift}/event", json.dumps(body), qos=1)
+    return at
+
+
+def raised_lift(r: Received) -> str | None:
+    body = json.loads(r.body)
+    return str(body["data"]["lift_id"]) if body["type"] == "alarm.raised" else None
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--rate", type=int, default=5000)
+    parser.add_argument("--lifts", type=int, default=1000)
+    parser.add_argument("--alarms", type=int, default=200)
+    args = parser.parse_args()
+    if args.alarms >= args.lifts:
+        parser.error("--alarms must be below --lifts (one alarm per lift; one lift warms up)")
+
+    with tempfile.TemporaryDirectory(prefix="liftwatch-bench-") as tmp:
+        root = Path(tmp)
+        broker = Mosquitto(root / "mosquitto")
+        broker.start()
+        receiver = RecordingReceiver()
+        db = Database(root / "data" / "liftwatch.sqlite3")
+        reg.upsert_company(db, Company(company_id="bench", name="Bench"))
+        for i in range(args.lifts + 1):
+            reg.upsert_lift(db, Lift(lift_id=lift_id(i), company_id="bench", name=f"L{i}"))
+        store.add_subscription(
+            db,
+            company_id="bench",
+            url=receiver.url,
+            secret="whsec_" + "B" * 40,
+            filters={"event_types": ["alarm.raised"]},
+            created_by="bench",
+        )
+        env = {
+            **os.environ,
+            "LIFTWATCH_MQTT_URL": broker.url,
+            "LIFTWATCH_MQTT_TOPIC_PREFIX": PREFIX,
+            "LIFTWATCH_DATA_DIR": str(root / "data"),
+            "LIFTWATCH_ALERTS_CLIENT_ID": "bench-alerts",
+            "LIFTWATCH_ALERTS_METRICS_PORT": "0",
+            "LIFTWATCH_WEBHOOK_ALLOW_PRIVATE": "true",
+            "LIFTWATCH_INFLUX_URL": "http://127.0.0.1:9",
+        }
+        alerts = subprocess.Popen(
+            [sys.executable, "-m", "liftwatch.cli", "alerts"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(root / "alerts.log", "wb"),  # noqa: SIM115 - lives as long as the child
+        )
+        buttons = _client(broker.url, "bench-buttons")
+        try:
+            # Warm-up: press one spare lift's button until its alarm arrives, so the alerts
+            # process is subscribed and the receiver's connection is pooled.
+            warm = lift_id(args.lifts)
+            deadline = time.monotonic() + 30
+            while not [r for r in receiver.requests if raised_lift(r) == warm]:
+                if time.monotonic() > deadline or alerts.poll() is not None:
+                    say((root / "alerts.log").read_text()[-2000:])
+                    raise SystemExit("liftwatch alerts did not come up")
+                press(buttons, warm, 1)
+                time.sleep(0.5)
+            receiver.requests.clear()
+            say(
+                f"alerts up; {args.rate} msg/s telemetry over {args.lifts} lifts for "
+                f"{args.duration:g} s, {args.alarms} alarm buttons"
+            )
+
+            manager = multiprocessing.Manager()
+            sent = manager.list()
+            bg = multiprocessing.Process(
+                target=telemetry_publisher,
+                args=(broker.url, args.lifts, args.rate, args.duration, sent),
+            )
+            bg.start()
+            published: dict[str, float] = {}
+            start = time.monotonic()
+            gap = args.duration / (args.alarms + 1)
+            for k in range(args.alarms):
+                target = start + gap * (k + 1)
+                while (left := target - time.monotonic()) > 0:
+                    time.sleep(min(left, 0.05))
+                lift = lift_id(k * (args.lifts // args.alarms))
+                published[lift] = press(buttons, lift, 1)
+            bg.join()
+            telemetry_sent = sent[0] if sent else 0
+            say(
+                f"telemetry sent: {telemetry_sent} "
+                f"({telemetry_sent / args.duration:.0f} msg/s achieved)"
+            )
+            lock = threading.Event()
+            end = time.monotonic() + 10
+            while time.monotonic() < end:
+                got = {raised_lift(r): r.arrived for r in list(receiver.requests)}
+                if all(lift in got for lift in published):
+                    break
+                lock.wait(0.1)
+            got = {}
+            for r in list(receiver.requests):
+                lift_or_none = raised_lift(r)
+                if lift_or_none is not None and lift_or_none not in got:
+                    got[lift_or_none] = r.arrived
+            latencies = [(got[lift] - at) * 1000 for lift, at in published.items() if lift in got]
+            lost = len(published) - len(latencies)
+        finally:
+            buttons.disconnect()
+            buttons.loop_stop()
+            alerts.terminate()
+            try:
+                alerts.wait(10)
+            except subprocess.TimeoutExpired:
+                alerts.kill()
+            receiver.close()
+            broker.stop()
+    if not latencies:
+        print(f"p50_ms=nan p95_ms=nan p99_ms=nan lost={lost}")
+        return 1
+    say(
+        f"alarms received: {len(latencies)}/{len(published)}; "
+        f"mean {statistics.fmean(latencies):.1f} ms, max {max(latencies):.1f} ms"
+    )
+    print(
+        f"p50_ms={percentile(latencies, 0.50):.1f} p95_ms={percentile(latencies, 0.95):.1f} "
+        f"p99_ms={percentile(latencies, 0.99):.1f} lost={lost}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
