@@ -68,51 +68,52 @@ def load_registry(db: Database, lifts: int) -> None:
 
 
 def load_alarms(db: Database, lifts: int, per_lift: int, now: int, rng: random.Random) -> int:
-    """A year of resolved alarms per lift; the store's own insert and transition functions."""
-    count = 0
+    """A year of resolved alarms per lift, inserted in raise-time order as the engine writes
+    them in production; the store's own insert and transition functions."""
+    plans = []
+    for i in range(lifts):
+        for _ in range(per_lift):
+            plans.append((now - rng.randrange(365 * DAY), i, rng.choice(CODES)))
+    plans.sort()
     with db.transaction() as conn:
-        for i in range(lifts):
+        for raised, i, (code, severity) in plans:
             lid, company = lift_id(i), f"co-{i % 20:02d}"
-            for _ in range(per_lift):
-                code, severity = rng.choice(CODES)
-                raised = now - rng.randrange(365 * DAY)
-                ack = raised + rng.randrange(30_000, 900_000)
-                on_site = ack + rng.randrange(300_000, 3_000_000)
-                resolved = on_site + rng.randrange(600_000, 7_200_000)
-                deadline = raised + (1_800_000 if i % 5 else 3_600_000)
-                alarm = store.Alarm(
-                    alarm_id=store.new_alarm_id(raised),
-                    lift_id=lid,
-                    code=code,
-                    subtype=None,
-                    severity=severity,
-                    source="rule",
-                    status="resolved",
-                    condition="cleared",
-                    raised_at=raised,
-                    updated_at=resolved,
-                    evidence={"car_status": "stopped", "floor": "3", "door_zone": False},
-                    cleared_at=resolved,
-                    acknowledged_at=ack,
-                    on_site_at=on_site,
-                    resolved_at=resolved,
-                    outcome="repaired" if severity != "critical" else "rescued",
-                    resolved_by="api:bench",
-                    deadline_at=deadline if code in ("entrapment", "alarm_button") else None,
-                    company_id=company,
+            ack = raised + rng.randrange(30_000, 900_000)
+            on_site = ack + rng.randrange(300_000, 3_000_000)
+            resolved = on_site + rng.randrange(600_000, 7_200_000)
+            deadline = raised + (1_800_000 if i % 5 else 3_600_000)
+            alarm = store.Alarm(
+                alarm_id=store.new_alarm_id(raised),
+                lift_id=lid,
+                code=code,
+                subtype=None,
+                severity=severity,
+                source="rule",
+                status="resolved",
+                condition="cleared",
+                raised_at=raised,
+                updated_at=resolved,
+                evidence={"car_status": "stopped", "floor": "3", "door_zone": False},
+                cleared_at=resolved,
+                acknowledged_at=ack,
+                on_site_at=on_site,
+                resolved_at=resolved,
+                outcome="repaired" if severity != "critical" else "rescued",
+                resolved_by="api:bench",
+                deadline_at=deadline if code in ("entrapment", "alarm_button") else None,
+                company_id=company,
+            )
+            store.insert_alarm(conn, alarm)
+            for at, event, before, after in (
+                (raised, "raised", None, "open"),
+                (ack, "acknowledged", "open", "acknowledged"),
+                (on_site, "on_site", "acknowledged", "on_site"),
+                (resolved, "resolved", "on_site", "resolved"),
+            ):
+                store.add_transition(
+                    conn, store.Transition(alarm.alarm_id, at, event, before, after, "bench")
                 )
-                store.insert_alarm(conn, alarm)
-                for at, event, before, after in (
-                    (raised, "raised", None, "open"),
-                    (ack, "acknowledged", "open", "acknowledged"),
-                    (on_site, "on_site", "acknowledged", "on_site"),
-                    (resolved, "resolved", "on_site", "resolved"),
-                ):
-                    store.add_transition(
-                        conn, store.Transition(alarm.alarm_id, at, event, before, after, "bench")
-                    )
-                count += 1
-    return count
+    return len(plans)
 
 
 async def load_telemetry(influx: InfluxClient, lifts: int, hours: int, end: int) -> int:

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from api.auth import PrincipalDep, company_scope
 from api.deps import DbDep
 from api.errors import invalid, responses
-from api.reports import FaultGroup, GroupBy, aggregate, from_store
+from api.reports import FaultGroup, GroupBy, aggregate
 from api.timeparams import EXAMPLE, now_ms, parse_time
 from liftwatch.protocol import format_ts
 from liftwatch.store import alarm_queries as aq
@@ -67,7 +67,7 @@ def faults(
         until_ms=until_ms,
         include_suppressed=include_suppressed,
     )
-    totals, groups = aggregate([], group_by) if empty else from_store(db, f, group_by)
+    totals, groups = aggregate([] if empty else aq.report_rows(db, f), group_by)
     return FaultReport(
         since=format_ts(since_ms),
         until=format_ts(until_ms),

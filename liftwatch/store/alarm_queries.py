@@ -93,8 +93,9 @@ def report_rows(db: Database, f: AlarmFilter) -> Iterator[ReportRow]:
     where = " AND ".join(clauses) or "1=1"
     columns = "lift_id, company_id, code, severity, raised_at, acknowledged_at, on_site_at"
     sql = f"SELECT {columns}, deadline_at FROM alarms WHERE {where}"  # noqa: S608 - fixed clauses
-    cur = db.conn.execute(sql, params)
-    for r in cur:
+    cur = db.conn.cursor()
+    cur.row_factory = None  # plain tuples: this scan reads thousands of rows per report
+    for r in cur.execute(sql, params):
         yield ReportRow(*r)
 
 
@@ -175,67 +176,3 @@ def outbox_after(
             (after_id, company_id, limit),
         )
     return [FeedEvent(*r) for r in rows]
-
-
-@dataclass(frozen=True, slots=True)
-class ReportGroup:
-    key: str | None
-    alarms: int
-    critical: int
-    acknowledged: int
-    ack_mean_ms: float | None
-    ack_p90_ms: int | None
-    on_site: int
-    on_site_mean_ms: float | None
-    on_site_p90_ms: int | None
-    entrapments: int
-    entrapments_in_time: int
-
-
-_KEYS: dict[str, str] = {"lift": "lift_id", "code": "code", "company": "company_id", "": "NULL"}
-
-
-def fault_report(db: Database, f: AlarmFilter, group_by: str) -> list[ReportGroup]:
-    """Per-group aggregates computed in SQLite (``group_by`` "" for the totals).
-
-    p90 is nearest-rank: the value at rank ceil(0.9 n) = (9 n + 9) / 10 in integer division.
-    Entrapments are in time when on site at or before their ``deadline_at``."""
-    key = _KEYS[group_by]
-    clauses, params = _where(f)
-    where = " AND ".join(clauses) or "1=1"
-    main = (
-        f"SELECT {key} AS k, COUNT(*), SUM(severity = 'critical'),"  # noqa: S608 - fixed text
-        " COUNT(acknowledged_at), AVG(acknowledged_at - raised_at),"
-        " COUNT(on_site_at), AVG(on_site_at - raised_at),"
-        " SUM(code = 'entrapment'),"
-        " SUM(code = 'entrapment' AND on_site_at IS NOT NULL"
-        "     AND (deadline_at IS NULL OR on_site_at <= deadline_at))"
-        f" FROM alarms WHERE {where} GROUP BY k"
-    )
-    groups = {r[0]: list(r) for r in db.conn.execute(main, params)}
-    p90s: dict[str, dict[str | None, int]] = {}
-    for name, column in (("ack", "acknowledged_at"), ("on_site", "on_site_at")):
-        q = (
-            f"WITH d AS (SELECT {key} AS k, {column} - raised_at AS v FROM alarms"  # noqa: S608
-            f" WHERE {where} AND {column} IS NOT NULL),"
-            " r AS (SELECT k, v, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v) AS rn,"
-            " COUNT(*) OVER (PARTITION BY k) AS n FROM d)"
-            " SELECT k, v FROM r WHERE rn = (9 * n + 9) / 10"
-        )
-        p90s[name] = {r[0]: r[1] for r in db.conn.execute(q, params)}
-    return [
-        ReportGroup(
-            key=k,
-            alarms=g[1],
-            critical=g[2] or 0,
-            acknowledged=g[3],
-            ack_mean_ms=g[4],
-            ack_p90_ms=p90s["ack"].get(k),
-            on_site=g[5],
-            on_site_mean_ms=g[6],
-            on_site_p90_ms=p90s["on_site"].get(k),
-            entrapments=g[7] or 0,
-            entrapments_in_time=g[8] or 0,
-        )
-        for k, g in groups.items()
-    ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Literal
 
 import httpx
 import pytest
@@ -365,28 +364,3 @@ async def test_token_name_defaults_to_role(client: httpx.AsyncClient, world: Wor
         headers=world.h("admin"),
     )
     assert r.status_code == 201 and r.json()["name"] == "maintainer co-a"
-
-
-@pytest.mark.parametrize("group_by", ["lift", "code", "company"])
-def test_sql_report_matches_the_python_definition(
-    db: Database, group_by: Literal["lift", "code", "company"]
-) -> None:
-    """The SQL aggregation served by the API against the plain-Python oracle, on a year of
-    varied alarms (with bench's loader: acknowledged, on-site and resolved at random delays)."""
-    import random
-
-    from api.reports import aggregate, from_store
-    from bench.api_queries import DAY, load_alarms, load_registry
-    from liftwatch.store import alarm_queries as aq
-
-    now = now_ms()
-    load_registry(db, 40)
-    load_alarms(db, 40, 25, now, random.Random(3))
-    f = aq.AlarmFilter(since_ms=now - 120 * DAY, until_ms=now - 30 * DAY)
-    total_sql, groups_sql = from_store(db, f, group_by)
-    total_py, groups_py = aggregate(aq.report_rows(db, f), group_by)
-    assert total_sql.alarms > 50
-    assert total_sql.model_dump() == pytest.approx(total_py.model_dump())
-    assert [g.key for g in groups_sql] == [g.key for g in groups_py]
-    for a, b in zip(groups_sql, groups_py, strict=True):
-        assert a.model_dump() == pytest.approx(b.model_dump()), a.key
