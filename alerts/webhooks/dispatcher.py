@@ -210,7 +210,9 @@ class Dispatcher:
                 self._spawn(d, sub)
             if result.rows == 0:
                 break
-        heads = await self._db(store.due_heads, self.db, now)
+        heads = await self._db(
+            store.due_heads, self.db, now, per_subscription=self.per_subscription
+        )
         for d in heads:
             if self._may_start(d):
                 self._spawn(d)
@@ -287,7 +289,11 @@ class Dispatcher:
             d, sub = queued, started_for
             at = d.last_attempt_at or self.clock.now_ms()
         else:
-            begun = await self._db(self._begin, queued.id, self.clock.now_ms())
+            try:
+                begun = await self._db(self._begin, queued.id, self.clock.now_ms())
+            except sqlite3.Error as exc:  # still pending: the next round tries again
+                log.warning("webhook delivery %d not started: %s", queued.id, exc)
+                return
             if begun is None:
                 return
             d, sub = begun

@@ -249,8 +249,11 @@ class Delivery:
         return self.subscription_id, self.alarm_id or f"#{self.id}"
 
 
+_DELIVERY_COLUMNS: Final = tuple(Delivery.__dataclass_fields__)
+
+
 def _delivery(r: sqlite3.Row) -> Delivery:
-    return Delivery(**{k: r[k] for k in r.keys()})  # noqa: SIM118 - sqlite3.Row
+    return Delivery(**{k: r[k] for k in _DELIVERY_COLUMNS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,11 +393,20 @@ _HEADS = (
 )
 
 
-def due_heads(db: Database, now_ms: int, limit: int = 1000) -> list[Delivery]:
-    rows = db.conn.execute(
-        _HEADS + " AND d.next_attempt_at <= ? ORDER BY d.next_attempt_at, d.id LIMIT ?",
-        (now_ms, limit),
-    ).fetchall()
+_DUE: Final = (  # constant SQL: _HEADS is a literal
+    "SELECT * FROM (SELECT d.*, ROW_NUMBER() OVER ("  # noqa: S608
+    " PARTITION BY d.subscription_id ORDER BY d.next_attempt_at, d.id) AS rank"
+    f" FROM ({_HEADS} AND d.next_attempt_at <= ?) d)"
+    " WHERE rank <= ? ORDER BY next_attempt_at, id LIMIT ?"
+)
+
+
+def due_heads(
+    db: Database, now_ms: int, *, per_subscription: int = 8, limit: int = 1000
+) -> list[Delivery]:
+    """Heads due by ``now_ms``, the oldest-due first, at most ``per_subscription`` of each
+    subscription: a dead receiver's backlog must not crowd other subscribers out of the batch."""
+    rows = db.conn.execute(_DUE, (now_ms, per_subscription, limit)).fetchall()
     return [_delivery(r) for r in rows]
 
 
