@@ -74,6 +74,7 @@ _SAFETY: Final[CondKey] = ("safety_circuit_open", None, "rule")
 _CYCLING: Final[CondKey] = ("door_cycling", None, "rule")
 _OFFLINE: Final[CondKey] = ("device_offline", None, "rule")
 _SELFTEST: Final[CondKey] = ("alarm_test_overdue", None, "rule")
+_NO_CONDS: Final[dict[CondKey, object]] = {}
 
 
 def evidence(st: LiftState, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -374,8 +375,8 @@ def _evaluate(st: LiftState, now: int, ctx: Context, out: list[Signal], new_mess
             if now >= test_due:
                 st.cond(_SELFTEST).active = True
                 _raise(st, _SELFTEST, out, extra={"last_ok": format_ts(st.selftest_ok_at)})
-            else:
-                due = min(due, test_due)
+            elif test_due < due:
+                due = test_due
     if st.btn_pending and st.btn_pressed:
         hold_due = st.btn_since + p.alarm_button_hold_ms
         if now >= hold_due:
@@ -387,8 +388,8 @@ def _evaluate(st: LiftState, now: int, ctx: Context, out: list[Signal], new_mess
                 extra={"held_since": format_ts(st.btn_since)},
                 note="filter bypassed: held",
             )
-        else:
-            due = min(due, hold_due)
+        elif hold_due < due:
+            due = hold_due
     tel = st.tel
     if tel is None:
         return due
@@ -401,66 +402,84 @@ def _evaluate(st: LiftState, now: int, ctx: Context, out: list[Signal], new_mess
     normal = mode == "normal"
     zone, closed = tel.door_zone, tel.doors_closed
     present = tel.passenger_present is True
+    conds = st.conds or _NO_CONDS
+    # Each rule below is skipped outright when its predicate is false and nothing is being
+    # timed or latched for it: the common case, and what keeps a message in microseconds.
 
-    # Entrapment clears when doors open in a door zone, or the car runs for 2 s.
-    if zone and not closed:
-        entrap_clear: int | None = 0
-    elif running:
-        entrap_clear = p.entrapment_clear_run_ms
-    else:
-        entrap_clear = None
-    rearm = st.entrap_cleared_at + p.entrapment_rearm_ms if st.entrap_cleared_at is not None else 0
-    due = min(
-        due,
-        _timed(
-            st,
-            _ENTRAP_OUT,
-            stationary and not zone and present and mode != "inspection",
-            p.entrapment_ms,
-            entrap_clear,
-            now,
-            out,
-            new_message,
-            not_before=rearm,
-        ),
-        _timed(
-            st,
-            _ENTRAP_LANDING,
+    if present or _ENTRAP_OUT in conds or _ENTRAP_LANDING in conds:
+        # Entrapment clears when doors open in a door zone, or the car runs for 2 s.
+        if zone and not closed:
+            entrap_clear: int | None = 0
+        elif running:
+            entrap_clear = p.entrapment_clear_run_ms
+        else:
+            entrap_clear = None
+        cleared_at = st.entrap_cleared_at
+        rearm = cleared_at + p.entrapment_rearm_ms if cleared_at is not None else 0
+        holds = stationary and not zone and present and mode != "inspection"
+        if holds or _ENTRAP_OUT in conds:
+            d = _timed(
+                st,
+                _ENTRAP_OUT,
+                holds,
+                p.entrapment_ms,
+                entrap_clear,
+                now,
+                out,
+                new_message,
+                not_before=rearm,
+            )
+            due = d if d < due else due
+        holds = (
             stationary
             and zone
             and closed
             and present
             and normal
-            and tel.door_state not in ("open", "opening"),
-            p.entrapment_at_landing_ms,
-            entrap_clear,
-            now,
-            out,
-            new_message,
-            not_before=rearm,
-            suspected=True,
-        ),
-        _timed(
+            and tel.door_state not in ("open", "opening")
+        )
+        if holds or _ENTRAP_LANDING in conds:
+            d = _timed(
+                st,
+                _ENTRAP_LANDING,
+                holds,
+                p.entrapment_at_landing_ms,
+                entrap_clear,
+                now,
+                out,
+                new_message,
+                not_before=rearm,
+                suspected=True,
+            )
+            due = d if d < due else due
+    holds = stationary and not zone and normal
+    if holds or _STOPPED_OUT in conds:
+        d = _timed(
             st,
             _STOPPED_OUT,
-            stationary and not zone and normal,
+            holds,
             p.stopped_outside_zone_ms,
             0 if zone or running else None,
             now,
             out,
             new_message,
-        ),
-        _timed(
+        )
+        due = d if d < due else due
+    holds = tel.floor is None and normal
+    if holds or _POSITION in conds:
+        d = _timed(
             st,
             _POSITION,
-            tel.floor is None and normal,
+            holds,
             p.position_lost_ms,
             0 if tel.floor is not None else None,
             now,
             out,
             new_message,
-        ),
-        _timed(
+        )
+        due = d if d < due else due
+    if running or _RUN_TIMEOUT in conds:
+        d = _timed(
             st,
             _RUN_TIMEOUT,
             running,
@@ -469,39 +488,40 @@ def _evaluate(st: LiftState, now: int, ctx: Context, out: list[Signal], new_mess
             now,
             out,
             new_message,
-        ),
-        _timed(
+        )
+        due = d if d < due else due
+    holds = not closed and normal
+    if holds or _DOOR_OPEN in conds:
+        d = _timed(
             st,
             _DOOR_OPEN,
-            not closed and normal,
+            holds,
             p.door_open_too_long_ms,
             0 if closed else None,
             now,
             out,
             new_message,
-        ),
-    )
-    power = tel.power_source
-    if power is not None:
-        due = min(
-            due,
-            _timed(
-                st,
-                _POWER,
-                power != "mains",
-                p.power_failure_ms,
-                p.power_failure_clear_ms if power == "mains" else None,
-                now,
-                out,
-                new_message,
-                severity="critical" if present and not zone else "major",
-            ),
         )
-    if tel.battery is not None:
-        low = tel.battery < p.battery_low_pct
-        due = min(
-            due,
-            _timed(
+        due = d if d < due else due
+    power = tel.power_source
+    if power is not None and (power != "mains" or _POWER in conds):
+        d = _timed(
+            st,
+            _POWER,
+            power != "mains",
+            p.power_failure_ms,
+            p.power_failure_clear_ms if power == "mains" else None,
+            now,
+            out,
+            new_message,
+            severity="critical" if present and not zone else "major",
+        )
+        due = d if d < due else due
+    battery = tel.battery
+    if battery is not None:
+        low = battery < p.battery_low_pct
+        if low or _BATTERY in conds:
+            d = _timed(
                 st,
                 _BATTERY,
                 low,
@@ -510,68 +530,67 @@ def _evaluate(st: LiftState, now: int, ctx: Context, out: list[Signal], new_mess
                 now,
                 out,
                 new_message,
-            ),
-        )
+            )
+            due = d if d < due else due
     if aspeed is not None:
-        due = min(
-            due,
-            _timed(
+        holds = aspeed > p.overspeed_factor * ctx.rated_speed
+        if holds or _OVERSPEED in conds:
+            d = _timed(
                 st,
                 _OVERSPEED,
-                aspeed > p.overspeed_factor * ctx.rated_speed,
+                holds,
                 p.overspeed_ms,
                 p.overspeed_clear_ms if aspeed <= ctx.rated_speed else None,
                 now,
                 out,
                 new_message,
                 min_count=2,
-            ),
-        )
-    fast = aspeed is None or aspeed > p.moving_speed
-    due = min(
-        due,
-        _timed(
-            st,
-            _DOOR_RUN,
-            running and st.run_started_closed and not closed and fast,
-            p.door_open_while_running_ms,
-            0
-            if closed or not running or (aspeed is not None and aspeed < p.moving_speed)
-            else None,
-            now,
-            out,
-            new_message,
-            min_count=2,
-        ),
-        _timed(
-            st,
-            _UCM,
+            )
+            due = d if d < due else due
+    if not closed or st.move_started_open or _DOOR_RUN in conds or _UCM in conds:
+        fast = aspeed is None or aspeed > p.moving_speed
+        holds = running and st.run_started_closed and not closed and fast
+        if holds or _DOOR_RUN in conds:
+            slow = aspeed is not None and aspeed < p.moving_speed
+            d = _timed(
+                st,
+                _DOOR_RUN,
+                holds,
+                p.door_open_while_running_ms,
+                0 if closed or not running or slow else None,
+                now,
+                out,
+                new_message,
+                min_count=2,
+            )
+            due = d if d < due else due
+        holds = (
             st.moving
             and st.move_started_open
             and (not zone or (aspeed is not None and aspeed > p.moving_speed))
-            and mode != "inspection",
-            0,
-            None,
-            now,
-            out,
-            new_message,
-            min_count=p.unintended_movement_messages,
-            never_clears=True,
-        ),
-    )
-    if tel.up_limit is not None:
-        due = min(
-            due,
-            _timed(st, _TOP, tel.up_limit, 0, None if tel.up_limit else 0, now, out, new_message),
+            and mode != "inspection"
         )
-    if tel.down_limit is not None:
-        due = min(
-            due,
+        if holds or _UCM in conds:
             _timed(
-                st, _BOTTOM, tel.down_limit, 0, None if tel.down_limit else 0, now, out, new_message
-            ),
-        )
-    return min(due, _door_cycling(st, now, p, out, new_message))
+                st,
+                _UCM,
+                holds,
+                0,
+                None,
+                now,
+                out,
+                new_message,
+                min_count=p.unintended_movement_messages,
+                never_clears=True,
+            )
+    if tel.up_limit is not None and (tel.up_limit or _TOP in conds):
+        _timed(st, _TOP, tel.up_limit, 0, None if tel.up_limit else 0, now, out, new_message)
+    if tel.down_limit is not None and (tel.down_limit or _BOTTOM in conds):
+        _timed(st, _BOTTOM, tel.down_limit, 0, None if tel.down_limit else 0, now, out, new_message)
+    if st.door_changes or _CYCLING in conds:
+        d = _door_cycling(st, now, p, out, new_message)
+        due = d if d < due else due
+    return due
 
 
 def _door_cycling(
