@@ -126,7 +126,9 @@ def on_tick(st: LiftState, now: int, ctx: Context) -> tuple[list[Signal], int]:
 def _alive(st: LiftState, now: int, out: list[Signal]) -> None:
     st.last_valid_ms = now
     st.will_at = None
-    c = st.peek(_OFFLINE)
+    if not st.conds:
+        return
+    c = st.conds.get(_OFFLINE)
     if c is not None and c.active:
         c.active, c.since = False, None
         out.append(Signal("clear", "device_offline"))
@@ -325,7 +327,8 @@ def _timed(
 ) -> int:
     """One duration condition. ``clear_hold`` is None while the clear predicate is false,
     else how long it must hold. Returns this condition's next deadline."""
-    c = st.peek(key)
+    conds = st.conds
+    c = conds.get(key) if conds else None
     if c is None or not c.active:
         if not holds:
             if c is not None:
@@ -369,7 +372,7 @@ def _evaluate(st: LiftState, now: int, ctx: Context, out: list[Signal], new_mess
     p = ctx.p
     due = _silence(st, now, p, out)
     if st.selftest_ok_at is not None:
-        c = st.peek(_SELFTEST)
+        c = st.conds.get(_SELFTEST) if st.conds else None
         if c is None or not c.active:
             test_due = st.selftest_ok_at + p.selftest_ms
             if now >= test_due:
@@ -621,8 +624,8 @@ def _door_cycling(
 def _silence(st: LiftState, now: int, p: Thresholds, out: list[Signal]) -> int:
     """device_offline: no valid message for 180 s, or a Last Will ``offline`` followed by
     60 s without a message."""
-    c = st.peek(_OFFLINE)
-    if c is not None and c.active:
+    conds = st.conds
+    if conds and _OFFLINE in conds and conds[_OFFLINE].active:
         return NEVER
     due = st.last_valid_ms + p.offline_ms
     if st.will_at is not None:

@@ -161,6 +161,8 @@ def bench_timers(lifts: int, states: list[LiftState]) -> float:
         start = now + 2000
         for i, st in enumerate(states[:lifts]):
             engine.scheduler.schedule(("lift", st.lift_id), start + i * spread_ms // lifts)
+        gc.collect()
+        gc.freeze()  # as alerts.worker.run does after start-up
         say(f"timers: {len(engine.scheduler)} armed over {spread_ms / 1000:.0f} s; firing...")
         engine.counts["timers_fired"] = 0
         engine.lateness_ms = []
