@@ -657,3 +657,14 @@ def test_restart_clears_condition_that_ended_while_down(rig: Rig) -> None:
     assert rig.one("stopped_outside_zone").condition == "cleared"
     rig.advance(61)
     assert rig.one("stopped_outside_zone").status == "resolved"
+
+
+def test_muted_alarm_is_raised_for_real_when_inspection_ends(rig: Rig) -> None:
+    rig.tel(service_mode="inspection", car_status="running", door_zone=False, speed=0.3)
+    rig.advance(46)
+    muted = rig.one("run_timeout")
+    assert muted.suppressed_reason == "inspection_mode" and rig.notified() == []
+    rig.tel(service_mode="normal")  # still running: the condition holds
+    alarm = rig.one("run_timeout")
+    assert alarm.alarm_id == muted.alarm_id and not alarm.suppressed
+    assert rig.notified("run_timeout") == ["alarm.raised"]
