@@ -30,6 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _ingest(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request
     try:
         server, _ = start_http_server(
             settings.ingest_metrics_port, addr=settings.ingest_metrics_host

