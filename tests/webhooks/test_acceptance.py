@@ -260,7 +260,7 @@ async def test_sigkill_with_pending_deliveries_then_restart_loses_nothing(
                 await asyncio.to_thread(publish, broker.url, missing)
             return len(delivering()) == 3
 
-        await eventually(all_in_flight, 20, interval=0.5, what="3 deliveries in flight")
+        await eventually(all_in_flight, 40, interval=0.5, what="3 deliveries in flight")
         assert len(receiver.requests) == 0  # all three hang in the receiver
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -272,13 +272,13 @@ async def test_sigkill_with_pending_deliveries_then_restart_loses_nothing(
         def done() -> bool:
             return len(store.list_deliveries(db, sub.id, status="delivered")) == 3
 
-        await eventually(done, 20, what="every pending delivery completed after restart")
+        await eventually(done, 40, what="every pending delivery completed after restart")
         got = await asyncio.to_thread(receiver.wait_for, 6, 10.0)
         by_id: dict[str, int] = {}
         for r in got:
             by_id[r.headers["webhook-id"]] = by_id.get(r.headers["webhook-id"], 0) + 1
         delivered = store.list_deliveries(db, sub.id)
-        assert set(by_id) == {d.webhook_id for d in delivered}
+        assert set(by_id) == {d.webhook_id for d in delivered}, (by_id, delivered)
         assert all(n == 2 for n in by_id.values()), "re-sent with the same webhook-id"
         alarm_ids = {json.loads(r.body)["data"]["lift_id"] for r in got}
         assert alarm_ids == set(lifts)
