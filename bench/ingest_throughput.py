@@ -173,7 +173,7 @@ def paho_rate(port: int, n: int | None) -> float:
 
 def _metric(port: int, name: str) -> float:
     url = f"http://127.0.0.1:{port}/metrics"
-    with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310
+    with urllib.request.urlopen(url, timeout=2) as resp:
         text = resp.read().decode()
     match = re.search(rf"^{name}(?:_total)? (\S+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
