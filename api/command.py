@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from liftwatch.cli import EXIT_CONFIG, settings_from
+from liftwatch.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,23 +22,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=_api)
 
 
+def admin_token_problem(settings: Settings) -> str | None:
+    """Why the API must not start with these settings (the bootstrap admin token), or None."""
+    token = settings.admin_token.get_secret_value().strip() if settings.admin_token else ""
+    if not token:
+        return (
+            "LIFTWATCH_ADMIN_TOKEN is not set; the API refuses to start without a "
+            "bootstrap administrator token. Generate one, e.g. "
+            '`export LIFTWATCH_ADMIN_TOKEN=$(python3 -c "import secrets; '
+            'print(secrets.token_urlsafe(32))")`'
+        )
+    if len(token) < 16:
+        return "LIFTWATCH_ADMIN_TOKEN is too short (16+ characters)"
+    return None
+
+
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
 
     settings = settings_from(args)
-    if settings.admin_token is None or not settings.admin_token.get_secret_value().strip():
-        print(
-            "liftwatch: LIFTWATCH_ADMIN_TOKEN is not set; the API refuses to start without a "
-            "bootstrap administrator token. Generate one, e.g. "
-            '`export LIFTWATCH_ADMIN_TOKEN=$(python3 -c "import secrets; '
-            'print(secrets.token_urlsafe(32))")`',
-            file=sys.stderr,
-        )
-        return EXIT_CONFIG
-    if len(settings.admin_token.get_secret_value()) < 16:
-        print("liftwatch: LIFTWATCH_ADMIN_TOKEN is too short (16+ characters)", file=sys.stderr)
+    problem = admin_token_problem(settings)
+    if problem:
+        print(f"liftwatch: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     app = create_app(settings)
     uvicorn.run(

@@ -38,6 +38,14 @@ def get_engine(request: Request) -> Any:
     return request.app.state.engine
 
 
+def registry_changed(engine: Any) -> None:
+    """Tell the in-process alerts engine (``liftwatch serve``) that lifts changed, so a lift
+    registered a moment ago gets its company and thresholds on its very next message. A
+    separate ``liftwatch alerts`` picks registry changes up by itself within 10 s."""
+    if engine is not None and hasattr(engine, "refresh_registry"):
+        engine.refresh_registry()
+
+
 DbDep = Annotated[Database, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 InfluxDep = Annotated[InfluxClient, Depends(get_influx)]

@@ -24,6 +24,7 @@ PARTS: tuple[str, ...] = (
     "simulator.command",
     "alerts.command",
     "ingest.command",
+    "liftwatch.serve_command",
 )
 
 EXIT_USAGE = 2

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from api.auth import AdminDep, PrincipalDep, WriterDep, company_scope, ensure_admin, visible_lift
-from api.deps import DbDep, InfluxDep
+from api.deps import DbDep, EngineDep, InfluxDep, registry_changed
 from api.errors import ApiError, conflict, invalid, not_found, responses, validation_detail
 from api.live import LiveState, live_state
 from api.open_alarms import open_alarms
@@ -106,10 +106,11 @@ def _store(db: DbDep, lift: Lift) -> str:
     summary="Register a lift",
     responses=responses(400, 409, 413),
 )
-def create_lift(body: Lift, db: DbDep, _: AdminDep) -> Lift:
+def create_lift(body: Lift, db: DbDep, _: AdminDep, engine: EngineDep) -> Lift:
     if reg.get_lift(db, body.lift_id) is not None:
         raise conflict(f"lift {body.lift_id!r} already exists; PATCH or PUT it instead")
     _store(db, body)
+    registry_changed(engine)
     return body
 
 
@@ -135,6 +136,7 @@ async def import_lifts(
     request: Request,
     db: DbDep,
     _: AdminDep,
+    engine: EngineDep,
     format: Annotated[Literal["csv", "json"] | None, Query()] = None,
 ) -> ImportResult:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -166,6 +168,7 @@ async def import_lifts(
             # Without a usable header no row can be read: the file as a whole is refused.
             raise invalid("body", errors[0].error)
     outcomes, refused = reg.import_lifts(db, rows)
+    registry_changed(engine)
     errors += [ImportRowError(line=ln, lift_id=lid, error=why) for ln, lid, why in refused]
     errors.sort(key=lambda e: e.line)
     return ImportResult(
@@ -197,13 +200,16 @@ async def get_lift(
     summary="Create or replace a lift",
     responses=responses(400, 404, 409, 413),
 )
-def put_lift(lift_id: LiftPath, body: Lift, db: DbDep, principal: WriterDep) -> Lift:
+def put_lift(
+    lift_id: LiftPath, body: Lift, db: DbDep, principal: WriterDep, engine: EngineDep
+) -> Lift:
     if body.lift_id != lift_id:
         raise invalid("lift_id", "must match the lift id in the path")
     if principal.role != "admin":
         visible_lift(db, principal, lift_id)  # 404 first: existence is not disclosed
     ensure_admin(principal)
     _store(db, body)
+    registry_changed(engine)
     return body
 
 
@@ -213,7 +219,9 @@ def put_lift(lift_id: LiftPath, body: Lift, db: DbDep, principal: WriterDep) -> 
     summary="Change some of a lift's fields",
     responses=responses(400, 404, 409, 413),
 )
-def patch_lift(lift_id: LiftPath, body: LiftPatch, db: DbDep, principal: WriterDep) -> Lift:
+def patch_lift(
+    lift_id: LiftPath, body: LiftPatch, db: DbDep, principal: WriterDep, engine: EngineDep
+) -> Lift:
     lift = visible_lift(db, principal, lift_id)
     ensure_admin(principal)
     try:
@@ -223,6 +231,7 @@ def patch_lift(lift_id: LiftPath, body: LiftPatch, db: DbDep, principal: WriterD
             422, "validation_error", describe_errors(exc), validation_detail(exc.errors())
         ) from exc
     _store(db, changed)
+    registry_changed(engine)
     return changed
 
 
@@ -232,9 +241,10 @@ def patch_lift(lift_id: LiftPath, body: LiftPatch, db: DbDep, principal: WriterD
     summary="Deactivate a lift (it raises no alarms; its history is kept)",
     responses=responses(404),
 )
-def deactivate_lift(lift_id: LiftPath, db: DbDep, principal: WriterDep) -> Lift:
+def deactivate_lift(lift_id: LiftPath, db: DbDep, principal: WriterDep, engine: EngineDep) -> Lift:
     lift = visible_lift(db, principal, lift_id)
     ensure_admin(principal)
     if not reg.set_lift_active(db, lift_id, False):
         raise not_found("lift", lift_id)
+    registry_changed(engine)
     return lift.model_copy(update={"active": False})

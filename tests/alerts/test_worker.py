@@ -92,10 +92,14 @@ async def test_scripted_entrapment_over_mqtt_is_one_alarm_with_evidence(
         raised = store.list_alarms(db, lift_id=lift)[0]
         assert engine.counts["duplicates"] == 1
         # More of the same state, and a late message: still one alarm.
-        late = telemetry(3, door_zone=True, doors_closed=False, ts=1)
+        # Late = older than the accepted state but within 7 days (ts=1 would be "more than
+        # 7 days in the past", replaced by the receive time per PROTOCOL.md: not late at all).
+        late_ts = json.loads(first)["ts"] - 60_000
+        late = telemetry(3, door_zone=True, doors_closed=False, ts=late_ts)
         items = [(topic, telemetry(1)), (topic, telemetry(2)), (topic, late)]
         await asyncio.to_thread(publish, mosquitto.url, items)
         await eventually(lambda: engine.counts["messages"] >= 5, 5, what="all messages")
+        assert engine.counts["late"] == 1
         alarms = store.list_alarms(db, lift_id=lift)
         assert [a.alarm_id for a in alarms] == [raised.alarm_id]
         alarm = alarms[0]

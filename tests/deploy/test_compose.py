@@ -233,10 +233,5 @@ def test_split_services_are_liftwatch_subcommands() -> None:
     assert not missing, f"not registered in liftwatch.cli PARTS: {sorted(missing)}"
 
 
-@pytest.mark.xfail(
-    "serve" not in registered_commands(),
-    reason="`liftwatch serve` (DESIGN.md) is not implemented yet; liftwatch-serve.service needs it",
-    strict=True,
-)
 def test_serve_is_a_liftwatch_subcommand() -> None:
     assert "serve" in registered_commands()

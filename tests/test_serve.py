@@ -1,0 +1,217 @@
+"""``liftwatch serve`` as a real process: ingest, alerts, webhooks and the API in one, against
+the real Mosquitto and InfluxDB; SIGTERM stops it cleanly; a part that cannot start stops it."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from liftwatch.influx import InfluxClient
+from tests.alerts.test_worker import TRAPPED, publish
+from tests.conftest import Service
+from tests.receiver import RecordingReceiver
+
+pytestmark = pytest.mark.integration
+
+ADMIN = "serve-test-admin-token-0123456789"
+READY = re.compile(r"event=serve_ready api=(http://\S+)")
+
+
+class Serve:
+    """A ``liftwatch serve`` child; its stderr is read by a thread (never blocks the pipe)."""
+
+    def __init__(self, env: dict[str, str], port: int = 0) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "liftwatch.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.append(line)
+            self.lines.put(line)
+
+    def wait_ready(self, within: float = 20) -> str:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if m := READY.search(line):
+                return m.group(1)
+        raise AssertionError("liftwatch serve never said ready:\n" + "".join(self.log[-30:]))
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+
+def poll(check: object, within: float = 15, what: str = "condition") -> object:
+    """Call ``check`` until it returns something truthy (returned) or the deadline passes."""
+    assert callable(check)
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def env(mosquitto: Service, influxdb: Service, unique: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LIFTWATCH_MQTT_URL": mosquitto.url,
+        "LIFTWATCH_MQTT_TOPIC_PREFIX": f"t{unique}",
+        "LIFTWATCH_INFLUX_URL": influxdb.url,
+        "LIFTWATCH_INFLUX_DATABASE": f"serve_{unique}",
+        "LIFTWATCH_DATA_DIR": str(tmp_path / "data"),
+        "LIFTWATCH_ADMIN_TOKEN": ADMIN,
+        "LIFTWATCH_INGEST_CLIENT_ID": f"ingest-{unique}",
+        "LIFTWATCH_ALERTS_CLIENT_ID": f"alerts-{unique}",
+        "LIFTWATCH_ALERTS_THRESHOLDS": json.dumps({"entrapment_s": 1}),
+        "LIFTWATCH_WEBHOOK_ALLOW_PRIVATE": "true",
+        "LIFTWATCH_INGEST_METRICS_PORT": "0",
+        "LIFTWATCH_ALERTS_METRICS_PORT": "0",
+    }
+
+
+@pytest.fixture
+def serve(env: dict[str, str]) -> Iterator[Serve]:
+    proc = Serve(env)
+    yield proc
+    if proc.proc.poll() is None:
+        proc.proc.kill()
+        proc.proc.wait(10)
+
+
+def test_serve_runs_all_three_parts_and_stops_cleanly(
+    serve: Serve, env: dict[str, str], influxdb: Service, unique: str
+) -> None:
+    lift = f"L-{unique}"
+    url = serve.wait_ready()
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    recv = RecordingReceiver()
+    try:
+        with httpx.Client(base_url=url + "/api/v1", timeout=10) as api:
+            r = api.post("/companies", json={"company_id": "acme", "name": "Acme"}, headers=admin)
+            assert r.status_code == 201, r.text
+            r = api.post("/lifts", json={"lift_id": lift, "company_id": "acme"}, headers=admin)
+            assert r.status_code == 201, r.text
+            r = api.post(
+                "/tokens",
+                json={"role": "maintainer", "company_id": "acme", "name": "acme ops"},
+                headers=admin,
+            )
+            maintainer = {"Authorization": f"Bearer {r.json()['token']}"}
+            r = api.post("/webhooks", json={"url": recv.url}, headers=maintainer)
+            assert r.status_code == 201, r.text
+            secret = r.json()["secret"]
+
+            # ingest + alerts: a trapped passenger over MQTT.
+            now = time.time_ns() // 1_000_000
+            body = json.dumps({"v": 1, "ts": now, "seq": 1, **TRAPPED}).encode()
+            publish(env["LIFTWATCH_MQTT_URL"], [(f"t{unique}/{lift}/telemetry", body)])
+
+            def entrapment() -> list[dict[str, object]]:
+                got = api.get("/alarms", params={"lift_id": lift}, headers=maintainer)
+                assert got.status_code == 200, got.text
+                return [a for a in got.json()["items"] if a["code"] == "entrapment"]
+
+            try:
+                [alarm] = poll(entrapment, what="entrapment alarm")  # type: ignore[misc]
+            except AssertionError:
+                print("".join(serve.log))
+                raise
+            r = api.post(f"/alarms/{alarm['alarm_id']}/acknowledge", headers=maintainer)
+            assert r.status_code == 200, r.text
+
+            got = recv.wait_for(2, 15)
+            hook = Webhook(secret)
+            events = [hook.verify(g.body, g.headers) for g in got]
+            assert [e["type"] for e in events] == ["alarm.raised", "alarm.acknowledged"]
+
+            # ingest stored the telemetry in InfluxDB.
+            influx = InfluxClient(influxdb.url, env["LIFTWATCH_INFLUX_DATABASE"])
+
+            def stored() -> bool:
+                import asyncio
+
+                async def count() -> bool:
+                    try:
+                        series = await influx.query(
+                            "SELECT count(speed) FROM lift_state WHERE lift_id = $lift",
+                            {"lift": lift},
+                        )
+                    finally:
+                        await influx.aclose()
+                    return bool(series) and series[0]["values"][0][1] == 1
+
+                return asyncio.run(count())
+
+            poll(stored, what="telemetry in InfluxDB")
+
+            # one registry for the three parts, at the API's /metrics
+            metrics = httpx.get(url + "/metrics", timeout=10).text
+            assert "liftwatch_ingest_" in metrics and "liftwatch_alerts_" in metrics
+    finally:
+        recv.close()
+    assert serve.stop() == 0, "".join(serve.log[-30:])
+
+
+def test_serve_stops_every_part_when_one_cannot_start(env: dict[str, str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = Serve(env, port=taken.getsockname()[1])
+        try:
+            code = proc.proc.wait(60)  # ingest and alerts would run forever if not stopped
+        finally:
+            if proc.proc.poll() is None:
+                proc.proc.kill()
+    log = "".join(proc.log)
+    assert code == 1, log
+    assert "event=part_stopped part=api" in log
+
+
+def test_serve_refuses_to_start_without_admin_token(env: dict[str, str]) -> None:
+    env = {k: v for k, v in env.items() if k != "LIFTWATCH_ADMIN_TOKEN"}
+    done = subprocess.run(
+        [sys.executable, "-m", "liftwatch.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 78
+    assert "LIFTWATCH_ADMIN_TOKEN" in done.stderr
