@@ -80,7 +80,12 @@ def _out(w: MaintenanceWindow) -> WindowOut:
     )
 
 
-@router.get("/maintenance-windows", response_model=list[WindowOut], summary="Maintenance windows")
+@router.get(
+    "/maintenance-windows",
+    response_model=list[WindowOut],
+    summary="Maintenance windows",
+    responses=responses(404),  # ?lift_id= names a lift that does not exist (or is not yours)
+)
 def list_windows(
     db: DbDep,
     principal: PrincipalDep,
