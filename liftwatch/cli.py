@@ -25,6 +25,7 @@ PARTS: tuple[str, ...] = (
     "alerts.command",
     "ingest.command",
     "liftwatch.serve_command",
+    "liftwatch.demo_command",
 )
 
 EXIT_USAGE = 2

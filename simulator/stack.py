@@ -204,14 +204,14 @@ def start_stack(
         if mqtt_url is None:
             broker = Mosquitto(workdir / "mosquitto")
             progress(f"starting Mosquitto on 127.0.0.1:{broker.port} (private, {broker.workdir})")
+            started.append(broker)  # before start(): a Ctrl-C while it starts still stops it
             broker.start()
-            started.append(broker)
             mqtt_url = broker.url
         if influx_url is None:
             influx = InfluxDB(workdir / "influxdb")
             progress(f"starting InfluxDB on 127.0.0.1:{influx.port} (private, {influx.workdir})")
-            influx.start()
             started.append(influx)
+            influx.start()
             influx_url = influx.url
         admin_token = "lw_admin_" + secrets.token_urlsafe(24)
         tag = secrets.token_hex(4)
@@ -260,10 +260,11 @@ def register_scenario(
     company_id: str,
     company_name: str,
     *,
-    names: Mapping[str, str] | None = None,
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
     """Register a company and the scenario's lifts (rated speed, floors and the threshold
-    overrides its labels assume) through the API, as an administrator would."""
+    overrides its labels assume) through the API, as an administrator would; ``extra`` adds
+    registry fields (name, address, …) per lift id."""
     _ok(
         api.post("/companies", json={"company_id": company_id, "name": company_name}),
         f"creating company {company_id}",
@@ -276,8 +277,7 @@ def register_scenario(
             "floors": len(spec.labels()),
             "overrides": spec.overrides,
         }
-        if names and spec.id in names:
-            body["name"] = names[spec.id]
+        body.update((extra or {}).get(spec.id, {}))
         _ok(api.post("/lifts", json=body), f"registering lift {spec.id}")
 
 

@@ -1,0 +1,154 @@
+"""``liftwatch demo`` end to end, as ``make demo`` runs it: private services, ``liftwatch
+serve``, the webhook receiver and a story. A short story file keeps this quick (the built-in
+four-minute story is checked by tests/simulator/test_faults.py and docs/demo.md's run)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+STORY = """\
+name: demo-short
+description: a short story for the demo's own test
+duration_s: 12
+defaults: {floors: 6, calls_per_hour: 0, telemetry_idle_s: 10}
+lifts:
+  - {id: DEMO-A}
+  - {id: DEMO-B}
+timeline:
+  - {at: 1, lift: DEMO-A, do: alarm_button, hold_s: 1, end_of_alarm_after_s: 4,
+     note: "a passenger presses the alarm button"}
+  - {at: 2, lift: DEMO-B, do: controller_fault, code: 2, text: door close fault, hold_s: 3,
+     note: "the controller reports a door close fault"}
+"""
+
+
+class Demo:
+    """``liftwatch demo`` in its own process group (as a terminal's foreground job)."""
+
+    def __init__(self, workdir: Path, *args: str) -> None:
+        story = workdir.parent / "story.yaml"
+        story.write_text(STORY)
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("LIFTWATCH_MQTT_URL", "LIFTWATCH_INFLUX_URL", "LIFTWATCH_API_PORT")
+        }
+        self.workdir = workdir
+        argv = ["--scenario", str(story), "--data-dir", str(workdir), "--port", "0", *args]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "liftwatch.cli", "--log-level", "WARNING", "demo", *argv],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.out: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.out.append(line)
+            self.lines.put(line)
+
+    def wait_for(self, text: str, within: float = 90) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if text in line:
+                return
+        raise AssertionError(f"the demo never printed {text!r}:\n{self.output}")
+
+    @property
+    def output(self) -> str:
+        return "".join(self.out)
+
+    def children(self) -> set[int]:
+        """Live processes (other than the demo itself) that belong to this demo's work
+        directory: Mosquitto and InfluxDB name it in their command line, liftwatch serve in
+        its environment."""
+        needle = str(self.workdir).encode()
+        found = set()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == self.proc.pid:
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                environ = (entry / "environ").read_bytes()
+                state = (entry / "stat").read_text().split(") ", 1)[1][0]
+            except OSError:
+                continue
+            if state != "Z" and (needle in cmdline or needle in environ):
+                found.add(int(entry.name))
+        return found
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        for pid in self.children():
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path / "demo"
+
+
+def test_demo_once_plays_the_story_verifies_webhooks_and_leaves_nothing_running(
+    workdir: Path,
+) -> None:
+    demo = Demo(workdir, "--once")
+    try:
+        demo.wait_for("story    begins")
+        running = demo.children()
+        assert len(running) == 3, f"expected Mosquitto, InfluxDB, liftwatch serve: {running}"
+        code = demo.proc.wait(90)
+    finally:
+        demo.kill()
+    out = demo.output
+    assert code == 0, out
+    assert "Traceback" not in out
+    assert (
+        "API          http://127.0.0.1:" in out and "curl -s -H 'Authorization: Bearer lw_" in out
+    )
+    for event in ("alarm.raised", "alarm.acknowledged", "alarm.resolved"):
+        assert any(
+            event in line and "DEMO-A" in line and "signature ok" in line
+            for line in out.splitlines()
+        ), f"no verified {event} webhook for DEMO-A:\n{out}"
+    assert "door_close_fault" in out and "REJECTED" not in out
+    assert "0 rejected; 0 alarms without their webhook" in out
+    assert "stopped: liftwatch serve, influxdb, mosquitto" in out
+    assert demo.children() == set(), "the demo left processes behind"
+
+
+def test_demo_ctrl_c_stops_everything_it_started(workdir: Path) -> None:
+    demo = Demo(workdir)
+    try:
+        demo.wait_for("story    begins")
+        assert len(demo.children()) == 3
+        os.killpg(demo.proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+        code = demo.proc.wait(60)
+    finally:
+        demo.kill()
+    out = demo.output
+    assert code == 0, out
+    assert "Traceback" not in out and "stopping (Ctrl-C)" in out
+    assert "stopped: liftwatch serve, influxdb, mosquitto" in out
+    assert demo.children() == set(), "Ctrl-C left processes behind"
