@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from liftwatch.store.alarms import Alarm, MaintenanceWindow, alarm_from_row
 from liftwatch.store.db import Database
@@ -75,8 +75,10 @@ def search_alarms(
     return [alarm_from_row(r) for r in rows]
 
 
-@dataclass(frozen=True, slots=True)
-class ReportRow:
+class ReportRow(NamedTuple):
+    """A named tuple, not a frozen dataclass: a month of a large fleet is thousands of rows,
+    and a frozen dataclass cost more to build than the SQLite scan (bench/api_queries.py)."""
+
     lift_id: str
     company_id: str | None
     code: str
@@ -95,8 +97,7 @@ def report_rows(db: Database, f: AlarmFilter) -> Iterator[ReportRow]:
     sql = f"SELECT {columns}, deadline_at FROM alarms WHERE {where}"  # noqa: S608 - fixed clauses
     cur = db.conn.cursor()
     cur.row_factory = None  # plain tuples: this scan reads thousands of rows per report
-    for r in cur.execute(sql, params):
-        yield ReportRow(*r)
+    yield from map(ReportRow._make, cur.execute(sql, params))
 
 
 def get_maintenance_window(db: Database, window_id: int) -> MaintenanceWindow | None:
