@@ -31,6 +31,13 @@ from liftwatch.protocol import (
     Telemetry,
 )
 
+# Points are written with microsecond timestamps: the device's ts (ms) plus ``seq % 1000`` µs.
+# InfluxDB identifies a point by series + timestamp, and PROTOCOL.md only makes a message a
+# duplicate when seq *and* ts repeat: two messages of one lift in the same millisecond (a
+# device with a coarse clock, a burst) must both be kept. A redelivery (same seq and ts) lands
+# on the same point, so storing it twice stays idempotent. Queries see times to the ms.
+PRECISION: Final = "u"
+
 MEASUREMENT_STATE: Final = "lift_state"
 MEASUREMENT_EVENT: Final = "lift_event"
 MEASUREMENT_STATUS: Final = "lift_status"
@@ -63,6 +70,14 @@ _EVENT_TYPE: Final[dict[type, str]] = {
     SelftestEvent: "selftest",
     EndOfAlarmEvent: "end_of_alarm",
 }
+
+
+def point_time(msg: Decoded) -> int:
+    """The point's timestamp in :data:`PRECISION` (µs): ts + ``seq % 1000`` µs."""
+    body = msg.body
+    if isinstance(body, Status):
+        return msg.received_ms * 1000  # status messages carry no ts and no seq
+    return msg.ts_ms * 1000 + body.seq % 1000
 
 
 def telemetry_fields(body: Telemetry) -> dict[str, FieldValue | None]:
@@ -136,7 +151,7 @@ def _telemetry_line(msg: Decoded, body: Telemetry) -> str:
     if msg.ts_corrected:
         append(",ts_corrected=true")
     append(" ")
-    append(str(msg.ts_ms))
+    append(str(msg.ts_ms * 1000 + body.seq % 1000))  # point_time, inlined
     return "".join(out)
 
 
@@ -151,12 +166,12 @@ def to_line(msg: Decoded) -> bytes:
             "state": body.state,
             "online": body.state == "online",
         }
-        return line(MEASUREMENT_STATUS, {"lift_id": msg.lift_id}, fields, msg.received_ms).encode()
+        return line(MEASUREMENT_STATUS, {"lift_id": msg.lift_id}, fields, point_time(msg)).encode()
     fields = event_fields(body)
     tags = {"lift_id": msg.lift_id, "type": _EVENT_TYPE[type(body)]}
     if msg.ts_corrected:
         fields["ts_corrected"] = True
-    return line(MEASUREMENT_EVENT, tags, fields, msg.ts_ms).encode("utf-8", "replace")
+    return line(MEASUREMENT_EVENT, tags, fields, point_time(msg)).encode("utf-8", "replace")
 
 
 class Deduplicator:

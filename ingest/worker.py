@@ -139,6 +139,10 @@ async def run_ingest(
         await consume(
             settings,
             client_id=settings.ingest_client_id,
+            # Everything under the prefix ({prefix}/+/#), not only the three kinds: a message on
+            # a topic outside the scheme must become a bad_topic dead-letter (PROTOCOL.md),
+            # not vanish unseen at the broker.
+            kinds=("#",),
             handle_batch=worker.handle_batch,
             max_unacked=settings.ingest_max_unacked,
             max_batch=settings.ingest_batch_size,

@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from ingest import metrics
+from ingest.points import PRECISION
 from ingest.spool import Spool, SpoolFull
 from liftwatch.influx import InfluxClient, InfluxError
 from liftwatch.protocol import Rejection, parse_topic
@@ -164,11 +165,11 @@ class InfluxWriter:
         body = b"\n".join(lines)
         started = time.perf_counter()
         try:
-            await self.client.write(body)
+            await self.client.write(body, precision=PRECISION)
         except InfluxError as exc:
             if exc.status == 404 and "database not found" in exc.body:
                 await self.client.create_database()
-                await self.client.write(body)
+                await self.client.write(body, precision=PRECISION)
             elif exc.status == 400:
                 refused = await self._isolate(lines, topics, exc.body)
                 stored = len(lines) - refused
@@ -190,7 +191,7 @@ class InfluxWriter:
         refused = 0
         for part, part_topics in ((lines[:mid], topics[:mid]), (lines[mid:], topics[mid:])):
             try:
-                await self.client.write(b"\n".join(part))
+                await self.client.write(b"\n".join(part), precision=PRECISION)
             except InfluxError as exc:
                 if exc.status != 400:
                     raise

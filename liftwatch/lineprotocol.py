@@ -88,9 +88,10 @@ def line(
     measurement: str,
     tags: Mapping[str, str],
     fields: Mapping[str, FieldValue | None],
-    ts_ms: int,
+    timestamp: int,
 ) -> str:
-    """One point, millisecond precision. ``None`` fields are left out; at least one field
+    """One point; ``timestamp`` is in the precision the write request names (ms for alarm
+    transitions, µs for device points). ``None`` fields are left out; at least one field
     must remain. Tags are sorted by key, as InfluxDB recommends for write performance."""
     name = escape_measurement(measurement)
     if not name:
@@ -105,4 +106,4 @@ def line(
     )
     if not body:
         raise ValueError("a point needs at least one field")
-    return f"{''.join(parts)} {body} {ts_ms}"
+    return f"{''.join(parts)} {body} {timestamp}"

@@ -77,7 +77,7 @@ class Telemetry(msgspec.Struct, kw_only=True):
     service_mode: ServiceMode
     car_status: CarStatus
     direction: Direction
-    floor: Annotated[str, msgspec.Meta(max_length=16)] | None
+    floor: Annotated[str, msgspec.Meta(max_length=64)] | None
     door_zone: bool
     doors_closed: bool
     floor_index: int | None = None
@@ -209,19 +209,28 @@ def parse_topic(topic: str, prefix: str = "lifts") -> tuple[str, Kind] | Rejecti
     )
 
 
+_RFC3339: Final = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,20})?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
 def parse_ts(ts: int | str) -> int | None:
-    """RFC 3339 with offset, or integer epoch milliseconds, to epoch ms; None if invalid."""
+    """RFC 3339 with offset (§ 5.6: ``T``/``Z`` in either case, any fraction digits, a leap
+    second ``:60`` counted as the next second), or integer epoch milliseconds (any value: the
+    time window in :func:`decode` replaces one that is far off), to epoch ms; None if invalid."""
     if isinstance(ts, int):
-        return ts if 0 <= ts < 10**15 else None
-    if len(ts) > 40 or "T" not in ts.upper():
+        return ts
+    m = _RFC3339.fullmatch(ts)
+    if m is None:
         return None
+    date, hour, minute, second, fraction, offset = m.groups()
+    leap = second == "60"
+    text = f"{date}T{hour}:{minute}:{'59' if leap else second}{(fraction or '')[:7]}"
     try:
-        dt = datetime.fromisoformat(ts)
-    except ValueError:
+        dt = datetime.fromisoformat(text + ("+00:00" if offset in "Zz" else offset))
+    except ValueError:  # e.g. month 13, hour 25, offset +99:00
         return None
-    if dt.tzinfo is None:
-        return None
-    return round(dt.timestamp() * 1000)
+    return round(dt.timestamp() * 1000) + (1000 if leap else 0)
 
 
 def decode(

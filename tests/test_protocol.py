@@ -263,6 +263,8 @@ def test_service_mode_enum_is_complete() -> None:
         ("2026-11-26T23:23:59.500Z", NOW - 500),
         ("2026-11-27T07:23:59.500+08:00", NOW - 500),
         ("2026-11-26T23:23:59Z", NOW - 1000),
+        ("2026-11-26t23:23:59.5z", NOW - 500),  # RFC 3339 § 5.6: T and Z in either case
+        ("2026-11-26T23:23:59.500000001Z", NOW - 500),
         (NOW - 500, NOW - 500),
     ],
 )
@@ -273,11 +275,30 @@ def test_ts_rfc3339_with_offset_or_epoch_ms(ts: Any, expected: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "ts", ["2026-11-26T23:23:59", "yesterday", "2026-11-26", "", "2026-13-01T00:00:00Z", -5]
+    "ts",
+    [
+        "2026-11-26T23:23:59",
+        "yesterday",
+        "2026-11-26",
+        "",
+        "2026-13-01T00:00:00Z",
+        "2026-11-26T23:23:59+0800",  # ISO 8601 basic offset: not RFC 3339
+        "2026-W48-4T23:23:59Z",  # ISO week date: not RFC 3339
+        "2026-11-26 23:23:59Z",
+    ],
 )
 def test_ts_without_offset_or_unparseable_is_bad_value(ts: Any) -> None:
     result = rejected(dec(telemetry(ts=ts)), Reason.BAD_VALUE)
     assert "ts" in result.detail
+
+
+@pytest.mark.parametrize("ts", [-5, 0, 1, NOW * 1000, 2**63 - 1, 2**70])
+def test_any_integer_ts_far_off_is_replaced_not_rejected(ts: int) -> None:
+    """PROTOCOL.md replaces a ts far in the past or future (epoch seconds, microseconds, a
+    reset clock) by the receive time instead of dropping the message."""
+    result = dec(telemetry(ts=ts))
+    assert isinstance(result, Decoded), result
+    assert result.ts_corrected and result.ts_ms == NOW
 
 
 @pytest.mark.parametrize(

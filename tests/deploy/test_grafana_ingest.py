@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ingest.points import to_line
+from ingest.points import PRECISION, to_line
 from liftwatch.influx import InfluxClient
 from liftwatch.protocol import Decoded, decode
 from tests.deploy.test_grafana import dashboard, substitute
@@ -69,7 +69,7 @@ async def test_dashboard_device_queries_over_ingest_points(
         decoded = decode(topic, json.dumps(payload).encode(), received_ms=received)
         assert isinstance(decoded, Decoded), decoded
         lines.append(to_line(decoded))
-    await influx.write(b"\n".join(lines))
+    await influx.write(b"\n".join(lines), precision=PRECISION)
 
     checked = 0
     for panel in dashboard()["panels"]:

@@ -72,23 +72,54 @@ async def test_bad_messages_become_dead_letters_and_ingest_continues(
         Reason.BAD_TYPE: (f"{unique}/B/telemetry", telemetry(1, t, door_zone="yes")),
         Reason.BAD_VALUE: (f"{unique}/B/telemetry", telemetry(1, t, direction="sideways")),
     }
-    stream = good[:20] + list(bad.values()) + good[20:]
+    # Topics outside the scheme but under the prefix are seen too (ingest subscribes to all of
+    # it), so they are dead-lettered instead of silently ignored by the broker.
+    off_scheme = [
+        (f"{unique}/B/telemetry/extra", telemetry(1, t)),
+        (f"{unique}/B/commands", telemetry(1, t)),
+    ]
+    stream = good[:20] + list(bad.values()) + off_scheme + good[20:]
     async with running_ingest(settings) as task:
         await asyncio.to_thread(publish, mosquitto.url, stream)
         await eventually(
             lambda: _has_count(client, 40), timeout=20, what="the 40 valid messages stored"
         )
         db = Database(settings.sqlite_path)
-        await eventually(lambda: sum(count_dead_letters(db).values()) >= 8, what="dead-letters")
+        await eventually(lambda: sum(count_dead_letters(db).values()) >= 10, what="dead-letters")
         assert not task.done()  # the worker never stops
     counts = count_dead_letters(db)
-    assert counts == {reason.value: 1 for reason in bad}
+    assert counts == {reason.value: 3 if reason is Reason.BAD_TOPIC else 1 for reason in bad}
+    topics = {d.topic for d in list_dead_letters(db) if d.reason == Reason.BAD_TOPIC.value}
+    assert {topic for topic, _ in off_scheme} <= topics
     letters = {d.reason: d for d in list_dead_letters(db)}
     big = letters[Reason.TOO_LARGE.value]
     assert len(big.payload) == 1024 and big.topic == f"{unique}/B/telemetry"
     assert letters[Reason.BAD_JSON.value].payload == b'{"v":1,'
     assert letters[Reason.BAD_TYPE.value].lift_id == "B"
     assert await count(client, "lift_state") == 40
+    await client.aclose()
+
+
+async def test_messages_in_the_same_millisecond_are_all_kept(
+    mosquitto: Service, influxdb: Service, unique: str, tmp_path: Path
+) -> None:
+    """PROTOCOL.md: only the same seq *and* ts make a duplicate. A burst of one lift's
+    messages sharing a ts (a coarse device clock) must all be stored; a redelivery must not."""
+    settings = ingest_settings(mosquitto.url, influxdb.url, unique, tmp_path)
+    client = InfluxClient(influxdb.url, settings.influx_database)
+    t = now_ms()
+    items = [(f"{unique}/S1/telemetry", telemetry(seq, t)) for seq in range(200)]
+    items += [(f"{unique}/S1/event", event(seq, t, "alarm_button", pressed=True))
+              for seq in range(200, 250)]  # fmt: skip
+    async with running_ingest(settings):
+        await asyncio.to_thread(publish, mosquitto.url, items + items[:20])
+
+        async def stored() -> bool:
+            return await count(client, "lift_state") + await count(client, "lift_event") >= 250
+
+        await eventually(stored, timeout=20, what="250 points")
+    assert await count(client, "lift_state") == 200
+    assert await count(client, "lift_event") == 50
     await client.aclose()
 
 

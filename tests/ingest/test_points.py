@@ -12,6 +12,7 @@ from ingest.points import (
     Deduplicator,
     _telemetry_line,
     dedup_key,
+    point_time,
     telemetry_fields,
     to_line,
 )
@@ -51,7 +52,9 @@ def test_fast_telemetry_line_equals_the_generic_one(
     msg = _decoded({**BASE, "speed": speed, "battery": battery, "floor": floor,
                     "controller_faults": faults, "passenger_present": present})  # fmt: skip
     assert isinstance(msg.body, Telemetry)
-    generic = line(MEASUREMENT_STATE, {"lift_id": "L1"}, telemetry_fields(msg.body), msg.ts_ms)
+    generic = line(
+        MEASUREMENT_STATE, {"lift_id": "L1"}, telemetry_fields(msg.body), point_time(msg)
+    )
     assert _telemetry_line(msg, msg.body) == generic
 
 
@@ -59,7 +62,7 @@ def test_schema_types() -> None:
     text = to_line(_decoded({**BASE, "speed": 1, "load": 5, "floor_index": 3})).decode()
     assert text.startswith("lift_state,lift_id=L1 seq=7i,")
     assert "speed=1.0" in text and "load=5.0" in text and "floor_index=3i" in text
-    assert 'floor="B2"' in text and text.endswith(f" {TS}")
+    assert 'floor="B2"' in text and text.endswith(f" {TS * 1000 + 7}")  # µs: ts + seq % 1000
     assert "ts_corrected" not in text
     old = to_line(_decoded({**BASE, "ts": TS - 30 * 86_400_000})).decode()
     assert "ts_corrected=true" in old
@@ -69,7 +72,7 @@ def test_schema_types() -> None:
     assert fault.startswith("lift_event,lift_id=L1,type=fault seq=1i,")
     assert 'code="3"' in fault
     status = to_line(_decoded({"v": 1, "state": "online"}, "status")).decode()
-    assert status == f'lift_status,lift_id=L1 state="online",online=true {TS}'
+    assert status == f'lift_status,lift_id=L1 state="online",online=true {TS * 1000}'
 
 
 def test_deduplicator_is_bounded() -> None:
