@@ -13,7 +13,14 @@ import json
 from collections.abc import Iterable
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 LiftId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 CompanyId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
@@ -47,6 +54,17 @@ class Lift(BaseModel):
     urban: bool = True
     active: bool = True
     overrides: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("overrides")
+    @classmethod
+    def _known_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        """A misspelt key would silently leave the default in force for this lift: refuse it."""
+        from alerts.thresholds import ThresholdError, check  # the rules own the key list
+
+        try:
+            return check(value, "overrides")
+        except ThresholdError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class ImportRowError(BaseModel):

@@ -7,6 +7,8 @@ Invalid settings fail at start with a message naming the key (:class:`SettingsEr
 
 from __future__ import annotations
 
+import logging
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -14,6 +16,8 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "LIFTWATCH_"
 
@@ -162,9 +166,26 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         values.update({str(k).lower().removeprefix("liftwatch_"): v for k, v in section.items()})
     values.update(overrides)
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
+    for name in unknown_environment():
+        log.warning("ignoring unknown environment variable %s (a typo?)", name)
+    return settings
+
+
+def unknown_environment() -> list[str]:
+    """``LIFTWATCH_*`` environment variables that are not settings (e.g. a misspelt one, which
+    would otherwise leave the default in force unnoticed). ``LIFTWATCH_TEST_*`` and
+    ``LIFTWATCH_DEMO_*`` belong to the test suite and the demo."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    return sorted(
+        name
+        for name in os.environ
+        if name.upper().startswith(ENV_PREFIX)
+        and name.upper() not in known
+        and not name.upper().startswith((ENV_PREFIX + "TEST_", ENV_PREFIX + "DEMO_"))
+    )
 
 
 def _describe(exc: ValidationError) -> str:

@@ -32,7 +32,7 @@ CSV = (
     HEADER
     + """rated_speed,floors,urban,active,overrides
 31101201002018040001,31101201002018040001,123456,A1,1 Road,acme,1.75,18,true,true,
-31101201002018040002,,654321,A2,2 Road,acme,1.0,6,no,yes,"{""entrapment"": 20}"
+31101201002018040002,,654321,A2,2 Road,acme,1.0,6,no,yes,"{""entrapment_s"": 20}"
 bad id!,,,X,,acme,1.0,6,true,true,
 31101201002018040004,,12345,short rescue code,,acme,1.0,6,true,true,
 31101201002018040005,,,,,nosuchco,1.0,6,true,true,
@@ -62,7 +62,7 @@ def test_import_reports_bad_rows_with_line_numbers_and_is_idempotent(tmp_path: P
     db = Database(tmp_path / "liftwatch.sqlite3")
     lift = reg.get_lift(db, "31101201002018040002")
     assert lift is not None
-    assert (lift.urban, lift.active, lift.overrides) == (False, True, {"entrapment": 20.0})
+    assert (lift.urban, lift.active, lift.overrides) == (False, True, {"entrapment_s": 20.0})
     assert lift.rescue_code == "654321" and lift.company_id == "acme"
 
     again = run(tmp_path, "lifts", "import", str(csv_file))

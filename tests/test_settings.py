@@ -90,6 +90,18 @@ def test_invalid_settings_name_the_key(
         load_settings()
 
 
+def test_unknown_environment_variable_is_warned_about(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("LIFTWATCH_MQTT_UR", "mqtt://typo:1883")
+    monkeypatch.setenv("LIFTWATCH_TEST_ANYTHING", "x")  # the test suite's own
+    with caplog.at_level("WARNING", logger="liftwatch.settings"):
+        load_settings()
+    messages = [r.getMessage() for r in caplog.records]
+    assert "ignoring unknown environment variable LIFTWATCH_MQTT_UR (a typo?)" in messages
+    assert not any("LIFTWATCH_TEST_" in m for m in messages)
+
+
 def test_toml_file_and_environment_precedence(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

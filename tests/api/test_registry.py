@@ -51,12 +51,18 @@ async def test_lift_create_put_patch_deactivate(
     assert r.status_code == 201 and r.json()["rated_speed"] == 2.5
     assert_error(await client.post("/api/v1/lifts", json=body, headers=h), 409)
     r = await client.patch(
-        "/api/v1/lifts/new-1", json={"urban": False, "overrides": {"entrapment": 20}}, headers=h
+        "/api/v1/lifts/new-1", json={"urban": False, "overrides": {"entrapment_s": 20}}, headers=h
     )
     assert r.status_code == 200
     stored = reg.get_lift(db, "new-1")
-    assert stored is not None and stored.urban is False and stored.overrides == {"entrapment": 20}
+    assert stored is not None and stored.urban is False and stored.overrides == {"entrapment_s": 20}
     assert stored.rescue_code == "123456"  # PATCH leaves other fields alone
+    # A misspelt threshold would leave the default in force unnoticed: refused, named.
+    r = await client.patch("/api/v1/lifts/new-1", json={"overrides": {"entrapment": 20}}, headers=h)
+    assert_error(r, 422)
+    assert "entrapment" in r.text and "overrides" in r.text
+    stored = reg.get_lift(db, "new-1")
+    assert stored is not None and stored.overrides == {"entrapment_s": 20}
     r = await client.put(
         "/api/v1/lifts/new-2", json={"lift_id": "new-2", "company_id": "co-b"}, headers=h
     )
@@ -106,7 +112,7 @@ async def test_import_csv_reports_rows_and_is_idempotent(
     csv = (
         "lift_id,company_id,rated_speed,urban,overrides\n"
         "imp-1,co-a,1.75,true,\n"
-        'imp-2,co-b,1.0,no,"{""entrapment"": 20}"\n'
+        'imp-2,co-b,1.0,no,"{""entrapment_s"": 20}"\n'
         "bad id!,co-a,1.0,true,\n"
         "imp-3,co-nope,1.0,true,\n"
     )
@@ -118,7 +124,7 @@ async def test_import_csv_reports_rows_and_is_idempotent(
     assert [e["line"] for e in out["errors"]] == [4, 5]
     assert "co-nope" in out["errors"][1]["error"]
     lift = reg.get_lift(db, "imp-2")
-    assert lift is not None and lift.overrides == {"entrapment": 20.0} and lift.urban is False
+    assert lift is not None and lift.overrides == {"entrapment_s": 20.0} and lift.urban is False
     again = (await client.post("/api/v1/lifts/import", content=csv, headers=h)).json()
     assert (again["inserted"], again["unchanged"]) == (0, 2)
 
