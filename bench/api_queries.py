@@ -10,6 +10,9 @@ Then serves the API with uvicorn on a free port and times, over real HTTP with a
 token, ``--requests`` calls each of: one lift's fault history for a year
 (``/alarms?lift_id=…&since=…``), one hour of one lift's telemetry (all fields, raw
 3,600 points), and a monthly fault report for all lifts (``/reports/faults``, grouped by lift).
+As a same-run baseline, the telemetry query the API makes is also sent straight to InfluxDB
+(another lift and hour each time, so it does not warm the API's range), answered as JSON and
+as MessagePack: InfluxDB's own time, body received but not decoded.
 Last line: ``history_year_p95_ms=… telemetry_hour_p95_ms=… report_month_p95_ms=…``.
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import statistics
 import sys
@@ -28,6 +32,7 @@ import httpx
 import uvicorn
 
 from api.app import create_app
+from api.influxql import parse_fields, telemetry_query
 from liftwatch.influx import InfluxClient
 from liftwatch.lineprotocol import line
 from liftwatch.localservices import InfluxDB, free_port
@@ -39,6 +44,7 @@ from liftwatch.store import alarms as store
 from liftwatch.store import registry as reg
 
 ADMIN = "bench-admin-token-0123456789"
+MSGPACK = "application/x-msgpack"
 DAY = 86_400_000
 HOUR = 3_600_000
 CODES = [
@@ -174,6 +180,25 @@ async def timed(client: httpx.AsyncClient, url: str, params: dict[str, str]) -> 
     return elapsed
 
 
+async def timed_influx(http: httpx.AsyncClient, lid: str, start: int, accept: str | None) -> float:
+    """The API's raw telemetry query (every field, bound parameters), straight to InfluxDB."""
+    form = {
+        "db": "bench",
+        "q": telemetry_query(parse_fields(None, None), None, None, 10_001, "asc"),
+        "epoch": "ms",
+        "params": json.dumps(
+            {"lift": lid, "start": format_ts(start), "end": format_ts(start + HOUR)}
+        ),
+    }
+    headers = {"Accept": accept} if accept else None
+    t0 = time.perf_counter()
+    r = await http.post("/query", data=form, headers=headers)
+    elapsed = (time.perf_counter() - t0) * 1000
+    if r.status_code != 200:
+        raise SystemExit(f"InfluxDB answered {r.status_code}: {r.text[:300]}")
+    return elapsed
+
+
 def summary(name: str, samples: list[float]) -> float:
     ordered = sorted(samples)
     p50 = statistics.median(ordered)
@@ -227,11 +252,17 @@ async def main() -> int:
             while not server.started:  # noqa: ASYNC110 - uvicorn offers no start event
                 await asyncio.sleep(0.05)
             headers = {"Authorization": f"Bearer {ADMIN}"}
-            async with httpx.AsyncClient(
-                base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60
-            ) as client:
+            async with (
+                httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60
+                ) as client,
+                httpx.AsyncClient(base_url=influxd.url, timeout=60) as direct,
+            ):
                 year_ago = format_ts(now - 365 * DAY)
                 history, telemetry, report = [], [], []
+                influx_json: list[float] = []
+                influx_msgpack: list[float] = []
+                base_rng = random.Random(11)  # the API calls sample the same ranges as before
                 # One warm-up of each, not counted (first-touch page cache, connection).
                 await timed(client, "/api/v1/alarms", {"lift_id": lift_id(0), "limit": "1000"})
                 for _ in range(args.requests):
@@ -252,6 +283,11 @@ async def main() -> int:
                             {"start": format_ts(start), "end": format_ts(start + HOUR)},
                         )
                     )
+                    for accept, samples in ((None, influx_json), (MSGPACK, influx_msgpack)):
+                        lid = lift_id(base_rng.randrange(args.telemetry_lifts))
+                        start = now - args.hours * HOUR
+                        start += base_rng.randrange((args.hours - 1) * 3600) * 1000
+                        samples.append(await timed_influx(direct, lid, start, accept))
                     month_start = now - rng.randrange(30, 365) * DAY
                     report.append(
                         await timed(
@@ -272,6 +308,8 @@ async def main() -> int:
     h = summary("history_year (one lift, a year of alarms)", history)
     t = summary("telemetry_hour (one lift, 3600 raw points, all fields)", telemetry)
     r = summary("report_month (all lifts, grouped by lift)", report)
+    summary("baseline: the telemetry hour straight to InfluxDB, JSON", influx_json)
+    summary("baseline: the telemetry hour straight to InfluxDB, MessagePack", influx_msgpack)
     print(f"history_year_p95_ms={h:.1f} telemetry_hour_p95_ms={t:.1f} report_month_p95_ms={r:.1f}")
     return 0
 
