@@ -291,55 +291,75 @@ Claim = Callable[[Delivery], bool]
 class FanOut:
     rows: int  # outbox rows handled
     started: list[tuple[Delivery, Subscription]]  # claimed: already 'delivering', send now
+    deliveries: int = 0  # deliveries created (those not in ``started`` wait as 'pending')
 
 
 def fan_out(
     db: Database, route: Router, *, now_ms: int, limit: int = 500, claim: Claim | None = None
 ) -> FanOut:
     """Turn up to ``limit`` undispatched outbox rows into one delivery per subscription that
-    ``route`` picks, marking the rows dispatched, in one transaction.
+    ``route`` picks, marking the rows dispatched, in one transaction (:func:`fan_out_in`)."""
+    with db.transaction() as conn:
+        return fan_out_in(conn, route, now_ms=now_ms, limit=limit, claim=claim)
+
+
+def fan_out_in(
+    conn: sqlite3.Connection,
+    route: Router,
+    *,
+    now_ms: int,
+    limit: int = 500,
+    claim: Claim | None = None,
+) -> FanOut:
+    """:func:`fan_out` inside the caller's write transaction. The alerts engine calls it (through
+    the dispatcher) in the transaction that wrote the outbox rows, so an alarm, its deliveries
+    and the claim of their first attempt become durable in one commit.
 
     New deliveries that head their chain (no earlier open delivery of the same subscription
     and alarm) and that ``claim`` accepts start their first attempt in that same transaction:
-    the fast path of a fresh alarm, one commit between the outbox and the wire."""
-    with db.transaction() as conn:
-        rows = conn.execute(
-            "SELECT id, alarm_id, lift_id, company_id, event_type, severity, code, payload"
-            " FROM outbox WHERE dispatched_at IS NULL ORDER BY id LIMIT ?",
-            (limit,),
-        ).fetchall()
-        if not rows:
-            return FanOut(0, [])
-        subs = enabled_subscriptions(conn)
-        by_id = {s.id: s for s in subs}
-        started: list[tuple[Delivery, Subscription]] = []
-        for r in rows:
-            event = OutboxEvent(**{k: r[k] for k in r.keys()})  # noqa: SIM118 - sqlite3.Row
-            for sub in route(event, subs):
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO webhook_deliveries (webhook_id, subscription_id,"
-                    " outbox_id, alarm_id, event_type, payload, status, next_attempt_at,"
-                    " created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-                    (
-                        new_message_id(),
-                        sub.id,
-                        event.id,
-                        event.alarm_id,
-                        event.event_type,
-                        event.payload,
-                        now_ms,
-                        now_ms,
-                    ),
-                )
-                if claim is None or not cur.rowcount or not cur.lastrowid:
-                    continue
-                d = _claim_head(conn, cur.lastrowid, now_ms, claim)
-                if d is not None:
-                    started.append((d, by_id[sub.id]))
-        conn.executemany(
-            "UPDATE outbox SET dispatched_at = ? WHERE id = ?", [(now_ms, r["id"]) for r in rows]
-        )
-    return FanOut(len(rows), started)
+    the fast path of a fresh alarm. If the transaction then rolls back, the claims are void
+    (the caller releases whatever ``claim`` reserved)."""
+    rows = conn.execute(
+        "SELECT id, alarm_id, lift_id, company_id, event_type, severity, code, payload"
+        " FROM outbox WHERE dispatched_at IS NULL ORDER BY id LIMIT ?",
+        (limit,),
+    ).fetchall()
+    if not rows:
+        return FanOut(0, [])
+    subs = enabled_subscriptions(conn)
+    by_id = {s.id: s for s in subs}
+    started: list[tuple[Delivery, Subscription]] = []
+    created = 0
+    for r in rows:
+        event = OutboxEvent(**{k: r[k] for k in r.keys()})  # noqa: SIM118 - sqlite3.Row
+        for sub in route(event, subs):
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO webhook_deliveries (webhook_id, subscription_id,"
+                " outbox_id, alarm_id, event_type, payload, status, next_attempt_at,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                (
+                    new_message_id(),
+                    sub.id,
+                    event.id,
+                    event.alarm_id,
+                    event.event_type,
+                    event.payload,
+                    now_ms,
+                    now_ms,
+                ),
+            )
+            if not cur.rowcount or not cur.lastrowid:
+                continue
+            created += 1
+            if claim is None:
+                continue
+            d = _claim_head(conn, cur.lastrowid, now_ms, claim)
+            if d is not None:
+                started.append((d, by_id[sub.id]))
+    conn.executemany(
+        "UPDATE outbox SET dispatched_at = ? WHERE id = ?", [(now_ms, r["id"]) for r in rows]
+    )
+    return FanOut(len(rows), started, created)
 
 
 def _claim_head(
