@@ -4,6 +4,11 @@
 so SQLite commits never block the event loop, the API calls :meth:`alarm_changed` after its
 own transitions. Each call that can change alarms commits all of its transitions in one
 transaction before returning, which is what gates the MQTT acknowledgement.
+
+The webhook dispatcher, when one runs in this process, is the engine's :attr:`Engine.outbox`
+hook: it fans the outbox rows out (deliveries, and the claim of each fresh alarm's first
+attempt) inside the transaction that writes them, and gets the claimed attempts handed over
+right after the commit, so an alarm costs one commit between the message and the POST.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from typing import Final, cast
+from typing import Any, Final, Protocol, cast
 
 from alerts import lifecycle, rules, suppression
 from alerts.codes import info
@@ -36,6 +41,22 @@ DEADLINE_CODES: Final = frozenset({"entrapment", "alarm_button"})
 _RETRY_MAX_S: Final = 2.0
 
 Sink = Callable[[Sequence[Change]], None]
+
+
+class OutboxHook(Protocol):
+    """What the engine needs of the webhook dispatcher (``alerts/webhooks/dispatcher.py``)."""
+
+    def fan_out_in(self, conn: sqlite3.Connection, now_ms: int) -> Any:
+        """Inside the engine's write transaction, after its outbox rows: fan them out."""
+
+    def hand_over(self, result: Any) -> None:
+        """That transaction committed (``result`` is what :meth:`fan_out_in` returned)."""
+
+    def abandon(self, result: Any) -> None:
+        """That transaction rolled back after :meth:`fan_out_in` returned ``result``."""
+
+    def notify(self) -> None:
+        """Outbox rows were committed elsewhere (the API's transitions)."""
 
 
 class Engine:
@@ -72,6 +93,7 @@ class Engine:
         self._lock = threading.RLock()
         self._registry_at = 0
         self.wake: Callable[[], None] | None = None
+        self.outbox: OutboxHook | None = None
         self.lateness_ms: list[int] = []
         self.counts: dict[str, int] = {
             "messages": 0,
@@ -237,6 +259,8 @@ class Engine:
     def alarm_changed(self, changes: Sequence[Change]) -> None:
         with self._lock:
             self._after(list(changes))
+        if self.outbox is not None:
+            self.outbox.notify()
 
     # --- internals ----------------------------------------------------------------------
 
@@ -322,8 +346,10 @@ class Engine:
         if not work and not alarm_steps:
             return []
         delay = 0.05
+        hook = self.outbox
         while True:
             out: list[Change] = []
+            fanned: Any = None
             try:
                 with self.db.transaction() as conn:
                     for lift_id, st, sigs in work:
@@ -333,16 +359,26 @@ class Engine:
                         alarm = self._step(conn, kind, alarm_id, now, out)
                         if alarm is not None and touched is not None:
                             touched.append(alarm)
+                    if hook is not None and out:
+                        fanned = hook.fan_out_in(conn, now)
             except sqlite3.OperationalError as exc:
                 # Locked or busy beyond the busy timeout, disk trouble: the signals are in
                 # hand and the messages not yet acknowledged, so retry rather than lose them.
+                if hook is not None and fanned is not None:
+                    hook.abandon(fanned)
                 log.error("alarm store write failed (%s); retrying in %.2f s", exc, delay)
                 if touched is not None:
                     touched.clear()
                 time.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
                 continue
+            except BaseException:
+                if hook is not None and fanned is not None:
+                    hook.abandon(fanned)
+                raise
             self.counts["transitions"] += len(out)
+            if hook is not None and out:
+                hook.hand_over(fanned)
             return out
 
     def _step(

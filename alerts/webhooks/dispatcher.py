@@ -15,9 +15,17 @@ It runs as one asyncio task inside ``liftwatch alerts`` (and ``liftwatch serve``
    ``delivered`` only after a 2xx, so a crash re-sends it (same ``webhook-id``) rather than
    losing it.
 
-The engine calls :meth:`Dispatcher.notify` right after committing an outbox row (any thread),
-so a new alarm goes out at once; a slow poll picks up rows written by other processes (the API
-acknowledging an alarm, a ``webhook.test``) and retries that fall due.
+**Fast path.** The alerts engine fans its outbox rows out inside the very transaction that
+writes them (:meth:`Dispatcher.fan_out_in`, installed by :func:`attach`), claiming each fresh
+chain head's first attempt there too, and hands the claimed deliveries over in memory once that
+transaction has committed (:meth:`Dispatcher.hand_over`): one fsync between the device's
+message and the POST, no re-read, no extra wake-up. Rows written elsewhere (API transitions, a
+``webhook.test``, a redelivery) wake the loop through :meth:`Dispatcher.notify`; a slow poll
+picks up rows written by other processes and retries that fall due.
+
+**Admission** (at most ``concurrency`` attempts in all, ``per_subscription`` per subscription,
+one per chain) is reserved under a lock when a delivery is claimed, from whichever thread
+claims it, and released when its task ends or the claiming transaction rolls back.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import contextlib
 import logging
 import random
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,13 +49,14 @@ from liftwatch.clock import Clock, SystemClock
 from liftwatch.settings import Settings
 from liftwatch.store import Database
 from liftwatch.store import webhooks as store
-from liftwatch.store.webhooks import Delivery, OutboxEvent, Subscription
+from liftwatch.store.webhooks import Delivery, FanOut, OutboxEvent, Subscription
 
 log = logging.getLogger("liftwatch.webhooks")
 
 USER_AGENT: Final = f"liftwatch/{__version__}"
 ATTEMPT_TIMEOUT_S: Final = 5.0
 READ_LIMIT: Final = 64 * 1024  # read (and discard) this much so the connection can be reused
+FAN_OUT: Final = 500  # outbox rows per fan-out transaction
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -140,9 +150,14 @@ class Dispatcher:
         # One thread for the store: commits fsync, which must not stall the event loop the
         # alerts engine shares, and one thread keeps our own writes from contending.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhooks-db")
-        self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._inflight: dict[int, asyncio.Task[None]] = {}  # loop thread only
+        # Admission bookkeeping, shared with the engine's thread (fan_out_in): under _admit.
+        self._admit = threading.Lock()
+        self._busy = 0
+        self._ids: set[int] = set()
         self._chains: set[tuple[str, str]] = set()
         self._per_sub: dict[str, int] = {}
+        self._accepting = False
         self.sent = 0
 
     # --- waking ------------------------------------------------------------------------------
@@ -179,6 +194,8 @@ class Dispatcher:
             resumed = await self._db(store.reset_in_flight, self.db)
             if resumed:
                 log.info("resuming %d deliveries that were in flight at the last stop", resumed)
+            # Only now may the engine claim attempts: the reset above must not catch them.
+            self._accepting = True
             while True:
                 self._wake.clear()
                 timeout = self.poll_interval_s
@@ -188,11 +205,15 @@ class Dispatcher:
                     log.warning("webhook store unavailable, retrying: %s", exc)
                 if stop is not None and stop.is_set():
                     return
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation
+                # that arrives together with the wake-up, and the task would then never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
                 if stop is not None and stop.is_set():
                     return
         finally:
+            self._accepting = False
             _running.discard(self)
             if stopper is not None:
                 stopper.cancel()
@@ -203,9 +224,19 @@ class Dispatcher:
         start; return how long to sleep."""
         now = self.clock.now_ms()
         while True:
-            result = await self._db(
-                store.fan_out, self.db, route, now_ms=now, claim=self._claimer()
-            )
+            claimed: list[Delivery] = []
+            try:
+                result = await self._db(
+                    store.fan_out,
+                    self.db,
+                    route,
+                    now_ms=now,
+                    limit=FAN_OUT,
+                    claim=self._claimer(claimed),
+                )
+            except BaseException:
+                self._release_all(claimed)
+                raise
             for d, sub in result.started:
                 self._spawn(d, sub)
             if result.rows == 0:
@@ -214,7 +245,7 @@ class Dispatcher:
             store.due_heads, self.db, now, per_subscription=self.per_subscription
         )
         for d in heads:
-            if self._may_start(d):
+            if self._reserve(d):
                 self._spawn(d)
         next_due = await self._db(store.next_due_at, self.db)
         if next_due is None:
@@ -223,46 +254,108 @@ class Dispatcher:
         # Due but blocked (its chain or subscription is busy): a finishing task wakes us.
         return self.poll_interval_s if wait <= 0 else min(wait, self.poll_interval_s)
 
-    def _may_start(self, d: Delivery, extra: dict[str, int] | None = None) -> bool:
-        taken = extra or {}
-        if len(self._inflight) + sum(taken.values()) >= self.concurrency:
-            return False
-        if d.id in self._inflight or d.chain in self._chains:
-            return False
-        busy = self._per_sub.get(d.subscription_id, 0) + taken.get(d.subscription_id, 0)
-        return busy < self.per_subscription
-
-    def _claimer(self) -> Callable[[Delivery], bool]:
-        """For ``store.fan_out`` (runs on the store thread while this loop waits for it, so
-        the in-flight bookkeeping only shrinks meanwhile): admit within the limits, counting
-        what this batch has admitted so far."""
-        taken: dict[str, int] = {}
-
-        def claim(d: Delivery) -> bool:
-            if not self._may_start(d, taken):
+    def _reserve(self, d: Delivery) -> bool:
+        """Admit ``d`` within the limits and count it as in flight (any thread)."""
+        with self._admit:
+            if self._busy >= self.concurrency:
                 return False
-            taken[d.subscription_id] = taken.get(d.subscription_id, 0) + 1
+            if d.id in self._ids or d.chain in self._chains:
+                return False
+            if self._per_sub.get(d.subscription_id, 0) >= self.per_subscription:
+                return False
+            self._busy += 1
+            self._ids.add(d.id)
+            self._chains.add(d.chain)
+            self._per_sub[d.subscription_id] = self._per_sub.get(d.subscription_id, 0) + 1
             return True
 
-        return claim
-
-    def _spawn(self, d: Delivery, started_for: Subscription | None = None) -> None:
-        self._chains.add(d.chain)
-        self._per_sub[d.subscription_id] = self._per_sub.get(d.subscription_id, 0) + 1
-        task = asyncio.create_task(self._deliver(d, started_for), name=f"webhook-{d.id}")
-        self._inflight[d.id] = task
-
-        def done(_: asyncio.Task[None]) -> None:
-            self._inflight.pop(d.id, None)
+    def _release(self, d: Delivery) -> None:
+        with self._admit:
+            if d.id not in self._ids:
+                return
+            self._busy -= 1
+            self._ids.discard(d.id)
             self._chains.discard(d.chain)
             left = self._per_sub.get(d.subscription_id, 1) - 1
             if left:
                 self._per_sub[d.subscription_id] = left
             else:
                 self._per_sub.pop(d.subscription_id, None)
+
+    def _release_all(self, claimed: Sequence[Delivery]) -> None:
+        for d in claimed:
+            self._release(d)
+
+    def _claimer(self, claimed: list[Delivery]) -> Callable[[Delivery], bool]:
+        """For ``store.fan_out``/``fan_out_in``: reserve each claim, remembering it in
+        ``claimed`` so that a rolled-back transaction can give the reservations back."""
+
+        def claim(d: Delivery) -> bool:
+            if not self._reserve(d):
+                return False
+            claimed.append(d)
+            return True
+
+        return claim
+
+    def _spawn(self, d: Delivery, started_for: Subscription | None = None) -> None:
+        """Start the task of a reserved delivery (loop thread)."""
+        task = asyncio.create_task(self._deliver(d, started_for), name=f"webhook-{d.id}")
+        self._inflight[d.id] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._inflight.pop(d.id, None)
+            self._release(d)
             self._wake.set()
 
         task.add_done_callback(done)
+
+    # --- the engine's fast path (called on the engine's thread) ------------------------------
+
+    def fan_out_in(self, conn: sqlite3.Connection, now_ms: int) -> FanOut | None:
+        """Fan out inside the engine's transaction that wrote outbox rows (see the module
+        docstring). None when this dispatcher is not running (the loop fans out at start)."""
+        if not self._accepting:
+            return None
+        claimed: list[Delivery] = []
+        try:
+            return store.fan_out_in(
+                conn, route, now_ms=now_ms, limit=FAN_OUT, claim=self._claimer(claimed)
+            )
+        except BaseException:
+            self._release_all(claimed)
+            raise
+
+    def hand_over(self, result: FanOut | None) -> None:
+        """The transaction of :meth:`fan_out_in` committed: start its claimed attempts (any
+        thread). Claims the loop can no longer start stay 'delivering' in the store and are
+        sent again at the next start, like any attempt cut short. Whatever the fast path left
+        (no dispatcher running then, deliveries over the limits, more rows than one batch)
+        wakes the loop."""
+        if result is None or result.deliveries > len(result.started) or result.rows >= FAN_OUT:
+            self.notify()
+        if result is None or not result.started:
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self.abandon(result)
+            return
+        try:
+            loop.call_soon_threadsafe(self._start_handed, result)
+        except RuntimeError:  # the loop closed meanwhile
+            self.abandon(result)
+
+    def abandon(self, result: FanOut) -> None:
+        """The transaction of :meth:`fan_out_in` rolled back (or its claims cannot be started):
+        give the reservations back."""
+        self._release_all([d for d, _ in result.started])
+
+    def _start_handed(self, result: FanOut) -> None:
+        if not self._accepting:
+            self.abandon(result)
+            return
+        for d, sub in result.started:
+            self._spawn(d, sub)
 
     async def _shutdown(self) -> None:
         tasks = list(self._inflight.values())
@@ -446,20 +539,12 @@ class Dispatcher:
 
 
 def attach(engine: Any, settings: Settings) -> Dispatcher:
-    """A dispatcher on the alerts engine's store that the engine wakes after every commit.
-
-    The engine calls its ``sink`` with the committed changes right after each transaction
-    (messages, timers, API transitions in ``liftwatch serve``); wrapping the sink is how an
-    outbox row reaches the dispatcher within the same event-loop turn, with no polling."""
+    """A dispatcher on the alerts engine's store, installed as the engine's ``outbox`` hook:
+    the engine fans out inside each transaction that writes outbox rows (messages, timers) and
+    hands the claimed attempts over after the commit; API transitions the engine hears of
+    (``liftwatch serve``) wake the dispatcher's loop instead."""
     dispatcher = Dispatcher(engine.db, allow_private=settings.webhook_allow_private)
-    inner: Callable[[Sequence[Any]], None] | None = engine.sink
-
-    def sink(changes: Sequence[Any]) -> None:
-        dispatcher.notify()
-        if inner is not None:
-            inner(changes)
-
-    engine.sink = sink
+    engine.outbox = dispatcher
     return dispatcher
 
 
