@@ -13,12 +13,25 @@ run. Latency = time the receiver (a real HTTP server in this process) got ``alar
 minus the time just before the event was published; both clocks are this host's.
 ``lost`` counts alarms not received within 10 s after the run.
 
-Progress goes to stderr; the last stdout line is ``p50_ms=… p95_ms=… p99_ms=… lost=…``.
+The broker runs with the production setting ``set_tcp_nodelay true``
+(``deploy/mosquitto/mosquitto.conf``): without it Nagle's algorithm on the broker's socket to
+``liftwatch alerts``, which only ever receives telemetry and so sends no data for the kernel
+to piggyback ACKs on, meets the 40 ms delayed ACK and holds the alarm back ~40 ms.
+
+Same-run baselines, so that a figure from a busy shared machine can be read: a plain MQTT
+subscriber of the alarm-button topic only (publish → broker → subscriber, same broker, same
+load: the floor under any MQTT consumer) and direct POSTs from this process to the same
+receiver, one between each two alarms (POST → arrival: the receiver's own share).
+
+Progress goes to stderr; the last stdout line is ``p50_ms=… p95_ms=… p99_ms=… lost=…``
+followed by the baselines (``baseline_mqtt_p50_ms=… baseline_mqtt_p99_ms=…
+baseline_http_p50_ms=… baseline_http_p99_ms=…``).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import multiprocessing
 import os
@@ -104,6 +117,28 @@ def press(client: paho.Client, lift: str, seq: int) -> float:
     return at
 
 
+class DirectPoster:
+    """Direct POSTs to the receiver over one kept-alive connection (the HTTP baseline)."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        self.sent: dict[str, float] = {}
+
+    def post(self, key: str) -> None:
+        body = json.dumps({"type": "bench.direct", "data": {"key": key}}).encode()
+        self.sent[key] = time.time()
+        self.conn.request("POST", "/direct", body, {"content-type": "application/json"})
+        self.conn.getresponse().read()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def direct_key(r: Received) -> str | None:
+    body = json.loads(r.body)
+    return str(body["data"]["key"]) if body["type"] == "bench.direct" else None
+
+
 def raised_lift(r: Received) -> str | None:
     body = json.loads(r.body)
     return str(body["data"]["lift_id"]) if body["type"] == "alarm.raised" else None
@@ -126,7 +161,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="liftwatch-bench-") as tmp:
         root = Path(tmp)
-        broker = Mosquitto(root / "mosquitto")
+        broker = Mosquitto(root / "mosquitto", extra_conf="set_tcp_nodelay true")
         broker.start()
         receiver = RecordingReceiver()
         db = Database(root / "data" / "liftwatch.sqlite3")
@@ -158,6 +193,16 @@ def main() -> int:
             stderr=open(root / "alerts.log", "wb"),  # noqa: SIM115 - lives as long as the child
         )
         buttons = _client(broker.url, "bench-buttons")
+        # The MQTT baseline: the alarm-button topic only, QoS 1 like liftwatch alerts.
+        baseline: dict[str, float] = {}
+
+        def on_message(_c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+            baseline.setdefault(msg.topic.split("/")[1], time.time())
+
+        watcher = _client(broker.url, "bench-baseline")
+        watcher.on_message = on_message
+        watcher.subscribe(f"{PREFIX}/+/event", qos=1)
+        direct = DirectPoster(receiver.port)
         try:
             # Warm-up: press one spare lift's button until its alarm arrives, so the alerts
             # process is subscribed and the receiver's connection is pooled.
@@ -191,6 +236,11 @@ def main() -> int:
                     time.sleep(min(left, 0.05))
                 lift = lift_id(k * (args.lifts // args.alarms))
                 published[lift] = press(buttons, lift, 1)
+                # Half a gap later (far from any alarm in flight): the HTTP baseline.
+                target += gap / 2
+                while (left := target - time.monotonic()) > 0:
+                    time.sleep(min(left, 0.05))
+                direct.post(str(k))
             bg.join()
             telemetry_sent = sent[0] if sent else 0
             say(
@@ -211,9 +261,14 @@ def main() -> int:
                     got[lift_or_none] = r.arrived
             latencies = [(got[lift] - at) * 1000 for lift, at in published.items() if lift in got]
             lost = len(published) - len(latencies)
+            base_mqtt = [(baseline[k] - at) * 1000 for k, at in published.items() if k in baseline]
+            arrived = {key: r.arrived for r in list(receiver.requests) if (key := direct_key(r))}
+            base_http = [(arrived[k] - at) * 1000 for k, at in direct.sent.items() if k in arrived]
         finally:
-            buttons.disconnect()
-            buttons.loop_stop()
+            direct.close()
+            for client in (buttons, watcher):
+                client.disconnect()
+                client.loop_stop()
             alerts.terminate()
             try:
                 alerts.wait(10)
@@ -228,9 +283,14 @@ def main() -> int:
         f"alarms received: {len(latencies)}/{len(published)}; "
         f"mean {statistics.fmean(latencies):.1f} ms, max {max(latencies):.1f} ms"
     )
+    baselines = " ".join(
+        f"baseline_{name}_p{q}_ms={percentile(values, q / 100):.1f}" if values else ""
+        for name, values in (("mqtt", base_mqtt), ("http", base_http))
+        for q in (50, 99)
+    )
     print(
         f"p50_ms={percentile(latencies, 0.50):.1f} p95_ms={percentile(latencies, 0.95):.1f} "
-        f"p99_ms={percentile(latencies, 0.99):.1f} lost={lost}"
+        f"p99_ms={percentile(latencies, 0.99):.1f} lost={lost} {baselines}".rstrip()
     )
     return 0
 
