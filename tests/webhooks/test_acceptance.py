@@ -222,7 +222,10 @@ async def test_sigkill_with_pending_deliveries_then_restart_loses_nothing(
     release = threading.Event()
 
     def hang_then_ok(_: Received) -> tuple[int, dict[str, str], bytes]:
-        release.wait(20)
+        # Hang until the test says so, however long the presses take on a loaded machine (a
+        # fixed hold could expire before the third alarm is in flight and answer the first).
+        # The bound only keeps a broken test from leaking the thread.
+        release.wait(300)
         return 200, {}, b"ok"
 
     receiver = RecordingReceiver(hang_then_ok)
@@ -266,14 +269,14 @@ async def test_sigkill_with_pending_deliveries_then_restart_loses_nothing(
         proc.wait(10)
         assert len(delivering()) == 3, "a killed process leaves its attempts in flight"
         release.set()
-        await asyncio.to_thread(receiver.wait_for, 3, 10.0)
+        await asyncio.to_thread(receiver.wait_for, 3, 30.0)
         proc = _alerts_process(env)
 
         def done() -> bool:
             return len(store.list_deliveries(db, sub.id, status="delivered")) == 3
 
         await eventually(done, 40, what="every pending delivery completed after restart")
-        got = await asyncio.to_thread(receiver.wait_for, 6, 10.0)
+        got = await asyncio.to_thread(receiver.wait_for, 6, 30.0)
         by_id: dict[str, int] = {}
         for r in got:
             by_id[r.headers["webhook-id"]] = by_id.get(r.headers["webhook-id"], 0) + 1
