@@ -13,8 +13,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -28,6 +29,7 @@ from tests.receiver import RecordingReceiver
 pytestmark = pytest.mark.integration
 
 ADMIN = "serve-test-admin-token-0123456789"
+T = TypeVar("T")
 READY = re.compile(r"event=serve_ready api=(http://\S+)")
 
 
@@ -73,9 +75,8 @@ class Serve:
             raise
 
 
-def poll(check: object, within: float = 15, what: str = "condition") -> object:
+def poll(check: Callable[[], T], within: float = 15, what: str = "condition") -> T:
     """Call ``check`` until it returns something truthy (returned) or the deadline passes."""
-    assert callable(check)
     deadline = time.monotonic() + within
     while True:
         result = check()
@@ -148,7 +149,7 @@ def test_serve_runs_all_three_parts_and_stops_cleanly(
                 return [a for a in got.json()["items"] if a["code"] == "entrapment"]
 
             try:
-                [alarm] = poll(entrapment, what="entrapment alarm")  # type: ignore[misc]
+                [alarm] = poll(entrapment, what="entrapment alarm")
             except AssertionError:
                 print("".join(serve.log))
                 raise
