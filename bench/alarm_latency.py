@@ -13,10 +13,11 @@ run. Latency = time the receiver (a real HTTP server in this process) got ``alar
 minus the time just before the event was published; both clocks are this host's.
 ``lost`` counts alarms not received within 10 s after the run.
 
-The broker runs with the production setting ``set_tcp_nodelay true``
-(``deploy/mosquitto/mosquitto.conf``): without it Nagle's algorithm on the broker's socket to
-``liftwatch alerts``, which only ever receives telemetry and so sends no data for the kernel
-to piggyback ACKs on, meets the 40 ms delayed ACK and holds the alarm back ~40 ms.
+The broker (``liftwatch/localservices.py``) runs with the production setting
+``set_tcp_nodelay true`` (``deploy/mosquitto/mosquitto.conf``): without it Nagle's algorithm
+on the broker's socket to ``liftwatch alerts``, which only ever receives telemetry and so
+sends no data for the kernel to piggyback ACKs on, meets the 40 ms delayed ACK and holds the
+alarm back ~40 ms.
 
 Same-run baselines, so that a figure from a busy shared machine can be read: a plain MQTT
 subscriber of the alarm-button topic only (publish → broker → subscriber, same broker, same
@@ -161,7 +162,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="liftwatch-bench-") as tmp:
         root = Path(tmp)
-        broker = Mosquitto(root / "mosquitto", extra_conf="set_tcp_nodelay true")
+        broker = Mosquitto(root / "mosquitto")  # set_tcp_nodelay as deployed
         broker.start()
         receiver = RecordingReceiver()
         db = Database(root / "data" / "liftwatch.sqlite3")

@@ -153,6 +153,10 @@ class Mosquitto(_ChildService):
             "max_queued_messages 1000000\n"
             "max_inflight_messages 0\n"
             "max_packet_size 1048576\n"
+            # As deploy/mosquitto/mosquitto.conf: without it Nagle + delayed ACKs hold small
+            # packets (an alarm among them) up to 40 ms (measured in bench/alarm_latency.py).
+            "set_tcp_nodelay true\n"
+            "queue_qos0_messages false\n"
             "log_type error\nlog_type warning\n"
             f"{self.extra_conf}\n"
         )
