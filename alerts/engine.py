@@ -200,9 +200,15 @@ class Engine:
                 if sigs is rules.DUPLICATE[0]:
                     self.counts["duplicates"] += 1
                     continue
-                self._promotions(st, sigs, ctx)
-                if sigs:
-                    work.append((lift_id, st, sigs))
+                if sigs and sigs[0].kind == "duplicate":
+                    # A redelivery that only proved the device alive (rules._duplicate).
+                    self.counts["duplicates"] += 1
+                    if len(sigs) > 1:
+                        work.append((lift_id, st, sigs))
+                else:
+                    self._promotions(st, sigs, ctx)
+                    if sigs:
+                        work.append((lift_id, st, sigs))
                 self._arm_lift(lift_id, due)
             changes = self._commit(work, now)
             for _, st, _ in work:

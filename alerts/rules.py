@@ -36,7 +36,7 @@ NEVER: Final = 1 << 62
 
 @dataclass(slots=True)
 class Signal:
-    kind: str  # "raise", "clear", "end_of_alarm", "selftest_ok"
+    kind: str  # "raise", "clear", "end_of_alarm", "selftest_ok", "duplicate" (a marker)
     code: str = ""
     subtype: str | None = None
     source: str = "rule"
@@ -91,7 +91,8 @@ def evidence(st: LiftState, extra: dict[str, Any] | None = None) -> dict[str, An
 
 def on_message(st: LiftState, msg: Decoded, now: int, ctx: Context) -> tuple[list[Signal], int]:
     """Apply one message. Returns ``(signals, next deadline)``; an exact duplicate returns
-    :data:`DUPLICATE` and changes nothing."""
+    :data:`DUPLICATE` (or signals led by a ``duplicate`` marker, see :func:`_duplicate`) and
+    changes nothing but the lift's liveness."""
     out: list[Signal] = []
     body = msg.body
     if isinstance(body, Status):
@@ -100,9 +101,8 @@ def on_message(st: LiftState, msg: Decoded, now: int, ctx: Context) -> tuple[lis
         else:
             _alive(st, now, out)
         return out, _evaluate(st, now, ctx, out, new_message=False)
-    if st.seen(body.seq, msg.ts_ms):
-        return DUPLICATE
-    st.remember(body.seq, msg.ts_ms)
+    if not st.accept(body.seq, body.ts):
+        return _duplicate(st, now, ctx)
     _alive(st, now, out)
     if isinstance(body, Telemetry):
         if msg.ts_ms < st.ts_ms:
@@ -111,6 +111,21 @@ def on_message(st: LiftState, msg: Decoded, now: int, ctx: Context) -> tuple[lis
         _telemetry(st, body, msg.ts_ms, now, ctx, out)
         return out, _evaluate(st, now, ctx, out, new_message=True)
     _event(st, body, msg, now, ctx, out)
+    return out, _evaluate(st, now, ctx, out, new_message=False)
+
+
+def _duplicate(st: LiftState, now: int, ctx: Context) -> tuple[list[Signal], int]:
+    """A redelivery is not evaluated again, but it is still a valid message: it proves the
+    device alive (FAULTS.md device_offline). Usually that only moves ``last_valid_ms`` (the
+    lift's timer then fires early and re-arms); the rare redelivery that ends an offline
+    alarm or a Last Will timer returns its signals, led by a ``duplicate`` marker."""
+    conds = st.conds
+    offline = conds.get(_OFFLINE) if conds else None
+    if st.will_at is None and (offline is None or not offline.active):
+        st.last_valid_ms = now
+        return DUPLICATE
+    out = [Signal("duplicate")]
+    _alive(st, now, out)
     return out, _evaluate(st, now, ctx, out, new_message=False)
 
 

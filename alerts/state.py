@@ -62,7 +62,7 @@ class LiftState:
         self.tel: Telemetry | None = None
         self.ts_ms = -1
         self.seq = -1
-        self.recent: tuple[int, ...] = ()
+        self.recent: tuple[tuple[int, int | str], ...] = ()
         self.last_valid_ms = now_ms
         self.will_at: int | None = None
         self.run_since: int | None = None
@@ -99,10 +99,14 @@ class LiftState:
         if not conds:
             self.conds = None
 
-    def seen(self, seq: int, ts_ms: int) -> bool:
-        """True if (seq, ts) was accepted recently: a QoS 1 redelivery (PROTOCOL.md)."""
-        return (ts_ms * 4_294_967_296 + seq) in self.recent
-
-    def remember(self, seq: int, ts_ms: int) -> None:
-        key = ts_ms * 4_294_967_296 + seq
-        self.recent = (*self.recent[-(DEDUP_KEYS - 1) :], key)
+    def accept(self, seq: int, ts: int | str) -> bool:
+        """Remember (seq, ts) and return True, or return False if it was accepted recently: a
+        QoS 1 redelivery (PROTOCOL.md). ``ts`` is the message's ``ts`` as sent, like ingest's
+        key: the normalised time of a ``ts_corrected`` message is its receive time, which
+        differs on a redelivery."""
+        key = (seq, ts)
+        recent = self.recent
+        if key in recent:
+            return False
+        self.recent = (*recent[-(DEDUP_KEYS - 1) :], key)
+        return True

@@ -493,6 +493,58 @@ def test_duplicate_alarm_button_event_is_one_press(rig: Rig) -> None:
     assert rig.alarms("alarm_button") == []
 
 
+def test_redelivery_of_ts_corrected_message_is_a_duplicate(rig: Rig) -> None:
+    # PROTOCOL.md: same lift, seq and ts *as sent* is a duplicate. A ts 8 days old is
+    # replaced by the receive time, so the normalised time differs on the redelivery.
+    stale = rig.clock.now_ms() - 8 * 86_400_000
+    rig.tel(doors_closed=False)  # doors open at a landing: the press is filtered
+    rig.event("alarm_button", pressed=True, seq=5, ts=stale)
+    rig.advance(2)
+    rig.event("alarm_button", pressed=True, seq=5, ts=stale)  # QoS 1 redelivery, not a 2nd press
+    assert rig.alarms("alarm_button") == []
+    assert rig.engine.counts["duplicates"] == 1
+
+
+def test_redelivered_rfc3339_ts_is_a_duplicate_int_ts_is_not(rig: Rig) -> None:
+    rig.tel(doors_closed=False)
+    rig.event("alarm_button", pressed=True, seq=5, ts="2020-01-01T00:00:00Z")
+    rig.advance(2)
+    rig.event("alarm_button", pressed=True, seq=5, ts="2020-01-01T00:00:00Z")
+    assert rig.alarms("alarm_button") == [] and rig.engine.counts["duplicates"] == 1
+    # The same instant sent as epoch ms is a different message as sent: a second press.
+    rig.event("alarm_button", pressed=True, seq=5, ts=1_577_836_800_000)
+    assert len(rig.alarms("alarm_button")) == 1
+
+
+def test_duplicate_refreshes_liveness(rig: Rig) -> None:
+    rig.tel(seq=1)
+    ts = rig.clock.now_ms()
+    rig.advance(100)
+    rig.tel(seq=1, ts=ts)  # a redelivery is still a valid message (FAULTS.md device_offline)
+    assert rig.engine.counts["duplicates"] == 1
+    rig.advance(180 - TICK)
+    assert rig.alarms("device_offline") == []
+    rig.advance(TICK)
+    assert rig.one("device_offline").condition == "active"
+
+
+def test_duplicate_clears_device_offline_and_cancels_last_will(rig: Rig) -> None:
+    rig.tel(seq=1)
+    ts = rig.clock.now_ms()
+    rig.advance(181)
+    assert rig.one("device_offline").condition == "active"
+    rig.tel(seq=1, ts=ts)
+    assert rig.one("device_offline").condition == "cleared"
+    assert rig.engine.counts["duplicates"] == 1
+    rig.status("offline")
+    rig.advance(10)
+    rig.tel(seq=1, ts=ts)  # a message after the Last Will: the 60 s timer no longer applies
+    rig.advance(180 - TICK)
+    assert [a.status for a in rig.alarms("device_offline")] == ["resolved"]  # auto after 60 s
+    rig.advance(TICK)
+    assert [a.condition for a in rig.alarms("device_offline")] == ["cleared", "active"]
+
+
 def test_late_message_does_not_move_state_backwards(rig: Rig) -> None:
     trapped(rig)
     old_ts = rig.clock.now_ms() - 5000
