@@ -62,7 +62,7 @@ class LiftState:
         self.tel: Telemetry | None = None
         self.ts_ms = -1
         self.seq = -1
-        self.recent: tuple[tuple[int, int | str], ...] = ()
+        self.recent: tuple[int | tuple[int, int | str], ...] = ()
         self.last_valid_ms = now_ms
         self.will_at: int | None = None
         self.run_since: int | None = None
@@ -104,7 +104,11 @@ class LiftState:
         QoS 1 redelivery (PROTOCOL.md). ``ts`` is the message's ``ts`` as sent, like ingest's
         key: the normalised time of a ``ts_corrected`` message is its receive time, which
         differs on a redelivery."""
-        key = (seq, ts)
+        # An int key for the usual integer ts (no GC-tracked object per message); a tuple,
+        # never equal to an int, for an RFC 3339 ts or a seq beyond 32 bits.
+        key: int | tuple[int, int | str] = (
+            ts * 4_294_967_296 + seq if type(ts) is int and seq < 4_294_967_296 else (seq, ts)
+        )
         recent = self.recent
         if key in recent:
             return False
