@@ -24,7 +24,7 @@ from alerts import lifecycle, rules, suppression
 from alerts.codes import info
 from alerts.lifecycle import Change, Policy, Raise
 from alerts.rules import Context, Signal
-from alerts.state import LiftState
+from alerts.state import LiftState, alarm_source, latch_key
 from alerts.thresholds import Thresholds, check, resolve
 from alerts.timers import Scheduler
 from liftwatch.clock import Clock, SystemClock
@@ -124,7 +124,7 @@ class Engine:
                     self._button_open.add(alarm.lift_id)
                 elif alarm.condition == "active":
                     # Latch it, so the next message that no longer shows it clears it.
-                    c = st.cond((alarm.code, alarm.subtype, alarm.source))
+                    c = st.cond(latch_key(alarm.code, alarm.subtype, alarm.source, alarm.evidence))
                     c.active = True
                     c.muted = alarm.suppressed and alarm.suppressed_reason != "flood_control"
                 self._arm_alarm(alarm)
@@ -334,12 +334,11 @@ class Engine:
             return
         lift = self.lifts.get(st.lift_id)
         active = lift.active if lift is not None else True
-        for (code, subtype, source), c in st.conds.items():
-            if (
-                c.muted
-                and c.active
-                and suppression.reason(code, source, st.tel, lift_active=active) is None
-            ):
+        for (code, subtype, cond_source), c in st.conds.items():
+            if not (c.muted and c.active):
+                continue
+            source = alarm_source(cond_source)
+            if suppression.reason(code, source, st.tel, lift_active=active) is None:
                 sigs.append(Signal("raise", code, subtype, source, "", False, rules.evidence(st)))
 
     def _commit(

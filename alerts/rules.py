@@ -18,7 +18,7 @@ from typing import Any, Final
 import msgspec
 
 from alerts.codes import info, reported_code
-from alerts.state import CondKey, LiftState
+from alerts.state import CONDITION_SOURCES, LIMIT, CondKey, LiftState, alarm_source
 from alerts.thresholds import Thresholds
 from liftwatch.protocol import (
     AlarmButtonEvent,
@@ -68,8 +68,8 @@ _BATTERY: Final[CondKey] = ("backup_battery_low", None, "rule")
 _OVERSPEED: Final[CondKey] = ("overspeed", None, "rule")
 _DOOR_RUN: Final[CondKey] = ("door_open_while_running", None, "rule")
 _UCM: Final[CondKey] = ("unintended_car_movement", None, "rule")
-_TOP: Final[CondKey] = ("overtravel_top", None, "rule")
-_BOTTOM: Final[CondKey] = ("overtravel_bottom", None, "rule")
+_TOP: Final[CondKey] = ("overtravel_top", None, LIMIT)
+_BOTTOM: Final[CondKey] = ("overtravel_bottom", None, LIMIT)
 _SAFETY: Final[CondKey] = ("safety_circuit_open", None, "rule")
 _CYCLING: Final[CondKey] = ("door_cycling", None, "rule")
 _OFFLINE: Final[CondKey] = ("device_offline", None, "rule")
@@ -165,7 +165,7 @@ def _raise(
             "raise",
             code,
             subtype,
-            source,
+            alarm_source(source),
             severity or info(code).severity,
             suspected,
             evidence(st, extra),
@@ -175,11 +175,30 @@ def _raise(
 
 
 def _clear(st: LiftState, key: CondKey, out: list[Signal]) -> None:
-    """Clear the alarm's condition unless the other source still reports it."""
+    """Clear the alarm's condition unless another source still reports it."""
     code, subtype, source = key
-    other = st.peek((code, subtype, "device" if source == "rule" else "rule"))
-    if other is None or not other.active:
-        out.append(Signal("clear", code, subtype, source))
+    conds = st.conds
+    if conds:
+        for other in CONDITION_SOURCES:
+            c = conds.get((code, subtype, other)) if other != source else None
+            if c is not None and c.active:
+                return
+    out.append(Signal("clear", code, subtype, alarm_source(source)))
+
+
+def _limit(st: LiftState, key: CondKey, operated: bool, out: list[Signal]) -> None:
+    """A final limit switch: a reported alarm, raised at once; its condition clears when the
+    switch resets (the critical alarm itself waits for an end of alarm)."""
+    c = st.peek(key)
+    if operated:
+        if c is None or not c.active:
+            st.cond(key).active = True
+            _raise(
+                st, key, out, extra={"limit_switch": "up_limit" if key == _TOP else "down_limit"}
+            )
+    elif c is not None and c.active:
+        c.active = False
+        _clear(st, key, out)
 
 
 def _telemetry(
@@ -602,9 +621,9 @@ def _evaluate(st: LiftState, now: int, ctx: Context, out: list[Signal], new_mess
                 never_clears=True,
             )
     if tel.up_limit is not None and (tel.up_limit or _TOP in conds):
-        _timed(st, _TOP, tel.up_limit, 0, None if tel.up_limit else 0, now, out, new_message)
+        _limit(st, _TOP, tel.up_limit, out)
     if tel.down_limit is not None and (tel.down_limit or _BOTTOM in conds):
-        _timed(st, _BOTTOM, tel.down_limit, 0, None if tel.down_limit else 0, now, out, new_message)
+        _limit(st, _BOTTOM, tel.down_limit, out)
     if st.door_changes or _CYCLING in conds:
         d = _door_cycling(st, now, p, out, new_message)
         due = d if d < due else due

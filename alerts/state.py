@@ -7,10 +7,35 @@ alarm button, and one small :class:`Cond` per condition being timed or latched.
 
 from __future__ import annotations
 
+from typing import Any, Final
+
 from liftwatch.protocol import Telemetry
 
 CondKey = tuple[str, str | None, str]
-"""(code, subtype, source): the same code may be both derived ("rule") and reported ("device")."""
+"""(code, subtype, source): the same code may be both derived ("rule") and reported ("device",
+or "limit" for a final limit switch)."""
+
+LIMIT: Final = "limit"
+"""Condition source of the final limit switches (``up_limit``/``down_limit``). Their alarms are
+reported ones (FAULTS.md § Terms: event, controller fault, limit switch), recorded with source
+``device``; the condition keeps its own key so that ``controller_faults``, the full list of the
+controller's active faults, never clears it."""
+CONDITION_SOURCES: Final = ("rule", "device", LIMIT)
+
+
+def alarm_source(cond_source: str) -> str:
+    """The ``source`` an alarm records for a condition source: ``rule`` or ``device``."""
+    return "device" if cond_source == LIMIT else cond_source
+
+
+def latch_key(code: str, subtype: str | None, source: str, evidence: dict[str, Any]) -> CondKey:
+    """The condition behind a stored alarm (restart latches it). An overtravel alarm without
+    a reported fault in its evidence came from a limit switch (alarms stored before limit
+    switches counted as reported have source ``rule``)."""
+    if code in ("overtravel_top", "overtravel_bottom") and "fault" not in evidence:
+        return (code, subtype, LIMIT)
+    return (code, subtype, source)
+
 
 DEDUP_KEYS = 8
 

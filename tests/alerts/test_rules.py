@@ -253,6 +253,58 @@ def test_overtravel_immediate_condition_clears_but_needs_end_of_alarm(rig: Rig) 
     assert rig.one("overtravel_bottom").condition == "active"
 
 
+def test_overtravel_from_limit_switch_is_reported_never_muted_by_inspection(rig: Rig) -> None:
+    # FAULTS.md: reported alarms come from the device (event, controller fault, limit switch);
+    # inspection never suppresses reported critical faults.
+    rig.tel(service_mode="inspection", car_status="running", door_zone=False, speed=0.3)
+    rig.tel(car_status="stopped", speed=0.0, up_limit=True)
+    top = rig.one("overtravel_top")
+    assert top.source == "device" and not top.suppressed
+    assert rig.notified("overtravel_top") == ["alarm.raised"]
+    transitions = rig.db.conn.execute(
+        "SELECT actor FROM alarm_transitions WHERE alarm_id = ?", (top.alarm_id,)
+    ).fetchall()
+    assert [r[0] for r in transitions] == ["device"]
+    rig.tel(up_limit=False)
+    rig.advance(3600)  # a critical alarm: cleared, but never resolved by itself
+    top = rig.one("overtravel_top")
+    assert top.condition == "cleared" and top.status == "open"
+
+
+def test_limit_switch_overtravel_survives_controller_faults_list(rig: Rig) -> None:
+    # controller_faults lists the device's active faults: missing ones clear. The limit
+    # switch is not in that list, so the list must not clear its condition.
+    rig.tel(down_limit=True, controller_faults=[])
+    rig.tel(controller_faults=[{"namespace": "gb24476", "code": 2}])
+    rig.tel(controller_faults=[])
+    assert rig.one("overtravel_bottom").condition == "active"
+    assert rig.one("door_close_fault").condition == "cleared"
+    rig.tel(down_limit=False)
+    assert rig.one("overtravel_bottom").condition == "cleared"
+
+
+def test_overtravel_reported_by_limit_and_fault_clears_when_neither_reports(rig: Rig) -> None:
+    rig.tel(up_limit=True)
+    rig.tel(controller_faults=[{"namespace": "gb38656", "code": "09"}])
+    rig.tel(up_limit=False)
+    assert rig.one("overtravel_top").condition == "active"  # the controller still reports it
+    rig.tel(controller_faults=[])
+    assert rig.one("overtravel_top").condition == "cleared"
+    rig.tel(controller_faults=[{"namespace": "gb38656", "code": "09"}], up_limit=True)
+    rig.tel(controller_faults=[])
+    assert rig.one("overtravel_top").condition == "active"  # the limit switch still reports it
+    rig.tel(up_limit=False)
+    top = rig.one("overtravel_top")
+    assert top.condition == "cleared" and top.occurrences == 2
+
+
+def test_restart_clears_limit_switch_overtravel_when_limit_resets(rig: Rig) -> None:
+    rig.tel(up_limit=True)
+    rig.restart()
+    rig.tel(up_limit=False)
+    assert rig.one("overtravel_top").condition == "cleared"
+
+
 # --- major faults ---------------------------------------------------------------------------
 
 
