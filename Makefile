@@ -13,5 +13,7 @@ check: setup
 demo: setup
 	scripts/demo
 
+# Every benchmark in turn (about 15 minutes); each prints its key=value line last.
+BENCHES = decoder_cost ingest_throughput alerts_engine alarm_latency api_queries detection_score
 bench: setup
-	.venv/bin/python bench/decoder_cost.py
+	set -e; for b in $(BENCHES); do echo "== bench/$$b.py" >&2; .venv/bin/python bench/$$b.py; done
