@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,46 +21,23 @@ from standardwebhooks.webhooks import Webhook
 from liftwatch.influx import InfluxClient
 from tests.alerts.test_worker import TRAPPED, publish
 from tests.conftest import Service
+from tests.processes import Child
 from tests.receiver import RecordingReceiver
 
 pytestmark = pytest.mark.integration
 
 ADMIN = "serve-test-admin-token-0123456789"
 T = TypeVar("T")
-READY = re.compile(r"event=serve_ready api=(http://\S+)")
 
 
-class Serve:
-    """A ``liftwatch serve`` child; its stderr is read by a thread (never blocks the pipe)."""
+class Serve(Child):
+    """A ``liftwatch serve`` child process."""
 
     def __init__(self, env: dict[str, str], port: int = 0) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "liftwatch.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.log: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.log.append(line)
-            self.lines.put(line)
+        super().__init__(["serve", "--port", str(port)], env)
 
     def wait_ready(self, within: float = 20) -> str:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if m := READY.search(line):
-                return m.group(1)
-        raise AssertionError("liftwatch serve never said ready:\n" + "".join(self.log[-30:]))
+        return self.wait_for(r"event=serve_ready api=(http://\S+)", within).group(1)
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -151,7 +125,7 @@ def test_serve_runs_all_three_parts_and_stops_cleanly(
             try:
                 [alarm] = poll(entrapment, what="entrapment alarm")
             except AssertionError:
-                print("".join(serve.log))
+                print(serve.output)
                 raise
             r = api.post(f"/alarms/{alarm['alarm_id']}/acknowledge", headers=maintainer)
             assert r.status_code == 200, r.text
@@ -186,7 +160,7 @@ def test_serve_runs_all_three_parts_and_stops_cleanly(
             assert "liftwatch_ingest_" in metrics and "liftwatch_alerts_" in metrics
     finally:
         recv.close()
-    assert serve.stop() == 0, "".join(serve.log[-30:])
+    assert serve.stop() == 0, serve.output
 
 
 def test_serve_stops_every_part_when_one_cannot_start(env: dict[str, str]) -> None:
@@ -199,7 +173,7 @@ def test_serve_stops_every_part_when_one_cannot_start(env: dict[str, str]) -> No
         finally:
             if proc.proc.poll() is None:
                 proc.proc.kill()
-    log = "".join(proc.log)
+    log = proc.output
     assert code == 1, log
     assert "event=part_stopped part=api" in log
 

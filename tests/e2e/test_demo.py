@@ -5,15 +5,13 @@ four-minute story is checked by tests/simulator/test_faults.py and docs/demo.md'
 from __future__ import annotations
 
 import os
-import queue
+import re
 import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.processes import Child
 
 pytestmark = pytest.mark.integration
 
@@ -46,38 +44,17 @@ class Demo:
         }
         self.workdir = workdir
         argv = ["--scenario", str(story), "--data-dir", str(workdir), "--port", "0", *args]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "liftwatch.cli", "--log-level", "WARNING", "demo", *argv],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
+        self.child = Child(
+            ["--log-level", "WARNING", "demo", *argv], env=env, start_new_session=True
         )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.out: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.out.append(line)
-            self.lines.put(line)
+        self.proc = self.child.proc
 
     def wait_for(self, text: str, within: float = 90) -> None:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if text in line:
-                return
-        raise AssertionError(f"the demo never printed {text!r}:\n{self.output}")
+        self.child.wait_for(re.escape(text), within)
 
     @property
     def output(self) -> str:
-        return "".join(self.out)
+        return self.child.output
 
     def children(self) -> set[int]:
         """Live processes (other than the demo itself) that belong to this demo's work
