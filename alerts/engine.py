@@ -28,7 +28,7 @@ from alerts.state import LiftState, alarm_source, latch_key
 from alerts.thresholds import Thresholds, check, resolve
 from alerts.timers import Scheduler
 from liftwatch.clock import Clock, SystemClock
-from liftwatch.protocol import Decoded, Rejection, Telemetry, decode
+from liftwatch.protocol import Decoded, Rejection, SelftestEvent, Telemetry, decode
 from liftwatch.registry import Lift
 from liftwatch.store import Database
 from liftwatch.store import alarms as store
@@ -89,6 +89,7 @@ class Engine:
         self._marks: dict[str, tuple[int | None, int | None]] = {}
         self._ctx: dict[str, Context] = {}
         self._button_open: set[str] = set()
+        self._inactive: set[str] = set()  # registered lifts marked inactive: raise nothing
         self.scheduler = Scheduler()
         self._lock = threading.RLock()
         self._registry_at = 0
@@ -115,18 +116,12 @@ class Engine:
             self.lifts = {lift.lift_id: lift for lift in reg.all_lifts(self.db)}
             self._created = store.lifts_with_created_at(self.db)
             self._marks = store.lift_marks(self.db)
+            self._inactive = {lift.lift_id for lift in self.lifts.values() if not lift.active}
             for lift in self.lifts.values():
                 if lift.active:
                     self._state(lift.lift_id, now)
             for alarm in store.unresolved_alarms(self.db):
-                st = self._state(alarm.lift_id, now)
-                if alarm.code == "alarm_button":
-                    self._button_open.add(alarm.lift_id)
-                elif alarm.condition == "active":
-                    # Latch it, so the next message that no longer shows it clears it.
-                    c = st.cond(latch_key(alarm.code, alarm.subtype, alarm.source, alarm.evidence))
-                    c.active = True
-                    c.muted = alarm.suppressed and alarm.suppressed_reason != "flood_control"
+                self._latch(alarm, now)
                 self._arm_alarm(alarm)
             work = []
             for lift_id, st in self.states.items():
@@ -148,6 +143,7 @@ class Engine:
             now = self.clock.now_ms()
             self._registry_at = now
             changed = store.lifts_updated_since(self.db, since)
+            work = []
             for lift_id in changed:
                 lift = reg.get_lift(self.db, lift_id)
                 if lift is None:
@@ -156,9 +152,22 @@ class Engine:
                 self._ctx.pop(lift_id, None)
                 if lift_id not in self._created:
                     self._created.update(store.lifts_with_created_at(self.db))
-                if lift.active and lift_id not in self.states:
+                if not lift.active:
+                    # FAULTS.md: an inactive lift raises nothing. Its live state goes; its
+                    # alarms already raised stay as they are (the API resolves them).
+                    self._inactive.add(lift_id)
+                    self.states.pop(lift_id, None)
+                    self._arm_lift(lift_id, rules.NEVER)
+                elif lift_id not in self.states:
+                    self._inactive.discard(lift_id)
                     st = self._state(lift_id, now)
-                    self._arm_lift(lift_id, rules.on_tick(st, now, self._context(lift_id))[1])
+                    for alarm in store.unresolved_alarms(self.db, lift_id):
+                        self._latch(alarm, now)
+                    sigs, due = rules.on_tick(st, now, self._context(lift_id))
+                    self._arm_lift(lift_id, due)
+                    if sigs:
+                        work.append((lift_id, st, sigs))
+            self._after(self._commit(work, now))
             return len(changed)
 
     # --- messages -----------------------------------------------------------------------
@@ -184,9 +193,16 @@ class Engine:
         with self._lock:
             now = self.clock.now_ms()
             work: list[tuple[str, LiftState, list[Signal]]] = []
+            marks: list[str] = []
             for msg in messages:
                 self.counts["messages"] += 1
                 lift_id = msg.lift_id
+                if lift_id in self._inactive:
+                    # Raises nothing (FAULTS.md); a self-test is data, kept for the 72 h clock.
+                    body = msg.body
+                    if isinstance(body, SelftestEvent) and body.result == "ok":
+                        marks.append(lift_id)
+                    continue
                 st = self.states.get(lift_id)
                 if st is None:
                     st = self._state(lift_id, now)
@@ -210,7 +226,7 @@ class Engine:
                     if sigs:
                         work.append((lift_id, st, sigs))
                 self._arm_lift(lift_id, due)
-            changes = self._commit(work, now)
+            changes = self._commit(work, now, marks=marks)
             for _, st, _ in work:
                 st.prune()
             self._after(changes)
@@ -279,6 +295,19 @@ class Engine:
             st.selftest_ok_at = origin
         return st
 
+    def _latch(self, alarm: Alarm, now: int) -> None:
+        """An unresolved alarm of an evaluated lift: latch its active condition, so the next
+        message that no longer shows it clears it."""
+        if alarm.code == "alarm_button":
+            self._button_open.add(alarm.lift_id)
+        if alarm.lift_id in self._inactive:
+            return
+        st = self._state(alarm.lift_id, now)
+        if alarm.code != "alarm_button" and alarm.condition == "active":
+            c = st.cond(latch_key(alarm.code, alarm.subtype, alarm.source, alarm.evidence))
+            c.active = True
+            c.muted = alarm.suppressed and alarm.suppressed_reason != "flood_control"
+
     def _context(self, lift_id: str) -> Context:
         ctx = self._ctx.get(lift_id)
         if ctx is None:
@@ -332,13 +361,11 @@ class Engine:
         window)."""
         if not st.conds:
             return
-        lift = self.lifts.get(st.lift_id)
-        active = lift.active if lift is not None else True
         for (code, subtype, cond_source), c in st.conds.items():
             if not (c.muted and c.active):
                 continue
             source = alarm_source(cond_source)
-            if suppression.reason(code, source, st.tel, lift_active=active) is None:
+            if suppression.reason(code, source, st.tel) is None:
                 sigs.append(Signal("raise", code, subtype, source, "", False, rules.evidence(st)))
 
     def _commit(
@@ -347,8 +374,11 @@ class Engine:
         now: int,
         alarm_steps: Sequence[tuple[str, str]] = (),
         touched: list[Alarm] | None = None,
+        *,
+        marks: Sequence[str] = (),
     ) -> list[Change]:
-        if not work and not alarm_steps:
+        """``marks``: inactive lifts whose ``selftest`` ok event is recorded (no state)."""
+        if not work and not alarm_steps and not marks:
             return []
         delay = 0.05
         hook = self.outbox
@@ -360,6 +390,8 @@ class Engine:
                     for lift_id, st, sigs in work:
                         for sig in sigs:
                             self._apply(conn, lift_id, st, sig, now, out)
+                    for lift_id in marks:
+                        store.set_selftest_ok(conn, lift_id, now)
                     for kind, alarm_id in alarm_steps:
                         alarm = self._step(conn, kind, alarm_id, now, out)
                         if alarm is not None and touched is not None:
@@ -382,6 +414,8 @@ class Engine:
                     hook.abandon(fanned)
                 raise
             self.counts["transitions"] += len(out)
+            for lift_id in marks:
+                self._marks[lift_id] = (now, self._marks.get(lift_id, (None, None))[1])
             if hook is not None and out:
                 hook.hand_over(fanned)
             return out
@@ -407,9 +441,7 @@ class Engine:
         kind = sig.kind
         if kind == "raise":
             lift = self.lifts.get(lift_id)
-            reason = suppression.reason(
-                sig.code, sig.source, st.tel, lift_active=lift.active if lift else True
-            )
+            reason = suppression.reason(sig.code, sig.source, st.tel)
             deadline = None
             if sig.code in DEADLINE_CODES:
                 p = self._context(lift_id).p.raw

@@ -31,10 +31,9 @@ def maintenance_applies(code: str, source: str) -> bool:
     return derived(code, source)
 
 
-def reason(code: str, source: str, tel: Telemetry | None, *, lift_active: bool) -> str | None:
-    """Why a raise of ``code`` is muted now, or None when it must be notified."""
-    if not lift_active:
-        return "inactive_lift"
+def reason(code: str, source: str, tel: Telemetry | None) -> str | None:
+    """Why a raise of ``code`` is muted now, or None when it must be notified. (A lift marked
+    inactive raises nothing at all: the engine does not evaluate it.)"""
     if tel is None:
         return None
     mode = tel.service_mode

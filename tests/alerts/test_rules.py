@@ -703,10 +703,41 @@ def test_inactive_lift_raises_nothing(tmp_path: Path) -> None:
 
     rig = Rig(tmp_path / "x.sqlite3", lifts=(Lift(lift_id="L1", active=False),))
     rig.event("alarm_button", pressed=True)
+    rig.tel(up_limit=True)
     trapped(rig)
-    rig.advance(40)
-    assert rig.notified() == []
-    assert {a.suppressed_reason for a in rig.alarms()} == {"inactive_lift"}
+    rig.status("offline")
+    rig.advance(400)  # past device_offline too
+    assert rig.alarms() == [] and rig.notified() == []  # FAULTS.md: raises nothing
+    assert rig.engine.counts["messages"] == 4
+
+
+def test_deactivated_lift_raises_nothing_reactivated_lift_is_evaluated(tmp_path: Path) -> None:
+    from liftwatch.store import alarms as store
+    from liftwatch.store import registry as reg
+
+    rig = Rig(tmp_path / "x.sqlite3")
+    rig.tel(door_zone=False)
+    rig.advance(11)
+    stopped = rig.one("stopped_outside_zone")
+    reg.set_lift_active(rig.db, "L1", False)
+    rig.engine.refresh_registry()
+    rig.event("alarm_button", pressed=True)
+    rig.advance(400)  # no device_offline either
+    assert [a.alarm_id for a in rig.alarms()] == [stopped.alarm_id]
+    rig.event("selftest", result="ok")  # data, not an alarm: the 72 h clock still learns it
+    ok_at = rig.clock.now_ms()
+    assert store.lift_marks(rig.db)["L1"][0] == ok_at
+    rig.advance(60)
+    reg.set_lift_active(rig.db, "L1", True)
+    rig.engine.refresh_registry()
+    rig.tel(door_zone=True)  # the stop that was open at deactivation clears
+    assert rig.one("stopped_outside_zone").condition == "cleared"
+    rig.event("alarm_button", pressed=True)
+    assert not rig.one("alarm_button").suppressed
+    rig.advance(72 * 3600 - 60 - 1)
+    assert rig.alarms("alarm_test_overdue") == []
+    rig.advance(1)
+    assert len(rig.alarms("alarm_test_overdue")) == 1
 
 
 def test_unregistered_lift_still_evaluated_and_flagged(rig: Rig) -> None:
