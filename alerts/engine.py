@@ -336,7 +336,7 @@ class Engine:
             for kind in ("esc", "due", "auto"):
                 self.scheduler.cancel((kind, aid))
             return
-        live = not alarm.suppressed
+        live = lifecycle.pursued(alarm)
         esc = None
         if live and alarm.severity == "critical" and alarm.status == "open":
             esc = (alarm.escalated_at or alarm.raised_at) + self.policy.escalate_every_ms

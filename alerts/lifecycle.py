@@ -27,6 +27,7 @@ from liftwatch.store.db import Database
 MAX_NOTE: Final = 2000
 FLOOD_LIMIT: Final = 3
 HOUR_MS: Final = 3_600_000
+FLOOD_CONTROL: Final = "flood_control"
 # Resolving from the device: EN 81-28 "end of alarm" means a competent person at the
 # installation confirmed no one is trapped (or the fault is dealt with).
 _END_OF_ALARM_OUTCOME: Final = {"entrapment": "rescued", "alarm_button": "rescued"}
@@ -102,7 +103,7 @@ def _record(
     store.save_alarm(conn, alarm)
     t = Transition(alarm.alarm_id, at, event, from_state, to_state, actor, note)
     store.add_transition(conn, t)
-    if notify is not None and alarm.notified:
+    if notify is not None and notifies(alarm):
         store.add_outbox(conn, alarm, notify, at, extra=extra)
     out.append(Change(replace(alarm), t))
 
@@ -365,9 +366,27 @@ def clear_condition(
 
 
 def auto_resolvable(alarm: Alarm) -> bool:
-    """Major and minor alarms resolve by themselves; so do suppressed ones (nobody was told
-    of them, so nobody would end them). Critical alarms need an end of alarm."""
-    return alarm.severity != "critical" or alarm.suppressed
+    """Major and minor alarms resolve by themselves. Critical alarms need an explicit end of
+    alarm (FAULTS.md § Lifecycle), suppressed or not."""
+    return alarm.severity != "critical"
+
+
+def pursued(alarm: Alarm) -> bool:
+    """Whether an unacknowledged critical alarm is escalated and an arrival deadline marks it
+    overdue: every alarm but the muted ones (inspection, maintenance window, special mode).
+    A flood-controlled alarm is pursued: flood control collapses repeated raise
+    notifications into a summary, it does not make a trapped passenger's alarm any less
+    real (EN 81-28: emitted until acknowledged)."""
+    return not alarm.suppressed or alarm.suppressed_reason == FLOOD_CONTROL
+
+
+def notifies(alarm: Alarm) -> bool:
+    """Whether a transition of the alarm is notified. Suppressed alarms are not, except a
+    flood-controlled one once it has been escalated or marked overdue: from then on
+    subscribers know it, so they also hear of its acknowledgement and its end."""
+    return not alarm.suppressed or (
+        alarm.suppressed_reason == FLOOD_CONTROL and (alarm.escalations > 0 or alarm.overdue)
+    )
 
 
 def auto_resolve(
@@ -411,7 +430,7 @@ def escalate(conn: sqlite3.Connection, alarm_id: str, at: int, out: list[Change]
     alarm = store.get_alarm(conn, alarm_id)
     if alarm is None or alarm.status != "open" or alarm.severity != "critical":
         return alarm
-    if alarm.suppressed:
+    if not pursued(alarm):
         return alarm
     alarm.escalations += 1
     alarm.escalated_at = at
@@ -438,7 +457,7 @@ def mark_overdue(
         alarm is None
         or alarm.status not in ("open", "acknowledged")
         or alarm.overdue
-        or alarm.suppressed
+        or not pursued(alarm)
     ):
         return alarm
     alarm.overdue, alarm.overdue_at = True, at

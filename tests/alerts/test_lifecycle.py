@@ -235,3 +235,74 @@ def test_view_of_unregistered_lift(db: Database) -> None:
     data = store.view(db, alarm.alarm_id)
     assert data is not None and data["unregistered"] is True
     assert data["lift"]["name"] is None and data["lift"]["company_id"] is None
+
+
+def test_muted_critical_alarm_never_auto_resolves(db: Database) -> None:
+    # FAULTS.md: critical alarms resolve only by an explicit end of alarm, muted or not.
+    alarm = _raise(db, "overspeed", suppressed_reason="inspection_mode")
+    out: list[lc.Change] = []
+    with db.transaction() as conn:
+        lc.clear_condition(conn, "L1", "overspeed", None, T0 + 1000, out)
+        kept = lc.auto_resolve(conn, alarm.alarm_id, T0 + 3_600_000, lc.Policy(), out)
+        assert kept is not None and kept.status == "open"
+        ended = lc.end_of_alarm(conn, "L1", T0 + 3_700_000, None, out)
+    assert [a.alarm_id for a in ended] == [alarm.alarm_id]
+    assert not lc.auto_resolvable(alarm)
+
+
+def test_muted_major_alarm_still_auto_resolves(db: Database) -> None:
+    alarm = _raise(db, "run_timeout", severity="major", suppressed_reason="inspection_mode")
+    out: list[lc.Change] = []
+    with db.transaction() as conn:
+        lc.clear_condition(conn, "L1", "run_timeout", None, T0 + 1000, out)
+        done = lc.auto_resolve(conn, alarm.alarm_id, T0 + 61_000, lc.Policy(), out)
+    assert done is not None and done.status == "resolved" and done.outcome == "auto"
+    assert _types(db) == []
+
+
+def _flooded_button(db: Database) -> store.Alarm:
+    """Three alarm_button alarms ended at the installation, then a 4th within the hour."""
+    for i in range(3):
+        _raise(db, "alarm_button", at=T0 + i * 60_000)
+        with db.transaction() as conn:
+            lc.end_of_alarm(conn, "L1", T0 + i * 60_000 + 1000, None, [])
+    alarm = _raise(db, "alarm_button", at=T0 + 200_000, deadline_ms=1_800_000)
+    assert alarm.suppressed_reason == "flood_control"
+    return alarm
+
+
+def test_flood_controlled_critical_alarm_is_still_escalated_and_overdue(db: Database) -> None:
+    # Flood control collapses repeated *raise* notifications into a summary; the alarm is
+    # still a real critical alarm: EN 81-28 emits it until acknowledged, and a technician
+    # must still arrive by the deadline. Escalation and overdue are notified individually.
+    alarm = _flooded_button(db)
+    assert _types(db, alarm.alarm_id) == ["alarm.summary"]
+    assert lc.pursued(alarm)
+    out: list[lc.Change] = []
+    with db.transaction() as conn:
+        esc = lc.escalate(conn, alarm.alarm_id, T0 + 500_000, out)
+    assert esc is not None and esc.escalations == 1
+    lc.acknowledge(db, alarm.alarm_id, actor="api:ops")
+    with db.transaction() as conn:
+        late = lc.mark_overdue(conn, alarm.alarm_id, T0 + 2_000_000, out)
+    assert late is not None and late.overdue
+    assert _types(db, alarm.alarm_id) == [
+        "alarm.summary",
+        "alarm.escalated",
+        "alarm.acknowledged",  # once escalated, its later transitions are notified too
+        "alarm.overdue",
+    ]
+    payload = json.loads(store.outbox_rows(db, alarm_id=alarm.alarm_id)[1].payload)
+    assert payload["data"]["suppressed_reason"] == "flood_control"
+
+
+def test_muted_critical_alarm_is_never_escalated_or_overdue(db: Database) -> None:
+    alarm = _raise(db, "overspeed", suppressed_reason="maintenance_window", deadline_ms=60_000)
+    assert not lc.pursued(alarm)
+    out: list[lc.Change] = []
+    with db.transaction() as conn:
+        esc = lc.escalate(conn, alarm.alarm_id, T0 + 300_000, out)
+        late = lc.mark_overdue(conn, alarm.alarm_id, T0 + 300_000, out)
+    assert esc is not None and esc.escalations == 0
+    assert late is not None and not late.overdue
+    assert _types(db) == []

@@ -685,6 +685,49 @@ def test_flood_control_after_three_raises_per_hour(rig: Rig) -> None:
     assert notified.count("alarm.raised") == 3 and notified.count("alarm.summary") == 1
 
 
+def test_flood_controlled_alarm_button_escalates_and_becomes_overdue(rig: Rig) -> None:
+    for _ in range(3):
+        rig.event("alarm_button", pressed=True)
+        rig.event("end_of_alarm", by="tech")
+        rig.advance(60)
+    rig.event("alarm_button", pressed=True)  # a 4th within the hour: a passenger all the same
+    alarm = rig.alarms("alarm_button")[-1]
+    assert alarm.suppressed_reason == "flood_control" and alarm.status == "open"
+    mine = [r.event_type for r in store_rows(rig, alarm.alarm_id)]
+    assert mine == ["alarm.summary"]
+    rig.advance(300 - TICK)
+    assert rig.alarms("alarm_button")[-1].escalations == 0
+    rig.advance(TICK)
+    assert rig.alarms("alarm_button")[-1].escalations == 1
+    rig.advance(1500)
+    alarm = rig.alarms("alarm_button")[-1]
+    assert alarm.overdue and alarm.escalations == 6
+    mine = [r.event_type for r in store_rows(rig, alarm.alarm_id)]
+    assert mine[:6] == ["alarm.summary"] + ["alarm.escalated"] * 5
+    assert sorted(mine[6:]) == ["alarm.escalated", "alarm.overdue"]  # both at 30 min
+
+
+def store_rows(rig: Rig, alarm_id: str) -> list[Any]:
+    from liftwatch.store import alarms as store
+
+    return store.outbox_rows(rig.db, alarm_id=alarm_id)
+
+
+def test_critical_alarm_muted_by_inspection_never_auto_resolves(rig: Rig) -> None:
+    rig.tel(service_mode="inspection", car_status="running", door_zone=False, speed=1.5)
+    rig.tel(speed=1.5)
+    rig.advance(1)
+    muted = rig.one("overspeed")
+    assert muted.suppressed_reason == "inspection_mode" and muted.severity == "critical"
+    rig.tel(speed=0.5)
+    rig.advance(3600)
+    muted = rig.one("overspeed")
+    assert muted.condition == "cleared" and muted.status == "open"  # needs an end of alarm
+    assert muted.escalations == 0 and rig.notified("overspeed") == []
+    rig.event("end_of_alarm")
+    assert rig.one("overspeed").status == "resolved"
+
+
 def test_maintenance_window_mutes_derived_not_button(rig: Rig) -> None:
     from liftwatch.store import alarms as store
 
