@@ -47,6 +47,9 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+if __package__ in (None, ""):  # run as a script: make the repository (tests/) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from liftwatch.localservices import Mosquitto
 from liftwatch.registry import Company, Lift
 from liftwatch.store import Database
