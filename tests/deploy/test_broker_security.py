@@ -8,6 +8,7 @@ sentinel has arrived the denied message would already have arrived too.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -17,14 +18,19 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
 
 import pytest
 import yaml
 
+from liftwatch.mqtt import ConsumerStats, RawMessage, consume
 from liftwatch.protocol import Decoded, decode
 from liftwatch.registry import Company, Lift
+from liftwatch.settings import Settings
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
+from tests.conftest import eventually
 from tests.deploy.broker import (
     DEPLOY,
     SecuredMosquitto,
@@ -385,3 +391,77 @@ def test_shipped_config_paths_match_the_provision_defaults() -> None:
     assert f"acl_file {DEFAULT_ACL_FILE}" in conf
     assert "allow_anonymous false" in conf
     assert Path(DEFAULT_PASSWORD_FILE).parent == Path(DEFAULT_ACL_FILE).parent
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+async def test_liftwatch_mqtt_client_over_tls_with_password(
+    setup: Setup, protocol: Literal["3.1.1", "5"], caplog: pytest.LogCaptureFixture
+) -> None:
+    """liftwatch's own consumer (liftwatch/mqtt.py, used by ingest and alerts) against the
+    shipped broker configuration: mqtts:// with the private CA, the ingest user's password,
+    MQTT 3.1.1 and 5; a wrong password is refused and never counts as connected."""
+    marker = uuid.uuid4().hex
+
+    def settings(password: str) -> Settings:
+        return Settings(
+            mqtt_url=f"mqtts://ingest:{quote(password, safe='')}@127.0.0.1:{setup.broker.tls_port}",
+            mqtt_ca_file=setup.broker.ca_file,
+            mqtt_protocol=protocol,
+        )
+
+    got: list[RawMessage] = []
+    arrived, connected, stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def handle(batch: list[RawMessage]) -> None:
+        got.extend(batch)
+        if any(marker.encode() in m.payload for m in batch):
+            arrived.set()
+
+    task = asyncio.create_task(
+        consume(
+            settings(setup.passwords["ingest"]),
+            client_id=f"tls-{protocol}-{marker[:8]}",
+            kinds=("#",),
+            handle_batch=handle,
+            stop=stop,
+            on_connect=connected.set,
+        )
+    )
+    try:
+        await asyncio.wait_for(connected.wait(), 20)
+        device = setup.client(setup.lift_a).connect()
+        try:
+            assert device.publish(f"lifts/{setup.lift_a}/telemetry", telemetry(7, marker)) == 0
+        finally:
+            device.close()
+        await asyncio.wait_for(arrived.wait(), 20)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+    assert [m.topic for m in got if marker.encode() in m.payload] == [
+        f"lifts/{setup.lift_a}/telemetry"
+    ]
+
+    stats = ConsumerStats()
+    stop = asyncio.Event()
+    with caplog.at_level("WARNING", logger="liftwatch.mqtt"):
+        task = asyncio.create_task(
+            consume(
+                settings("not-the-password"),
+                client_id=f"tls-bad-{marker[:8]}",
+                handle_batch=handle,
+                stop=stop,
+                stats=stats,
+            )
+        )
+        try:
+            await eventually(
+                lambda: any("mqtt_connect_failed" in r.getMessage() for r in caplog.records),
+                20,
+                what="the refusal logged",
+            )
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 20)
+    assert stats.connects == 0 and not stats.connected
+    assert "not-the-password" not in caplog.text  # secrets never logged
