@@ -339,7 +339,8 @@ class Engine:
         live = lifecycle.pursued(alarm)
         esc = None
         if live and alarm.severity == "critical" and alarm.status == "open":
-            esc = (alarm.escalated_at or alarm.raised_at) + self.policy.escalate_every_ms
+            since = alarm.escalated_at or alarm.notified_at or alarm.raised_at
+            esc = since + self.policy.escalate_every_ms
         self._arm(("esc", aid), esc)
         deadline = None
         if live and alarm.deadline_at and not alarm.overdue and alarm.status != "on_site":

@@ -289,6 +289,8 @@ def raise_condition(
             last = store.last_summary_at(conn, req.lift_id, req.code)
             summary = last is None or last <= since
     alarm.suppressed, alarm.suppressed_reason = reason is not None, reason
+    if reason is None or reason == FLOOD_CONTROL:  # flood control: told through the summary
+        alarm.notified_at = req.at
     store.insert_alarm(conn, alarm)
     _record(
         conn,
@@ -323,6 +325,11 @@ def _promote(conn: sqlite3.Connection, alarm: Alarm, req: Raise, out: list[Chang
     """Its suppression ended while the condition still holds: the alarm is raised for real."""
     before = alarm.suppressed_reason
     alarm.suppressed, alarm.suppressed_reason = False, None
+    # Subscribers hear of it now: escalation counts from here, and the arrival deadline keeps
+    # its full length from here (it would otherwise be overdue the moment it is announced).
+    if alarm.deadline_at is not None:
+        alarm.deadline_at = req.at + (alarm.deadline_at - alarm.raised_at)
+    alarm.notified_at = req.at
     _record(
         conn,
         alarm,

@@ -78,6 +78,7 @@ class Alarm:
     suppressed_reason: str | None = None
     unregistered: bool = False
     company_id: str | None = None
+    notified_at: int | None = None  # raise, or the end of its suppression (migration 0006)
 
     @property
     def notified(self) -> bool:

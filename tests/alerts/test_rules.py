@@ -846,3 +846,30 @@ def test_muted_alarm_is_raised_for_real_when_inspection_ends(rig: Rig) -> None:
     alarm = rig.one("run_timeout")
     assert alarm.alarm_id == muted.alarm_id and not alarm.suppressed
     assert rig.notified("run_timeout") == ["alarm.raised"]
+
+
+def test_muted_entrapment_escalates_from_when_it_is_announced(rig: Rig) -> None:
+    """A passenger still trapped when a maintenance window ends: ``alarm.raised`` goes out
+    then, and escalation and the arrival deadline count from that moment, not from the muted
+    raise (the maintenance company cannot act on what it was not told)."""
+    from liftwatch.store import alarms as store
+
+    now = rig.clock.now_ms()
+    store.add_maintenance_window(rig.db, "L1", now, now + 700_000, created_by="api:x")
+    trapped(rig)
+    rig.advance(31)
+    muted = rig.one("entrapment")
+    assert muted.suppressed_reason == "maintenance_window" and muted.notified_at is None
+    rig.advance(670)  # more than twice the escalation period, muted: nothing escalated
+    assert rig.one("entrapment").escalations == 0
+    trapped(rig)  # the window is over, the passenger is still there
+    alarm = rig.one("entrapment")
+    announced = rig.clock.now_ms()
+    assert not alarm.suppressed and alarm.notified_at == announced
+    assert alarm.deadline_at == announced + 30 * 60_000  # the full urban arrival window
+    assert rig.notified("entrapment") == ["alarm.raised"]
+    rig.advance(300 - TICK)
+    assert rig.one("entrapment").escalations == 0  # not at once, as raised_at would give
+    rig.advance(TICK)
+    assert rig.one("entrapment").escalations == 1
+    assert rig.notified("entrapment") == ["alarm.raised", "alarm.escalated"]
