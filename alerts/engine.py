@@ -150,6 +150,12 @@ class Engine:
                     continue
                 self.lifts[lift_id] = lift
                 self._ctx.pop(lift_id, None)
+                if lift.company_id is not None:
+                    with self.db.transaction() as conn:
+                        adopted = store.adopt_unowned(conn, lift_id, lift.company_id, now)
+                    if adopted:
+                        log.info("%d unresolved alarm(s) of %s now belong to company %s",
+                                 len(adopted), lift_id, lift.company_id)  # fmt: skip
                 if lift_id not in self._created:
                     self._created.update(store.lifts_with_created_at(self.db))
                 if not lift.active:

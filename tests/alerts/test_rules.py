@@ -791,6 +791,29 @@ def test_unregistered_lift_still_evaluated_and_flagged(rig: Rig) -> None:
     assert rig.notified("entrapment") == ["alarm.raised"]
 
 
+def test_unregistered_lift_alarm_goes_to_the_company_that_registers_it(rig: Rig) -> None:
+    """A gateway that reports before the lift is in the registry: once the lift is registered
+    its open entrapment belongs to the lift's company (API, webhooks from then on)."""
+    from liftwatch.registry import Lift
+    from liftwatch.store import alarms as store
+    from liftwatch.store import registry as reg
+
+    rig.tel("ghost-2", door_zone=False, passenger_present=True, speed=0.0)
+    rig.advance(30)
+    alarm = rig.one("entrapment", "ghost-2")
+    assert alarm.company_id is None
+    reg.upsert_lift(rig.db, Lift(lift_id="ghost-2", company_id="acme"))
+    rig.engine.refresh_registry()
+    adopted = rig.one("entrapment", "ghost-2")
+    assert adopted.alarm_id == alarm.alarm_id and adopted.company_id == "acme"
+    events = [t.event for t in store.transitions_of(rig.db, alarm.alarm_id)]
+    assert events[-1] == "company_assigned"
+    rig.event("end_of_alarm", lift="ghost-2", by="technician")
+    [row] = [r for r in store.outbox_rows(rig.db, alarm_id=alarm.alarm_id)
+             if r.event_type == "alarm.resolved"]  # fmt: skip
+    assert row.company_id == "acme"
+
+
 def test_per_lift_override_and_global_threshold(tmp_path: Path) -> None:
     from liftwatch.registry import Lift
 
