@@ -8,8 +8,7 @@ import logging
 import signal
 import sys
 
-from alerts.thresholds import ThresholdError
-from liftwatch.cli import EXIT_CONFIG, settings_from
+from liftwatch.cli import settings_from
 from liftwatch.mqtt import MqttError
 
 log = logging.getLogger("liftwatch.alerts")
@@ -31,11 +30,6 @@ def _alerts(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     from alerts import worker
 
-    try:
-        worker.build_engine(settings)  # validates thresholds before connecting
-    except ThresholdError as exc:
-        print(f"liftwatch: invalid setting LIFTWATCH_ALERTS_THRESHOLDS: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
     if settings.alerts_metrics_port:
         from prometheus_client import start_http_server
 

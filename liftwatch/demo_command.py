@@ -206,9 +206,7 @@ def _describe_event(payload: bytes) -> str | None:
         return f"controller fault {body.get('namespace')} {body.get('code')}{text} {state}"
     if kind == "end_of_alarm":
         return "END OF ALARM at the installation" + (f" by {body['by']}" if body.get("by") else "")
-    if kind == "selftest":
-        return None  # routine: every lift self-tests at start
-    return None
+    return None  # a self-test: routine, every lift runs one at start
 
 
 class _Story:

@@ -41,19 +41,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from alerts.thresholds import ThresholdError
-    from alerts.worker import build_engine
     from api.command import admin_token_problem
 
     settings = settings_from(args)
     problem = admin_token_problem(settings)
     if problem:
         print(f"liftwatch: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
-    try:
-        build_engine(settings)  # validates the thresholds before anything connects
-    except ThresholdError as exc:
-        print(f"liftwatch: invalid setting LIFTWATCH_ALERTS_THRESHOLDS: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request
     host = args.host or settings.api_host

@@ -105,6 +105,16 @@ class Settings(BaseSettings):
             raise ValueError("must be a non-empty topic level without wildcards or edge slashes")
         return value
 
+    @field_validator("alerts_thresholds")
+    @classmethod
+    def _known_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        from alerts.thresholds import ThresholdError, check  # the rules own the key list
+
+        try:
+            return check(value, "thresholds")
+        except ThresholdError as exc:
+            raise ValueError(str(exc)) from None
+
     @property
     def mqtt(self) -> MqttTarget:
         return MqttTarget.parse(self.mqtt_url)

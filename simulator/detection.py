@@ -14,7 +14,6 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,28 +41,18 @@ class DetectionRun:
         return self.score.table(self.label_doc["started_ms"])
 
 
-def _ms(ts: str) -> int:
-    return round(datetime.fromisoformat(ts).timestamp() * 1000)
-
-
 def observations(
     alarms: list[dict[str, Any]], details: dict[str, dict[str, Any]]
 ) -> list[Observed]:
     """Raised alarms, plus every ``condition_returned`` transition of the alarms in
     ``details`` (an open alarm whose condition came back counts as a detection)."""
     out = [Observed.from_json(a) for a in alarms]
-    for alarm_id, detail in details.items():
+    for detail in details.values():
         for tr in detail.get("transitions", []):
             if tr.get("event") == "condition_returned":
                 out.append(
-                    Observed(
-                        lift_id=detail["lift_id"],
-                        code=detail["code"],
-                        subtype=detail.get("subtype"),
-                        at_ms=_ms(tr["at"]),
-                        suppressed=bool(detail.get("suppressed")),
-                        kind="returned",
-                        alarm_id=alarm_id,
+                    Observed.from_json(  # timed by the transition, not by the raise
+                        {**detail, "raised_at": None, "at": tr["at"], "kind": "returned"}
                     )
                 )
     return out

@@ -167,12 +167,6 @@ class Stack:
             timeout=timeout,
         )
 
-    def pids(self) -> list[int]:
-        """Every process this stack started (for tests that check they are all gone)."""
-        pids = [self.serve.pid]
-        pids += [svc.proc.pid for svc in self.started if svc.proc is not None]
-        return pids
-
     def close(self) -> int | None:
         """Stop ``liftwatch serve``, then the services this stack started; return serve's exit
         code (0: it stopped cleanly)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,35 +17,15 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from liftwatch.influx import InfluxClient
+from simulator.stack import ServeProcess
 from tests.alerts.test_worker import TRAPPED, publish
 from tests.conftest import Service
-from tests.processes import Child
 from tests.receiver import RecordingReceiver
 
 pytestmark = pytest.mark.integration
 
 ADMIN = "serve-test-admin-token-0123456789"
 T = TypeVar("T")
-
-
-class Serve(Child):
-    """A ``liftwatch serve`` child process."""
-
-    def __init__(self, env: dict[str, str], port: int = 0) -> None:
-        super().__init__(["serve", "--port", str(port)], env)
-
-    def wait_ready(self, within: float = 20) -> str:
-        return self.wait_for(r"event=serve_ready api=(http://\S+)", within).group(1)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
 
 
 def poll(check: Callable[[], T], within: float = 15, what: str = "condition") -> T:
@@ -81,16 +60,14 @@ def env(mosquitto: Service, influxdb: Service, unique: str, tmp_path: Path) -> d
 
 
 @pytest.fixture
-def serve(env: dict[str, str]) -> Iterator[Serve]:
-    proc = Serve(env)
+def serve(env: dict[str, str], tmp_path: Path) -> Iterator[ServeProcess]:
+    proc = ServeProcess(env, tmp_path / "serve.log")  # as the demo runs it
     yield proc
-    if proc.proc.poll() is None:
-        proc.proc.kill()
-        proc.proc.wait(10)
+    proc.stop()
 
 
 def test_serve_runs_all_three_parts_and_stops_cleanly(
-    serve: Serve, env: dict[str, str], influxdb: Service, unique: str
+    serve: ServeProcess, env: dict[str, str], unique: str
 ) -> None:
     lift = f"L-{unique}"
     url = serve.wait_ready()
@@ -122,11 +99,7 @@ def test_serve_runs_all_three_parts_and_stops_cleanly(
                 assert got.status_code == 200, got.text
                 return [a for a in got.json()["items"] if a["code"] == "entrapment"]
 
-            try:
-                [alarm] = poll(entrapment, what="entrapment alarm")
-            except AssertionError:
-                print(serve.output)
-                raise
+            [alarm] = poll(entrapment, what="entrapment alarm")
             r = api.post(f"/alarms/{alarm['alarm_id']}/acknowledge", headers=maintainer)
             assert r.status_code == 200, r.text
 
@@ -135,45 +108,36 @@ def test_serve_runs_all_three_parts_and_stops_cleanly(
             events = [hook.verify(g.body, g.headers) for g in got]
             assert [e["type"] for e in events] == ["alarm.raised", "alarm.acknowledged"]
 
-            # ingest stored the telemetry in InfluxDB.
-            influx = InfluxClient(influxdb.url, env["LIFTWATCH_INFLUX_DATABASE"])
+            # ingest stored the telemetry in InfluxDB (read back through the API).
+            def stored() -> list[dict[str, object]]:
+                got = api.get(
+                    f"/lifts/{lift}/telemetry", params={"start": now - 60_000}, headers=admin
+                )
+                assert got.status_code == 200, got.text
+                points: list[dict[str, object]] = got.json()["points"]
+                return points
 
-            def stored() -> bool:
-                import asyncio
-
-                async def count() -> bool:
-                    try:
-                        series = await influx.query(
-                            "SELECT count(speed) FROM lift_state WHERE lift_id = $lift",
-                            {"lift": lift},
-                        )
-                    finally:
-                        await influx.aclose()
-                    return bool(series) and series[0]["values"][0][1] == 1
-
-                return asyncio.run(count())
-
-            poll(stored, what="telemetry in InfluxDB")
+            [point] = poll(stored, what="telemetry stored")
+            assert point["floor"] == TRAPPED["floor"] and point["seq"] == 1
 
             # one registry for the three parts, at the API's /metrics
             metrics = httpx.get(url + "/metrics", timeout=10).text
             assert "liftwatch_ingest_" in metrics and "liftwatch_alerts_" in metrics
     finally:
         recv.close()
-    assert serve.stop() == 0, serve.output
+    assert serve.stop() == 0, "\n".join(serve.lines)
 
 
-def test_serve_stops_every_part_when_one_cannot_start(env: dict[str, str]) -> None:
+def test_serve_stops_every_part_when_one_cannot_start(env: dict[str, str], tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        proc = Serve(env, port=taken.getsockname()[1])
+        proc = ServeProcess(env, tmp_path / "serve.log", port=taken.getsockname()[1])
         try:
             code = proc.proc.wait(60)  # ingest and alerts would run forever if not stopped
         finally:
-            if proc.proc.poll() is None:
-                proc.proc.kill()
-    log = proc.output
+            proc.stop()
+    log = "\n".join(proc.lines)
     assert code == 1, log
     assert "event=part_stopped part=api" in log
 

@@ -80,6 +80,8 @@ def test_environment_sets_every_design_key(monkeypatch: pytest.MonkeyPatch) -> N
         ("LIFTWATCH_API_PORT", "eighty"),
         ("LIFTWATCH_WEBHOOK_ALLOW_PRIVATE", "perhaps"),
         ("LIFTWATCH_MQTT_TOPIC_PREFIX", "lifts/#"),
+        ("LIFTWATCH_ALERTS_THRESHOLDS", '{"entrapmnt_s": 20}'),  # a typo keeps no default
+        ("LIFTWATCH_ALERTS_THRESHOLDS", '{"entrapment_s": -1}'),
     ],
 )
 def test_invalid_settings_name_the_key(
