@@ -150,12 +150,6 @@ class Engine:
                     continue
                 self.lifts[lift_id] = lift
                 self._ctx.pop(lift_id, None)
-                if lift.company_id is not None:
-                    with self.db.transaction() as conn:
-                        adopted = store.adopt_unowned(conn, lift_id, lift.company_id, now)
-                    if adopted:
-                        log.info("%d unresolved alarm(s) of %s now belong to company %s",
-                                 len(adopted), lift_id, lift.company_id)  # fmt: skip
                 if lift_id not in self._created:
                     self._created.update(store.lifts_with_created_at(self.db))
                 if not lift.active:
@@ -312,7 +306,7 @@ class Engine:
         if alarm.code != "alarm_button" and alarm.condition == "active":
             c = st.cond(latch_key(alarm.code, alarm.subtype, alarm.source, alarm.evidence))
             c.active = True
-            c.muted = alarm.suppressed and alarm.suppressed_reason != "flood_control"
+            c.muted = not lifecycle.pursued(alarm)
 
     def _context(self, lift_id: str) -> Context:
         ctx = self._ctx.get(lift_id)
@@ -474,7 +468,7 @@ class Engine:
             alarm = lifecycle.raise_condition(conn, req, self.policy, out)
             c = st.peek((sig.code, sig.subtype, sig.source))
             if c is not None:
-                c.muted = alarm.suppressed and alarm.suppressed_reason != "flood_control"
+                c.muted = not lifecycle.pursued(alarm)
         elif kind == "clear":
             actor = "device" if sig.source == "device" else "rule"
             lifecycle.clear_condition(conn, lift_id, sig.code, sig.subtype, now, out, actor=actor)

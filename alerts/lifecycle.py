@@ -260,7 +260,7 @@ def raise_condition(
                 actor=req.actor,
                 notify="alarm.condition_returned",
             )
-        if existing.suppressed and existing.suppressed_reason != "flood_control" and not reason:
+        if not pursued(existing) and not reason:
             _promote(conn, existing, req, out)
         return existing
 

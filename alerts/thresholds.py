@@ -136,8 +136,9 @@ def check(values: dict[str, float], where: str) -> dict[str, float]:
 
 
 def resolve(global_values: dict[str, float], lift_overrides: dict[str, float]) -> Thresholds:
-    """Defaults, then the global settings, then the lift's overrides. Unknown per-lift keys
-    are ignored here (the registry validates nothing about them) rather than stopping alarms."""
+    """Defaults, then the global settings, then the lift's overrides. The registry refuses
+    unknown per-lift keys on input; one stored by an older version is ignored here rather
+    than stopping alarms."""
     merged = dict(DEFAULTS)
     merged.update(global_values)
     merged.update({k: v for k, v in lift_overrides.items() if k in DEFAULTS and v >= 0})

@@ -75,14 +75,6 @@ class _Acc:
             ):
                 self.in_time += 1
 
-    def merge(self, other: _Acc) -> None:
-        self.alarms += other.alarms
-        self.critical += other.critical
-        self.ack += other.ack
-        self.on_site += other.on_site
-        self.entrapments += other.entrapments
-        self.in_time += other.in_time
-
     def group(self, key: str | None) -> FaultGroup:
         return FaultGroup(
             key=key,
@@ -112,16 +104,15 @@ def _key(r: ReportRow, group_by: GroupBy) -> str | None:
 
 def aggregate(rows: Iterable[ReportRow], group_by: GroupBy) -> tuple[FaultGroup, list[FaultGroup]]:
     """``(totals, groups)``; groups sorted by alarm count, then key."""
+    total = _Acc()
     groups: dict[str | None, _Acc] = {}
     for r in rows:
+        total.add(r)
         key = _key(r, group_by)
         acc = groups.get(key)
         if acc is None:
             acc = groups[key] = _Acc()
         acc.add(r)
-    total = _Acc()  # each row added once, to its group; the totals merge the groups
-    for acc in groups.values():
-        total.merge(acc)
     out = [acc.group(k) for k, acc in groups.items()]
     out.sort(key=lambda g: (-g.alarms, g.key or ""))
     return total.group(None), out

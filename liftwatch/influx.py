@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import msgspec
-import orjson
 
 from liftwatch.settings import Settings
 
@@ -50,8 +49,8 @@ def _decode(response: httpx.Response) -> dict[str, Any]:
     try:
         if _is_msgpack(response):
             return _msgpack_decoder.decode(response.content)
-        payload = orjson.loads(response.content)
-    except (msgspec.DecodeError, orjson.JSONDecodeError) as exc:
+        payload = msgspec.json.decode(response.content)
+    except msgspec.DecodeError as exc:
         raise InfluxError("InfluxDB answered an undecodable query result") from exc
     if not isinstance(payload, dict):
         raise InfluxError("InfluxDB answered an unexpected query result")

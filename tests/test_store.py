@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from liftwatch.registry import Company, Lift
 from liftwatch.store import Database
@@ -53,3 +54,17 @@ def test_dead_letters_are_capped_and_cut(tmp_path: Path) -> None:
     assert len(kept) == 100
     assert kept[0].received_at == 149 and kept[-1].received_at == 50  # oldest pruned
     assert len(kept[0].payload) == 1024
+
+
+def test_a_stored_lift_with_an_override_key_refused_today_still_reads(tmp_path: Path) -> None:
+    """Input refuses unknown threshold keys; a row an older version stored must still load,
+    or the API and the alerts engine could not read the registry at all."""
+    db = Database(tmp_path / "s.sqlite3")
+    reg.upsert_company(db, Company(company_id="c", name="C"))
+    reg.upsert_lift(db, Lift(lift_id="L1", company_id="c"))
+    with db.transaction() as conn:
+        conn.execute("UPDATE lifts SET overrides = '{\"entrapment\": 20}' WHERE lift_id = 'L1'")
+    lift = reg.get_lift(db, "L1")
+    assert lift is not None and lift.overrides == {"entrapment": 20}
+    with pytest.raises(ValidationError, match="unknown threshold entrapment"):
+        Lift(lift_id="L2", overrides={"entrapment": 20})

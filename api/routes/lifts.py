@@ -3,6 +3,7 @@ one lift's detail with live state and open alarms."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from typing import Annotated, Any, Literal
@@ -168,7 +169,7 @@ async def import_lifts(
             # Without a usable header no row can be read: the file as a whole is refused.
             raise invalid("body", errors[0].error)
     outcomes, refused = reg.import_lifts(db, rows)
-    registry_changed(engine)
+    await asyncio.to_thread(registry_changed, engine)  # SQLite reads: off the event loop
     errors += [ImportRowError(line=ln, lift_id=lid, error=why) for ln, lid, why in refused]
     errors.sort(key=lambda e: e.line)
     return ImportResult(

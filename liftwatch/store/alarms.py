@@ -81,10 +81,6 @@ class Alarm:
     notified_at: int | None = None  # raise, or the end of its suppression (migration 0006)
 
     @property
-    def notified(self) -> bool:
-        return not self.suppressed
-
-    @property
     def resolved(self) -> bool:
         return self.status == "resolved"
 
@@ -233,28 +229,16 @@ class Transition:
     id: int | None = None
 
 
-def adopt_unowned(conn: sqlite3.Connection, lift_id: str, company_id: str, at: int) -> list[str]:
+def adopt_unowned(conn: sqlite3.Connection, lift_id: str, company_id: str, at: int) -> int:
     """A lift registered (or given a company) after it raised alarms: its unresolved alarms
     without a company become that company's — visible to it in the API, and their next
-    transitions notify its subscriptions. Recorded as a ``company_assigned`` transition."""
-    ids = [
-        r[0]
-        for r in conn.execute(
-            "SELECT alarm_id FROM alarms WHERE lift_id = ? AND company_id IS NULL"
-            " AND status != 'resolved'",
-            (lift_id,),
-        )
-    ]
-    for alarm_id in ids:
-        conn.execute(
-            "UPDATE alarms SET company_id = ?, updated_at = ? WHERE alarm_id = ?",
-            (company_id, at, alarm_id),
-        )
-        add_transition(
-            conn,
-            Transition(alarm_id, at, "company_assigned", None, company_id, "registry", None),
-        )
-    return ids
+    transitions notify its subscriptions. Called by the registry write, in its transaction."""
+    cur = conn.execute(
+        "UPDATE alarms SET company_id = ?, updated_at = ?"
+        " WHERE lift_id = ? AND company_id IS NULL AND status != 'resolved'",
+        (company_id, at, lift_id),
+    )
+    return cur.rowcount
 
 
 def add_transition(conn: sqlite3.Connection, t: Transition) -> None:

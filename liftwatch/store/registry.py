@@ -7,7 +7,8 @@ import sqlite3
 import time
 from typing import Any, Literal
 
-from liftwatch.registry import Company, Lift
+from liftwatch.registry import STORED, Company, Lift
+from liftwatch.store import alarms
 from liftwatch.store.db import Database
 
 Outcome = Literal["inserted", "updated", "unchanged"]
@@ -81,20 +82,23 @@ def list_companies(db: Database) -> list[Company]:
 
 
 def lift_from_row(row: sqlite3.Row) -> Lift:
-    return Lift(
-        lift_id=row["lift_id"],
-        registration_code=row["registration_code"],
-        rescue_code=row["rescue_code"],
-        name=row["name"],
-        address=row["address"],
-        area_code=row["area_code"],
-        company_id=row["company_id"],
-        rated_speed=row["rated_speed"],
-        floors=row["floors"],
-        urban=bool(row["urban"]),
-        active=bool(row["active"]),
-        overrides=json.loads(row["overrides"]),
-    )
+    values = {
+        "lift_id": row["lift_id"],
+        "registration_code": row["registration_code"],
+        "rescue_code": row["rescue_code"],
+        "name": row["name"],
+        "address": row["address"],
+        "area_code": row["area_code"],
+        "company_id": row["company_id"],
+        "rated_speed": row["rated_speed"],
+        "floors": row["floors"],
+        "urban": bool(row["urban"]),
+        "active": bool(row["active"]),
+        "overrides": json.loads(row["overrides"]),
+    }
+    # Stored: never refuse what an older version accepted (an unknown override key is ignored
+    # by the rules), or one old row would stop the API and the alerts engine from reading.
+    return Lift.model_validate(values, context=STORED)
 
 
 def upsert_lift(db: Database, lift: Lift) -> Outcome:
@@ -115,6 +119,8 @@ def upsert_lift_in(conn: sqlite3.Connection, lift: Lift) -> Outcome:
     values["urban"] = int(lift.urban)
     values["active"] = int(lift.active)
     cols = list(values)
+    if lift.company_id is not None:
+        alarms.adopt_unowned(conn, lift.lift_id, lift.company_id, now)
     if row is None:
         conn.execute(
             f"INSERT INTO lifts ({', '.join(cols)}, created_at, updated_at)"  # noqa: S608 - fixed column names

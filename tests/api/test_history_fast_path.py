@@ -178,6 +178,7 @@ async def test_msgpack_answers_and_unavailable_server_are_not_retried_in_json() 
 
     client, seen = stand_in(answer)
     assert await client.query("SELECT v FROM m") == SERIES
+    assert seen == ["application/x-msgpack"]  # no second, JSON request
     await client.aclose()
 
     down, seen = stand_in(lambda accept: httpx.Response(503, text="down"))
