@@ -1,8 +1,12 @@
 # The obvious command for each task; the work is in scripts/ (STYLE.md: scripts to rule them all).
-.PHONY: setup test check demo bench
+.PHONY: setup lock test check demo bench
 
 setup:
 	scripts/setup
+
+# Refresh uv.lock (and requirements/) to the newest releases the ranges allow: docs/dependencies.md.
+lock:
+	scripts/lock
 
 test: setup
 	scripts/test
