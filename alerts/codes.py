@@ -91,6 +91,14 @@ def names(code: str, subtype: str | None) -> dict[str, str]:
     return {"zh": entry.zh, "en": entry.en}
 
 
+def _ascii_number(text: str) -> int | None:
+    """The code as a number when it is 1 to 9 ASCII digits (PROTOCOL.md 1.1: Unicode digits
+    such as ``²`` or ``①`` are text, which ``str.isdigit`` and ``int`` would take or choke on)."""
+    if 0 < len(text) <= 9 and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
 def reported_code(namespace: str, code: int | str) -> tuple[str, str | None]:
     """Map a controller fault to ``(liftwatch code, subtype)``.
 
@@ -101,10 +109,11 @@ def reported_code(namespace: str, code: int | str) -> tuple[str, str | None]:
     """
     ns = namespace.strip().lower()
     text = str(code).strip()
-    if ns == "gb24476" and text.isdigit() and int(text) in BY_GB24476:
-        return BY_GB24476[int(text)], None
-    if ns == "gb38656" and text.isdigit() and f"{int(text):02d}" in BY_GB38656:
-        return BY_GB38656[f"{int(text):02d}"], None
+    number = _ascii_number(text)
+    if ns == "gb24476" and number in BY_GB24476:
+        return BY_GB24476[number], None
+    if ns == "gb38656" and number is not None and f"{number:02d}" in BY_GB38656:
+        return BY_GB38656[f"{number:02d}"], None
     if ns == "liftwatch" and text in CODES and text != "controller_fault":
         return text, None
     return "controller_fault", f"{namespace}:{text}"[:100]

@@ -68,6 +68,17 @@ def test_reported_codes() -> None:
     assert reported_code("gb38656", "09") == ("overtravel_top", None)
 
 
+def test_unicode_digits_are_text_not_numbers() -> None:
+    """PROTOCOL.md 1.1 § Value ranges; regression for the fleet-wide crash of
+    ../shared/reviews/security.md #1 (``"²".isdigit()`` is true, ``int("²")`` raises)."""
+    for code in ("²", "①", "⁰", "¹²", "٣", "５"):
+        assert reported_code("gb24476", code) == ("controller_fault", f"gb24476:{code}")
+        assert reported_code("gb38656", code) == ("controller_fault", f"gb38656:{code}")
+    huge = "1" * 5000  # int() refuses more than 4,300 digits
+    assert reported_code("gb24476", huge)[0] == "controller_fault"
+    assert reported_code("gb24476", " 3 ") == (BY_GB24476[3], None)
+
+
 def test_entrapment_names_by_subtype() -> None:
     assert names("entrapment", "outside_zone")["zh"] == "困人"
     assert names("entrapment", "at_landing")["zh"] == "困人（平层关人）"
