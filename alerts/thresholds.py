@@ -132,7 +132,22 @@ def check(values: dict[str, float], where: str) -> dict[str, float]:
     negative = sorted(k for k, x in values.items() if not x >= 0)
     if negative:
         raise ThresholdError(f"{where}: thresholds must be >= 0: {', '.join(negative)}")
+    # 1e999 parses as infinity, and ~1e305 s overflows milliseconds: either stopped every
+    # lift's evaluation (../shared/repros r02). The full FAULTS.md 1.1 ranges are to come.
+    huge = sorted(k for k, x in values.items() if not usable(x))
+    if huge:
+        raise ThresholdError(
+            f"{where}: thresholds must be finite and at most {MAX_VALUE:g}: {', '.join(huge)}"
+        )
     return values
+
+
+MAX_VALUE: Final = 1e9
+
+
+def usable(value: float) -> bool:
+    """A value the engine can compute with (finite, non-negative, far from overflow)."""
+    return 0 <= value <= MAX_VALUE
 
 
 def resolve(global_values: dict[str, float], lift_overrides: dict[str, float]) -> Thresholds:
@@ -141,5 +156,6 @@ def resolve(global_values: dict[str, float], lift_overrides: dict[str, float]) -
     than stopping alarms."""
     merged = dict(DEFAULTS)
     merged.update(global_values)
-    merged.update({k: v for k, v in lift_overrides.items() if k in DEFAULTS and v >= 0})
+    # A stored value that is somehow unusable never stops evaluation: the default applies.
+    merged.update({k: v for k, v in lift_overrides.items() if k in DEFAULTS and usable(v)})
     return Thresholds(merged)
