@@ -121,6 +121,9 @@ class Thresholds:
         return round(self.raw[key] * 1000)
 
 
+MAX_VALUE: Final = 1e9
+
+
 def check(values: dict[str, float], where: str) -> dict[str, float]:
     """Reject unknown keys and negative values with a message naming them."""
     unknown = sorted(set(values) - set(DEFAULTS))
@@ -140,9 +143,6 @@ def check(values: dict[str, float], where: str) -> dict[str, float]:
             f"{where}: thresholds must be finite and at most {MAX_VALUE:g}: {', '.join(huge)}"
         )
     return values
-
-
-MAX_VALUE: Final = 1e9
 
 
 def usable(value: float) -> bool:
