@@ -125,9 +125,14 @@ def _csv_value(column: str, raw: str) -> Any:
 
 def parse_csv(text: str) -> tuple[list[tuple[int, Lift]], list[ImportRowError]]:
     """Parse a registry CSV (header row required). Returns valid rows with their line numbers
-    and the errors of the others; one bad row never stops the rest."""
-    reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
+    and the errors of the others; one bad row never stops the rest. Lines may end in LF,
+    CRLF or a bare CR; a row the csv module cannot read (say a field over its 128 KiB limit)
+    is rejected with the reason, and the rows after it are read on."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as exc:
+        return [], [ImportRowError(line=1, lift_id=None, error=f"bad header: {exc}")]
     missing = "lift_id" not in header
     unknown = [h for h in header if h not in CSV_COLUMNS]
     if missing or unknown:
@@ -136,7 +141,15 @@ def parse_csv(text: str) -> tuple[list[tuple[int, Lift]], list[ImportRowError]]:
     rows: list[dict[str, Any]] = []
     errors: list[ImportRowError] = []
     lines: list[int] = []
-    for raw in reader:
+    rows_in = iter(reader)
+    while True:
+        try:
+            raw = next(rows_in)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # this row only; the reader goes on with the next line
+            errors.append(ImportRowError(line=reader.line_num, lift_id=None, error=str(exc)))
+            continue
         line = reader.line_num
         if None in raw:
             errors.append(

@@ -159,6 +159,18 @@ async def _feed(
             await asyncio.sleep(poll_s)
 
 
+MAX_EVENT_ID = 2**62
+
+
+def _event_id(header: str) -> int:
+    """A ``Last-Event-ID``: ASCII digits only (``str.isdigit`` admits ``²``), at most 2**62
+    like ``after``; anything else is 422 rather than a 500 or a stream that dies later."""
+    text = header.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_EVENT_ID:
+        raise invalid("Last-Event-ID", f"must be an event id (an integer 0..{MAX_EVENT_ID})")
+    return int(text)
+
+
 @router.get(
     "/stream",
     summary="Server-sent events: alarm notifications as they happen",
@@ -173,14 +185,12 @@ async def stream(
     request: Request,
     db: DbDep,
     principal: PrincipalDep,
-    after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_EVENT_ID)] = None,
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
 ) -> StreamingResponse:
     start = after
     if start is None and last_event_id:
-        if not last_event_id.strip().isdigit():
-            raise invalid("Last-Event-ID", "must be an event id (an integer)")
-        start = int(last_event_id.strip())
+        start = _event_id(last_event_id)
     if start is None:
         start = await asyncio.to_thread(aq.last_outbox_id, db)
     company = principal.company_id if principal.role == "maintainer" else None

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from api.auth import AdminDep, PrincipalDep, WriterDep, ensure_admin, ensure_company_visible
 from api.deps import DbDep
-from api.errors import conflict, not_found, responses
-from liftwatch.registry import Company
+from api.errors import ApiError, conflict, not_found, responses, validation_detail
+from liftwatch.registry import Company, describe_errors
 from liftwatch.store import registry as reg
 
 router = APIRouter(prefix="/companies", tags=["companies"], responses=responses(401, 403, 422))
@@ -68,8 +68,12 @@ def patch_company(
 ) -> Company:
     company = get_company(company_id, db, principal)
     ensure_admin(principal)
-    changed = company.model_copy(update=body.model_dump(exclude_unset=True))
-    changed = Company.model_validate(changed.model_dump())
+    try:  # an explicit null for a required field ("name", "active") is refused, named
+        changed = Company.model_validate(company.model_dump() | body.model_dump(exclude_unset=True))
+    except ValidationError as exc:
+        raise ApiError(
+            422, "validation_error", describe_errors(exc), validation_detail(exc.errors())
+        ) from exc
     reg.upsert_company(db, changed)
     return changed
 
