@@ -192,7 +192,9 @@ async def get_lift(
 ) -> LiftDetail:
     lift = visible_lift(db, principal, lift_id)
     live = await live_state(influx, lift_id)
-    return LiftDetail(**lift.model_dump(), live=live, open_alarms=open_alarms(db, lift_id))
+    return LiftDetail(
+        **lift.model_dump(), live=live, open_alarms=open_alarms(db, lift_id, principal)
+    )
 
 
 @router.put(

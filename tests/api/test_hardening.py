@@ -1,5 +1,6 @@
 """Regression tests for the API findings of the security review (issue 12,
-../shared/reviews/security.md): client input answered 4xx with a reason, never 5xx (#8)."""
+../shared/reviews/security.md): client input answered 4xx with a reason, never 5xx (#8); a
+lift's open alarms shown by the alarm's company (#6)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import httpx
 import pytest
 
 from api.errors import ApiError
-from api.timeparams import parse_time
+from api.timeparams import now_ms, parse_time
 from liftwatch.registry import parse_csv
+from liftwatch.store import alarms as store
 from liftwatch.store import registry as reg
-from tests.api.conftest import World, assert_error
+from tests.api.conftest import World, assert_error, raise_alarm
 
 pytestmark = pytest.mark.integration
 
@@ -103,3 +105,41 @@ def test_parse_time_refuses_times_from_2100(value: str) -> None:
         parse_time(value, "end", 0)
     assert err.value.status == 422 and "out of range" in err.value.message
     assert parse_time("2099-12-31T23:59:59.999Z", "end", 0) == 4102444800000 - 1
+
+
+# --- #6: a lift moved to another company does not show it the previous company's alarms ------
+
+
+async def test_lift_detail_open_alarms_filtered_by_alarm_company_after_move(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    alarm = raise_alarm(world.db, world.lift_a, "entrapment", at=now_ms(), company_id="co-a")
+    r = await client.patch(
+        f"/api/v1/lifts/{world.lift_a}", json={"company_id": "co-b"}, headers=world.h("admin")
+    )
+    assert r.status_code == 200, r.text
+    r = await client.get(f"/api/v1/lifts/{world.lift_a}", headers=world.h("maintainer_b"))
+    assert r.status_code == 200, r.text
+    shown = r.json()["open_alarms"]
+    # Whatever company the alarm has now (FAULTS.md 1.1: an unresolved alarm may move with its
+    # lift), B sees it only if it is B's: the same rule as GET /alarms/{id}.
+    stored = store.get_alarm(world.db, alarm)
+    assert stored is not None
+    assert all(a["company_id"] == "co-b" for a in shown), shown
+    assert [a["alarm_id"] for a in shown] == ([alarm] if stored.company_id == "co-b" else [])
+    direct = await client.get(f"/api/v1/alarms/{alarm}", headers=world.h("maintainer_b"))
+    assert direct.status_code == (200 if stored.company_id == "co-b" else 404)
+
+
+async def test_lift_detail_hides_open_alarm_recorded_under_another_company(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    # The lift is B's; its unresolved alarm is recorded under A (raised before a move).
+    alarm = raise_alarm(world.db, world.lift_b, "alarm_button", at=now_ms(), company_id="co-a")
+    mine = raise_alarm(world.db, world.lift_b, "door_fault", at=now_ms(), company_id="co-b")
+    r = await client.get(f"/api/v1/lifts/{world.lift_b}", headers=world.h("maintainer_b"))
+    assert [a["alarm_id"] for a in r.json()["open_alarms"]] == [mine]
+    assert "co-a" not in r.text
+    for who in ("admin", "inspector"):
+        r = await client.get(f"/api/v1/lifts/{world.lift_b}", headers=world.h(who))
+        assert {a["alarm_id"] for a in r.json()["open_alarms"]} == {alarm, mine}
