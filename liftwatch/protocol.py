@@ -45,7 +45,13 @@ Circuit = Literal["closed", "open"]
 PowerSource = Literal["mains", "battery", "other"]
 Kind = Literal["telemetry", "event", "status"]
 
-NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+# PROTOCOL.md § Value ranges (1.1): integers are 64-bit signed (what InfluxDB stores); any
+# other integer is ``bad_value`` here, in the one decoder, so ingest and alerts agree and no
+# InfluxDB batch is refused (and bisected) because of it.
+Int = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
+NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
 Text = Annotated[str, msgspec.Meta(max_length=1024)]
 
 
@@ -64,15 +70,15 @@ class Reason(enum.StrEnum):
 
 class ControllerFault(msgspec.Struct, frozen=True):
     namespace: Text
-    code: int | Text
+    code: Int | Text
     text: Text | None = None
 
 
 class Telemetry(msgspec.Struct, kw_only=True):
     """A full state snapshot (PROTOCOL.md § Telemetry). Unknown fields are dropped on decode."""
 
-    v: int
-    ts: int | str
+    v: Int
+    ts: Int | str
     seq: NonNegInt
     service_mode: ServiceMode
     car_status: CarStatus
@@ -80,11 +86,11 @@ class Telemetry(msgspec.Struct, kw_only=True):
     floor: Annotated[str, msgspec.Meta(max_length=64)] | None
     door_zone: bool
     doors_closed: bool
-    floor_index: int | None = None
+    floor_index: Int | None = None
     door_state: DoorState | None = None
     passenger_present: bool | None = None
     speed: float | None = None
-    position: int | None = None
+    position: Int | None = None
     load: float | None = None
     safety_circuit: Circuit | None = None
     door_lock_circuit: Circuit | None = None
@@ -92,17 +98,17 @@ class Telemetry(msgspec.Struct, kw_only=True):
     down_limit: bool | None = None
     power_source: PowerSource | None = None
     alarm_button: bool | None = None
-    battery: int | None = None
+    battery: Int | None = None
     controller_faults: list[ControllerFault] | None = None
     total_running_time: float | None = None
-    run_count: int | None = None
+    run_count: Int | None = None
     machine_room_temp: float | None = None
-    rssi: int | None = None
+    rssi: Int | None = None
 
 
 class _EventBase(msgspec.Struct, kw_only=True, tag_field="type"):
-    v: int
-    ts: int | str
+    v: Int
+    ts: Int | str
     seq: NonNegInt
 
 
@@ -112,7 +118,7 @@ class AlarmButtonEvent(_EventBase, tag="alarm_button"):
 
 class FaultEvent(_EventBase, tag="fault"):
     namespace: Text
-    code: int | Text
+    code: Int | Text
     active: bool
     text: Text | None = None
 
@@ -130,7 +136,7 @@ Event = AlarmButtonEvent | FaultEvent | SelftestEvent | EndOfAlarmEvent
 
 
 class Status(msgspec.Struct, kw_only=True):
-    v: int
+    v: Int
     state: Literal["online", "offline"]
 
 
@@ -313,7 +319,12 @@ def _classify_validation(topic: str, lift_id: str, payload: bytes, msg: str) -> 
         version = _VERSION_DECODER.decode(payload).v
     except (msgspec.ValidationError, msgspec.DecodeError):
         version = PROTOCOL_VERSION
-    is_int = isinstance(version, int) and not isinstance(version, bool)
+    # An integer out of the int64 range is bad_value (1.1), also in `v`.
+    is_int = (
+        isinstance(version, int)
+        and not isinstance(version, bool)
+        and INT64_MIN <= version <= INT64_MAX
+    )
     if (version is None or is_int) and version != PROTOCOL_VERSION:
         if version is None:
             return Rejection(

@@ -292,10 +292,10 @@ def test_ts_without_offset_or_unparseable_is_bad_value(ts: Any) -> None:
     assert "ts" in result.detail
 
 
-@pytest.mark.parametrize("ts", [-5, 0, 1, NOW * 1000, 2**63 - 1, 2**70])
+@pytest.mark.parametrize("ts", [-5, 0, 1, NOW * 1000, 2**63 - 1, -(2**63)])
 def test_any_integer_ts_far_off_is_replaced_not_rejected(ts: int) -> None:
     """PROTOCOL.md replaces a ts far in the past or future (epoch seconds, microseconds, a
-    reset clock) by the receive time instead of dropping the message."""
+    reset clock) by the receive time instead of dropping the message (within int64: 1.1)."""
     result = dec(telemetry(ts=ts))
     assert isinstance(result, Decoded), result
     assert result.ts_corrected and result.ts_ms == NOW
@@ -318,6 +318,77 @@ def test_ts_too_far_in_future_or_past_is_replaced_by_receive_time(
     assert result.ts_corrected is corrected
     assert result.ts_ms == (NOW if corrected else NOW + offset_ms)
     assert result.received_ms == NOW
+
+
+# --- int64 (PROTOCOL.md § Value ranges, 1.1) --------------------------------------------------
+
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+OUT_OF_INT64 = [2**63, INT64_MIN - 1, 10**30, -(10**30), int("9" * 4000)]
+
+
+def _with(path: str, value: int) -> tuple[dict[str, Any], str]:
+    """A valid message with ``value`` at ``path`` (``kind:field`` or nested) and its kind."""
+    fault = {"namespace": "gb24476", "code": 5}
+    docs: dict[str, tuple[dict[str, Any], str]] = {
+        "telemetry:controller_faults[].code": (
+            telemetry(controller_faults=[{**fault, "code": value}]),
+            "telemetry",
+        ),
+        "event:code": (event("fault", namespace="v", code=value, active=True), "event"),
+        "event:seq": (event("alarm_button", pressed=True, seq=value), "event"),
+        "event:ts": (event("alarm_button", pressed=True, ts=value), "event"),
+        "event:v": (event("end_of_alarm", v=value), "event"),
+        "status:v": ({"v": value, "state": "online"}, "status"),
+    }
+    if path in docs:
+        return docs[path]
+    kind, field = path.split(":")
+    assert kind == "telemetry"
+    return telemetry(**{field: value}), "telemetry"
+
+
+INT_PATHS = [
+    *(
+        f"telemetry:{f}"
+        for f in ("v", "ts", "seq", "floor_index", "position", "battery", "run_count", "rssi")
+    ),
+    "telemetry:controller_faults[].code",
+    "event:code",
+    "event:seq",
+    "event:ts",
+    "event:v",
+    "status:v",
+]
+
+
+@pytest.mark.parametrize("value", OUT_OF_INT64, ids=["2^63", "-2^63-1", "1e30", "-1e30", "4000d"])
+@pytest.mark.parametrize("path", INT_PATHS)
+def test_integer_outside_int64_is_bad_value_in_every_field(path: str, value: int) -> None:
+    """1.1: an integer InfluxDB cannot hold is rejected by the one decoder (security review
+    #3, repro r16): alerts does not evaluate it and ingest never sends it to InfluxDB."""
+    doc, kind = _with(path, value)
+    result = rejected(dec(doc, kind), Reason.BAD_VALUE)
+    assert result.lift_id == "L1"
+
+
+@pytest.mark.parametrize("value", [INT64_MAX, INT64_MIN])
+@pytest.mark.parametrize("path", [p for p in INT_PATHS if not p.endswith(":v")])
+def test_int64_bounds_themselves_are_valid(path: str, value: int) -> None:
+    if path.endswith(":seq") and value < 0:
+        value = 0  # seq is >= 0
+    doc, kind = _with(path, value)
+    result = dec(doc, kind)
+    assert isinstance(result, Decoded), result
+
+
+def test_int64_seq_line_is_storable() -> None:
+    from ingest.points import to_line
+
+    result = dec(telemetry(seq=INT64_MAX, run_count=INT64_MIN, ts=TS_MS))
+    assert isinstance(result, Decoded)
+    line = to_line(result).decode()
+    assert f"seq={INT64_MAX}i" in line and f"run_count={INT64_MIN}i" in line
 
 
 # --- size, JSON, version ----------------------------------------------------------------------
@@ -470,3 +541,6 @@ def test_arbitrary_json_never_raises(topic: str, doc: Any) -> None:
     if isinstance(result, Decoded) and isinstance(result.body, Telemetry):
         speed = result.body.speed
         assert speed is None or math.isfinite(speed)
+        for name in ("seq", "floor_index", "position", "battery", "run_count", "rssi"):
+            value = getattr(result.body, name)
+            assert value is None or INT64_MIN <= value <= INT64_MAX

@@ -39,7 +39,11 @@ BASE = {
     battery=st.none() | st.integers(0, 100),
     floor=st.none() | st.text(max_size=16),
     faults=st.none()
-    | st.lists(st.fixed_dictionaries({"namespace": st.text(), "code": st.integers()})),
+    | st.lists(
+        st.fixed_dictionaries(
+            {"namespace": st.text(), "code": st.integers(-(2**63), 2**63 - 1)}  # int64 (1.1)
+        )
+    ),
     present=st.none() | st.booleans(),
 )
 def test_fast_telemetry_line_equals_the_generic_one(
