@@ -75,14 +75,22 @@ def new_token() -> tuple[str, str, str]:
     return "tok_" + secrets.token_hex(8), secret, hash_token(secret)
 
 
+class TokenRefused(Exception):
+    """A known, unrevoked token that may not be used now; the message says why."""
+
+
 def authenticate(db: Database, token: str, admin_token_hash: str | None) -> Principal | None:
-    """The principal for a presented token, or None. Pure apart from the store lookup."""
+    """The principal for a presented token, or None. Pure apart from the store lookup, which
+    runs on every request (revocation and company deactivation take effect at once, in every
+    process). Raises :class:`TokenRefused` for a token of a deactivated company."""
     digest = hash_token(token)
     if admin_token_hash is not None and hmac.compare_digest(digest, admin_token_hash):
         return Principal(token_id=BOOTSTRAP_ID, name="bootstrap admin", role="admin")
     record = tok.find_active_token(db, digest)
     if record is None:
         return None
+    if record.company_id is not None and not record.company_active:
+        raise TokenRefused(f"the token's company {record.company_id!r} is deactivated")
     now = time.time_ns() // 1_000_000
     if record.last_used_at is None or now - record.last_used_at > 60_000:
         tok.touch_token(db, record.token_id)
@@ -102,7 +110,10 @@ def current_principal(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise _unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
     admin_hash: str | None = request.app.state.admin_token_hash
-    principal = authenticate(db, credentials.credentials, admin_hash)
+    try:
+        principal = authenticate(db, credentials.credentials, admin_hash)
+    except TokenRefused as exc:
+        raise _unauthorized(str(exc)) from None
     if principal is None:
         raise _unauthorized("invalid or revoked token")
     request.state.principal = principal

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from liftwatch.store.db import Database
 
@@ -19,6 +19,9 @@ class TokenRecord:
     created_by: str
     revoked_at: int | None = None
     last_used_at: int | None = None
+    # Whether the token's company is active (None: the token has no company); filled by
+    # find_active_token, which authentication calls on every request.
+    company_active: bool | None = None
 
 
 def _now_ms() -> int:
@@ -61,10 +64,22 @@ def add_token(
 
 
 def find_active_token(db: Database, token_hash: str) -> TokenRecord | None:
+    """The unrevoked token with this hash, with its company's ``active`` flag read in the same
+    query: a deactivated company's tokens are refused on their next request, in every process
+    sharing the store (no cache)."""
     row = db.conn.execute(
-        "SELECT * FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL", (token_hash,)
+        "SELECT t.*, c.active AS company_active FROM api_tokens t"
+        " LEFT JOIN companies c ON c.company_id = t.company_id"
+        " WHERE t.token_hash = ? AND t.revoked_at IS NULL",
+        (token_hash,),
     ).fetchone()
-    return None if row is None else _record(row)
+    if row is None:
+        return None
+    record = _record(row)
+    if record.company_id is None:
+        return record
+    active = row["company_active"]
+    return replace(record, company_active=bool(active) if active is not None else False)
 
 
 def touch_token(db: Database, token_id: str, *, min_interval_ms: int = 60_000) -> None:

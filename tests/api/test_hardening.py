@@ -1,17 +1,22 @@
 """Regression tests for the API findings of the security review (issue 12,
 ../shared/reviews/security.md): client input answered 4xx with a reason, never 5xx (#8); a
-lift's open alarms shown by the alarm's company (#6)."""
+lift's open alarms shown by the alarm's company (#6); a deactivated company's tokens refused
+(#7)."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import httpx
 import pytest
 
+from api.app import create_app
 from api.errors import ApiError
 from api.timeparams import now_ms, parse_time
 from liftwatch.registry import parse_csv
+from liftwatch.settings import Settings
+from liftwatch.store import Database
 from liftwatch.store import alarms as store
 from liftwatch.store import registry as reg
 from tests.api.conftest import World, assert_error, raise_alarm
@@ -143,3 +148,56 @@ async def test_lift_detail_hides_open_alarm_recorded_under_another_company(
     for who in ("admin", "inspector"):
         r = await client.get(f"/api/v1/lifts/{world.lift_b}", headers=world.h(who))
         assert {a["alarm_id"] for a in r.json()["open_alarms"]} == {alarm, mine}
+
+
+# --- #7: a deactivated company's tokens are refused at once, in every process ----------------
+
+
+async def test_deactivated_company_tokens_refused_at_once_in_every_process(
+    client: httpx.AsyncClient, world: World, settings: Settings, tmp_path: Path
+) -> None:
+    # A second app on its own connection to the same SQLite file: another process's view.
+    other_db = Database(tmp_path / "liftwatch.sqlite3")
+    other = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(settings, db=other_db)),
+        base_url="http://other.test",
+    )
+    h = world.h("maintainer_a")
+    alarm = raise_alarm(world.db, world.lift_a, "alarm_button", at=now_ms(), company_id="co-a")
+    async with other:
+        for c in (client, other):
+            assert (await c.get("/api/v1/lifts", headers=h)).status_code == 200
+        r = await client.delete("/api/v1/companies/co-a", headers=world.h("admin"))
+        assert r.status_code == 200 and r.json()["active"] is False
+        for c in (client, other):
+            for method, path, body in (
+                ("GET", "/api/v1/lifts", None),
+                ("GET", "/api/v1/alarms", None),
+                ("GET", "/api/v1/tokens/me", None),
+                ("POST", f"/api/v1/alarms/{alarm}/acknowledge", {}),
+                (
+                    "POST",
+                    "/api/v1/maintenance-windows",
+                    {
+                        "lift_id": world.lift_a,
+                        "starts_at": now_ms(),
+                        "ends_at": now_ms() + 3600_000,
+                    },
+                ),
+                ("POST", "/api/v1/webhooks", {"url": "https://example.com/hook"}),
+            ):
+                r = await c.request(method, path, json=body, headers=h)
+                assert_error(r, 401, "unauthorized")
+                assert "co-a" in r.json()["error"]["message"]
+                assert "deactivated" in r.json()["error"]["message"]
+        # Other companies' tokens are unaffected; reactivating restores the company's tokens.
+        assert (
+            await other.get("/api/v1/lifts", headers=world.h("maintainer_b"))
+        ).status_code == 200
+        r = await client.patch(
+            "/api/v1/companies/co-a", json={"active": True}, headers=world.h("admin")
+        )
+        assert r.status_code == 200
+        assert (await other.get("/api/v1/lifts", headers=h)).status_code == 200
+    stored = store.get_alarm(world.db, alarm)
+    assert stored is not None and stored.status == "open"  # the refused acknowledgement
