@@ -57,6 +57,10 @@ USER_AGENT: Final = f"liftwatch/{__version__}"
 ATTEMPT_TIMEOUT_S: Final = 5.0
 READ_LIMIT: Final = 64 * 1024  # read (and discard) this much so the connection can be reused
 FAN_OUT: Final = 500  # outbox rows per fan-out transaction
+# Recording a concluded attempt is retried (the outcome kept in memory) from the first wait,
+# doubling up to the last, until the store takes it: the engine's commit does the same.
+RECORD_RETRY_FIRST_S: Final = 0.1
+RECORD_RETRY_MAX_S: Final = 2.0
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -158,6 +162,7 @@ class Dispatcher:
         self._chains: set[tuple[str, str]] = set()
         self._per_sub: dict[str, int] = {}
         self._accepting = False
+        self._next_sweep = 0.0  # clock.monotonic() of the next stale-claim sweep
         self.sent = 0
 
     # --- waking ------------------------------------------------------------------------------
@@ -223,6 +228,7 @@ class Dispatcher:
         """Fan out (starting fresh chain heads at once), start every other due head that may
         start; return how long to sleep."""
         now = self.clock.now_ms()
+        await self._sweep(now)
         while True:
             claimed: list[Delivery] = []
             try:
@@ -253,6 +259,25 @@ class Dispatcher:
         wait = (next_due - self.clock.now_ms()) / 1000
         # Due but blocked (its chain or subscription is busy): a finishing task wakes us.
         return self.poll_interval_s if wait <= 0 else min(wait, self.poll_interval_s)
+
+    async def _sweep(self, now: int) -> None:
+        """Claims with no task in this process (an attempt whose start was recorded but whose
+        task then ended without an outcome, a hand-over the loop could no longer start) would
+        stay 'delivering' and block their chain until a restart: at most once per poll
+        interval, those older than the attempt timeout go back to pending, due now."""
+        mono = self.clock.monotonic()
+        if mono < self._next_sweep:
+            return
+        self._next_sweep = mono + self.poll_interval_s
+        with self._admit:
+            keep = frozenset(self._ids)  # reserved: a task (or its claim) owns them
+        before = now - round(self.attempt_timeout_s * 1000)
+        reset = await self._db(store.reset_stale, self.db, before_ms=before, keep=keep, now_ms=now)
+        if reset:
+            log.warning(
+                "retrying %d webhook deliveries left 'delivering' with no attempt in flight",
+                reset,
+            )
 
     def _reserve(self, d: Delivery) -> bool:
         """Admit ``d`` within the limits and count it as in flight (any thread)."""
@@ -434,10 +459,8 @@ class Dispatcher:
                 outcome = "failed"
                 error = f"{error or 'failed'}; gave up after {d.attempts} attempts in 24 h"
         gone = result.status_code == 410 and sub is not None
-        await self._db(
-            store.finish_attempt,
-            self.db,
-            d.id,
+        await self._record(
+            d,
             at=at,
             latency_ms=result.latency_ms,
             status_code=result.status_code,
@@ -455,6 +478,27 @@ class Dispatcher:
             )
         elif outcome == "failed":
             log.warning("webhook delivery %d (%s) failed: %s", d.id, d.webhook_id, error)
+
+    async def _record(self, d: Delivery, **outcome: Any) -> None:
+        """``store.finish_attempt`` for a concluded attempt, retried with backoff until the
+        store takes it: the outcome is never dropped (a dropped one left the delivery
+        'delivering', its chain blocked until a restart). Meanwhile the delivery stays
+        reserved, so its chain waits and the sweep leaves it alone; a stop in between leaves
+        it 'delivering' for the next start to send again (at least once)."""
+        wait = RECORD_RETRY_FIRST_S
+        while True:
+            try:
+                await self._db(store.finish_attempt, self.db, d.id, **outcome)
+                return
+            except sqlite3.Error as exc:
+                log.warning(
+                    "webhook delivery %d: cannot record its attempt yet (retrying in %.1f s): %s",
+                    d.id,
+                    wait,
+                    exc,
+                )
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, RECORD_RETRY_MAX_S)
 
     async def attempt(self, sub: Subscription, d: Delivery) -> Result:
         """One signed POST of ``d`` to ``sub``; never raises for network trouble."""

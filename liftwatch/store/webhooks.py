@@ -12,7 +12,7 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -447,6 +447,31 @@ def reset_in_flight(db: Database) -> int:
             " next_attempt_at = COALESCE(next_attempt_at, 0) WHERE status = 'delivering'"
         )
     return cur.rowcount
+
+
+def reset_stale(db: Database, *, before_ms: int, keep: Collection[int], now_ms: int) -> int:
+    """Deliveries left 'delivering' by an attempt that no longer runs (last attempt before
+    ``before_ms``, id not in ``keep``) go back to pending, due at ``now_ms``: the running
+    dispatcher's counterpart of :func:`reset_in_flight`. Reads first, so an idle store sees
+    no write transaction."""
+    rows = db.conn.execute(
+        "SELECT id FROM webhook_deliveries WHERE status IN ('pending', 'delivering')"
+        " AND status = 'delivering' AND IFNULL(last_attempt_at, 0) < ?",
+        (before_ms,),
+    ).fetchall()
+    stale = [int(r[0]) for r in rows if int(r[0]) not in keep]
+    if not stale:
+        return 0
+    reset = 0
+    with db.transaction() as conn:
+        for delivery_id in stale:
+            cur = conn.execute(
+                "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?"
+                " WHERE id = ? AND status = 'delivering' AND IFNULL(last_attempt_at, 0) < ?",
+                (now_ms, delivery_id, before_ms),
+            )
+            reset += cur.rowcount
+    return reset
 
 
 def start_attempt(db: Database, delivery_id: int, now_ms: int) -> Delivery | None:
