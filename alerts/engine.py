@@ -20,12 +20,14 @@ import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, Final, Protocol, cast
 
+import msgspec
+
 from alerts import lifecycle, rules, suppression
 from alerts.codes import info
 from alerts.lifecycle import Change, Policy, Raise
 from alerts.rules import Context, Signal
 from alerts.state import LiftState, alarm_source, latch_key
-from alerts.thresholds import Thresholds, check, resolve
+from alerts.thresholds import Thresholds, check, resolve, unusable
 from alerts.timers import Scheduler
 from liftwatch.clock import Clock, SystemClock
 from liftwatch.protocol import Decoded, Rejection, SelftestEvent, Telemetry, decode
@@ -34,13 +36,18 @@ from liftwatch.store import Database
 from liftwatch.store import alarms as store
 from liftwatch.store import registry as reg
 from liftwatch.store.alarms import Alarm
+from liftwatch.store.deadletters import DeadLetter, add_dead_letters_in
 
 log = logging.getLogger("liftwatch.alerts")
 
+# Dead-letter reason of a valid message whose evaluation raised (PROTOCOL.md § bad input).
+EVALUATION_ERROR: Final = "evaluation_error"
 DEADLINE_CODES: Final = frozenset({"entrapment", "alarm_button"})
 _RETRY_MAX_S: Final = 2.0
 
 Sink = Callable[[Sequence[Change]], None]
+# (lift, its live state, the signals to apply, index of the message that caused them or -1)
+Work = tuple[str, LiftState, list[Signal], int]
 
 
 class OutboxHook(Protocol):
@@ -68,11 +75,13 @@ class Engine:
         thresholds: dict[str, float] | None = None,
         prefix: str = "lifts",
         sink: Sink | None = None,
+        dead_letter_max: int = 100_000,
     ) -> None:
         self.db = db
         self.clock: Clock = clock or SystemClock()
         self.prefix = prefix
         self.sink = sink
+        self.dead_letter_max = dead_letter_max
         self._global = check(dict(thresholds or {}), "LIFTWATCH_ALERTS_THRESHOLDS")
         self.defaults: Thresholds = resolve(self._global, {})
         raw = self.defaults.raw
@@ -90,6 +99,9 @@ class Engine:
         self._ctx: dict[str, Context] = {}
         self._button_open: set[str] = set()
         self._inactive: set[str] = set()  # registered lifts marked inactive: raise nothing
+        # Lifts whose stored registry row could not be used as stored: why (they run on the
+        # defaults; metrics and the log show them).
+        self.flagged: dict[str, str] = {}
         self.scheduler = Scheduler()
         self._lock = threading.RLock()
         self._registry_at = 0
@@ -103,6 +115,7 @@ class Engine:
             "rejected": 0,
             "transitions": 0,
             "timers_fired": 0,
+            "evaluation_errors": 0,
         }
 
     # --- start-up ----------------------------------------------------------------------
@@ -113,7 +126,10 @@ class Engine:
         with self._lock:
             now = self.clock.now_ms()
             self._registry_at = now
-            self.lifts = {lift.lift_id: lift for lift in reg.all_lifts(self.db)}
+            self.lifts = {}
+            for lift, problem in reg.all_lifts_checked(self.db):
+                self.lifts[lift.lift_id] = lift
+                self._flag(lift.lift_id, problem)
             self._created = store.lifts_with_created_at(self.db)
             self._marks = store.lift_marks(self.db)
             self._inactive = {lift.lift_id for lift in self.lifts.values() if not lift.active}
@@ -123,12 +139,9 @@ class Engine:
             for alarm in store.unresolved_alarms(self.db):
                 self._latch(alarm, now)
                 self._arm_alarm(alarm)
-            work = []
+            work: list[Work] = []
             for lift_id, st in self.states.items():
-                sigs, due = rules.on_tick(st, now, self._context(lift_id))
-                self._arm_lift(lift_id, due)
-                if sigs:
-                    work.append((lift_id, st, sigs))
+                self._tick(lift_id, st, now, work)
             self._after(self._commit(work, now))
             log.info(
                 "alerts engine started: %d lifts, %d timers armed",
@@ -143,12 +156,14 @@ class Engine:
             now = self.clock.now_ms()
             self._registry_at = now
             changed = store.lifts_updated_since(self.db, since)
-            work = []
+            work: list[Work] = []
             for lift_id in changed:
-                lift = reg.get_lift(self.db, lift_id)
-                if lift is None:
+                checked = reg.get_lift_checked(self.db, lift_id)
+                if checked is None:
                     continue
+                lift, problem = checked
                 self.lifts[lift_id] = lift
+                self._flag(lift_id, problem)
                 self._ctx.pop(lift_id, None)
                 if lift_id not in self._created:
                     self._created.update(store.lifts_with_created_at(self.db))
@@ -163,10 +178,7 @@ class Engine:
                     st = self._state(lift_id, now)
                     for alarm in store.unresolved_alarms(self.db, lift_id):
                         self._latch(alarm, now)
-                    sigs, due = rules.on_tick(st, now, self._context(lift_id))
-                    self._arm_lift(lift_id, due)
-                    if sigs:
-                        work.append((lift_id, st, sigs))
+                    self._tick(lift_id, st, now, work)
             self._after(self._commit(work, now))
             return len(changed)
 
@@ -179,6 +191,7 @@ class Engine:
         dead-lettering them is ingest's job."""
         now = self.clock.now_ms() if received_ms is None else received_ms
         decoded: list[Decoded] = []
+        raw: list[tuple[str, bytes]] = []
         for topic, payload in items:
             result = decode(topic, payload, prefix=self.prefix, received_ms=now)
             if isinstance(result, Rejection):
@@ -186,51 +199,68 @@ class Engine:
                 log.debug("rejected %s: %s", topic[:200], result.reason.value)
             else:
                 decoded.append(result)
-        return self.handle(decoded)
+                raw.append((topic, payload))
+        return self.handle(decoded, raw)
 
-    def handle(self, messages: Sequence[Decoded]) -> list[Change]:
-        """Evaluate messages in order; commit every resulting transition in one transaction."""
+    def handle(
+        self, messages: Sequence[Decoded], raw: Sequence[tuple[str, bytes]] | None = None
+    ) -> list[Change]:
+        """Evaluate messages in order; commit every resulting transition in one transaction.
+
+        A message whose evaluation raises is dead-lettered (``evaluation_error``, PROTOCOL.md
+        § bad input) in that same transaction and the rest of the batch goes on: no message of
+        one lift can stop another lift's alarms. ``raw`` (topic, payload) pairs, parallel to
+        ``messages``, give the dead-letter its payload."""
         with self._lock:
             now = self.clock.now_ms()
-            work: list[tuple[str, LiftState, list[Signal]]] = []
+            work: list[Work] = []
             marks: list[str] = []
-            for msg in messages:
+            failed: list[tuple[int, BaseException]] = []
+            for index, msg in enumerate(messages):
                 self.counts["messages"] += 1
-                lift_id = msg.lift_id
-                if lift_id in self._inactive:
-                    # Raises nothing (FAULTS.md); a self-test is data, kept for the 72 h clock.
-                    body = msg.body
-                    if isinstance(body, SelftestEvent) and body.result == "ok":
-                        marks.append(lift_id)
-                    continue
-                st = self.states.get(lift_id)
-                if st is None:
-                    st = self._state(lift_id, now)
-                    if lift_id not in self._marks and lift_id not in self._created:
-                        self._marks[lift_id] = (None, now)
-                        work.append((lift_id, st, [Signal("first_seen")]))
-                if isinstance(msg.body, Telemetry) and msg.ts_ms < st.ts_ms:
-                    self.counts["late"] += 1
-                ctx = self._context(lift_id)
-                sigs, due = rules.on_message(st, msg, now, ctx)
-                if sigs is rules.DUPLICATE[0]:
-                    self.counts["duplicates"] += 1
-                    continue
-                if sigs and sigs[0].kind == "duplicate":
-                    # A redelivery that only proved the device alive (rules._duplicate).
-                    self.counts["duplicates"] += 1
-                    if len(sigs) > 1:
-                        work.append((lift_id, st, sigs))
-                else:
-                    self._promotions(st, sigs, ctx)
-                    if sigs:
-                        work.append((lift_id, st, sigs))
-                self._arm_lift(lift_id, due)
-            changes = self._commit(work, now, marks=marks)
-            for _, st, _ in work:
+                try:
+                    self._evaluate(msg, index, now, work, marks)
+                except Exception as exc:  # isolation: this message only (docs/alarms.md)
+                    failed.append((index, exc))
+            changes = self._commit(work, now, marks=marks, failed=failed, letters=(messages, raw))
+            for _, st, _, _ in work:
                 st.prune()
             self._after(changes)
             return changes
+
+    def _evaluate(
+        self, msg: Decoded, index: int, now: int, work: list[Work], marks: list[str]
+    ) -> None:
+        lift_id = msg.lift_id
+        if lift_id in self._inactive:
+            # Raises nothing (FAULTS.md); a self-test is data, kept for the 72 h clock.
+            body = msg.body
+            if isinstance(body, SelftestEvent) and body.result == "ok":
+                marks.append(lift_id)
+            return
+        st = self.states.get(lift_id)
+        if st is None:
+            st = self._state(lift_id, now)
+            if lift_id not in self._marks and lift_id not in self._created:
+                self._marks[lift_id] = (None, now)
+                work.append((lift_id, st, [Signal("first_seen")], index))
+        if isinstance(msg.body, Telemetry) and msg.ts_ms < st.ts_ms:
+            self.counts["late"] += 1
+        ctx = self._context(lift_id)
+        sigs, due = rules.on_message(st, msg, now, ctx)
+        if sigs is rules.DUPLICATE[0]:
+            self.counts["duplicates"] += 1
+            return
+        if sigs and sigs[0].kind == "duplicate":
+            # A redelivery that only proved the device alive (rules._duplicate).
+            self.counts["duplicates"] += 1
+            if len(sigs) > 1:
+                work.append((lift_id, st, sigs, index))
+        else:
+            self._promotions(st, sigs, ctx)
+            if sigs:
+                work.append((lift_id, st, sigs, index))
+        self._arm_lift(lift_id, due)
 
     # --- timers -------------------------------------------------------------------------
 
@@ -245,7 +275,7 @@ class Engine:
             due = self.scheduler.pop_due(now)
             if not due:
                 return []
-            work: list[tuple[str, LiftState, list[Signal]]] = []
+            work: list[Work] = []
             alarm_steps: list[tuple[str, str]] = []
             for key, at in due:
                 self.counts["timers_fired"] += 1
@@ -255,10 +285,7 @@ class Engine:
                     st = self.states.get(ident)
                     if st is None:
                         continue
-                    sigs, next_due = rules.on_tick(st, now, self._context(ident))
-                    self._arm_lift(ident, next_due)
-                    if sigs:
-                        work.append((ident, st, sigs))
+                    self._tick(ident, st, now, work)
                 else:
                     alarm_steps.append((kind, ident))
             if len(self.lateness_ms) > 10_000:
@@ -286,6 +313,41 @@ class Engine:
 
     # --- internals ----------------------------------------------------------------------
 
+    def _tick(self, lift_id: str, st: LiftState, now: int, work: list[Work]) -> None:
+        """Timer evaluation of one lift; a failure stays with that lift (its timer is re-armed
+        by its next message) and never stops the others'."""
+        try:
+            sigs, due = rules.on_tick(st, now, self._context(lift_id))
+        except Exception as exc:
+            self._evaluation_failed(lift_id, exc, "timer")
+            return
+        self._arm_lift(lift_id, due)
+        if sigs:
+            work.append((lift_id, st, sigs, -1))
+
+    def _flag(self, lift_id: str, problem: str | None) -> None:
+        lift = self.lifts.get(lift_id)
+        ignored = unusable(lift.overrides) if lift is not None else []
+        if ignored:
+            ignored_text = f"overrides {', '.join(ignored)} out of range: defaults apply"
+            problem = f"{problem}; {ignored_text}" if problem else ignored_text
+            log.warning("lift %s: %s", lift_id, ignored_text)
+        if problem is None:
+            self.flagged.pop(lift_id, None)
+        else:
+            self.flagged[lift_id] = problem
+
+    def _evaluation_failed(self, lift_id: str, exc: BaseException, what: str) -> None:
+        self.counts["evaluation_errors"] += 1
+        log.error(
+            "alerts: %s evaluation of lift %s failed (%s: %s); other lifts go on",
+            what,
+            lift_id,
+            type(exc).__name__,
+            str(exc)[:200],
+            exc_info=log.isEnabledFor(logging.DEBUG),
+        )
+
     def _state(self, lift_id: str, now: int) -> LiftState:
         st = self.states.get(lift_id)
         if st is None:
@@ -312,11 +374,17 @@ class Engine:
         ctx = self._ctx.get(lift_id)
         if ctx is None:
             lift = self.lifts.get(lift_id)
-            if lift is None:
-                ctx = Context(self.defaults)
-            else:
-                p = resolve(self._global, lift.overrides) if lift.overrides else self.defaults
-                ctx = Context(p, lift.rated_speed)
+            ctx = Context(self.defaults)
+            if lift is not None:
+                try:
+                    p = resolve(self._global, lift.overrides) if lift.overrides else self.defaults
+                    ctx = Context(p, lift.rated_speed)
+                except Exception as exc:
+                    # A stored row the checks on input would have refused: this lift runs
+                    # on the defaults and is flagged (FAULTS.md 1.1 #1), the others go on.
+                    self.flagged[lift_id] = f"overrides ignored ({type(exc).__name__})"
+                    log.warning("lift %s runs on default thresholds: %s", lift_id, exc)
+                    ctx = Context(self.defaults, lift.rated_speed)
             ctx.button_unresolved = lift_id in self._button_open
             self._ctx[lift_id] = ctx
         return ctx
@@ -371,32 +439,64 @@ class Engine:
 
     def _commit(
         self,
-        work: list[tuple[str, LiftState, list[Signal]]],
+        work: list[Work],
         now: int,
         alarm_steps: Sequence[tuple[str, str]] = (),
         touched: list[Alarm] | None = None,
         *,
         marks: Sequence[str] = (),
+        failed: Sequence[tuple[int, BaseException]] = (),
+        letters: tuple[Sequence[Decoded], Sequence[tuple[str, bytes]] | None] | None = None,
     ) -> list[Change]:
-        """``marks``: inactive lifts whose ``selftest`` ok event is recorded (no state)."""
-        if not work and not alarm_steps and not marks:
+        """Apply and commit in one transaction. ``marks``: inactive lifts whose ``selftest``
+        ok event is recorded (no state). Each lift's signals and each alarm step run under
+        their own savepoint: one that raises is rolled back alone (and its message, if any,
+        dead-lettered with ``failed``, the messages whose evaluation already raised)."""
+        if not work and not alarm_steps and not marks and not failed:
             return []
         delay = 0.05
         hook = self.outbox
         while True:
             out: list[Change] = []
             fanned: Any = None
+            broken: list[tuple[int, BaseException]] = list(failed)
             try:
                 with self.db.transaction() as conn:
-                    for lift_id, st, sigs in work:
-                        for sig in sigs:
-                            self._apply(conn, lift_id, st, sig, now, out)
+                    for lift_id, st, sigs, index in work:
+                        mark = len(out)
+                        conn.execute("SAVEPOINT lift")
+                        try:
+                            for sig in sigs:
+                                self._apply(conn, lift_id, st, sig, now, out)
+                        except sqlite3.OperationalError:
+                            raise
+                        except Exception as exc:
+                            conn.execute("ROLLBACK TO lift")
+                            del out[mark:]
+                            broken.append((index, exc))
+                            if index < 0:
+                                self._evaluation_failed(lift_id, exc, "timer")
+                        conn.execute("RELEASE lift")
                     for lift_id in marks:
                         store.set_selftest_ok(conn, lift_id, now)
                     for kind, alarm_id in alarm_steps:
-                        alarm = self._step(conn, kind, alarm_id, now, out)
+                        mark = len(out)
+                        conn.execute("SAVEPOINT step")
+                        try:
+                            alarm = self._step(conn, kind, alarm_id, now, out)
+                        except sqlite3.OperationalError:
+                            raise
+                        except Exception as exc:
+                            conn.execute("ROLLBACK TO step")
+                            del out[mark:]
+                            self._evaluation_failed(alarm_id, exc, f"alarm {kind} step of")
+                            alarm = None
+                        conn.execute("RELEASE step")
                         if alarm is not None and touched is not None:
                             touched.append(alarm)
+                    dead = self._dead_letters(broken, letters, now)
+                    if dead:
+                        add_dead_letters_in(conn, dead, keep=self.dead_letter_max)
                     if hook is not None and out:
                         fanned = hook.fan_out_in(conn, now)
             except sqlite3.OperationalError as exc:
@@ -420,6 +520,42 @@ class Engine:
             if hook is not None and out:
                 hook.hand_over(fanned)
             return out
+
+    def _dead_letters(
+        self,
+        broken: Sequence[tuple[int, BaseException]],
+        letters: tuple[Sequence[Decoded], Sequence[tuple[str, bytes]] | None] | None,
+        now: int,
+    ) -> list[DeadLetter]:
+        """``evaluation_error`` dead-letters for the messages in ``broken`` (PROTOCOL.md)."""
+        if not broken or letters is None:
+            return []
+        messages, raw = letters
+        out: list[DeadLetter] = []
+        seen: set[int] = set()
+        for index, exc in broken:
+            if index < 0 or index in seen or index >= len(messages):
+                continue
+            seen.add(index)
+            msg = messages[index]
+            if raw is not None and index < len(raw):
+                topic, payload = raw[index]
+            else:
+                topic = f"{self.prefix}/{msg.lift_id}/{msg.kind}"
+                payload = msgspec.json.encode(msg.body)
+            self._evaluation_failed(msg.lift_id, exc, f"{msg.kind} message")
+            detail = f"{type(exc).__name__} evaluating a {msg.kind} message of lift {msg.lift_id}"
+            out.append(
+                DeadLetter(
+                    received_at=msg.received_ms or now,
+                    topic=topic,
+                    lift_id=msg.lift_id,
+                    reason=EVALUATION_ERROR,
+                    detail=detail,
+                    payload=payload,
+                )
+            )
+        return out
 
     def _step(
         self, conn: sqlite3.Connection, kind: str, alarm_id: str, now: int, out: list[Change]

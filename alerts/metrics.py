@@ -10,6 +10,13 @@ from prometheus_client import Counter, Gauge, Histogram
 MESSAGES: Final = Counter("liftwatch_alerts_messages", "Device messages evaluated by alerts")
 REJECTED: Final = Counter("liftwatch_alerts_rejected", "Messages the decoder rejected")
 DUPLICATES: Final = Counter("liftwatch_alerts_duplicates", "Exact duplicates evaluated once")
+EVALUATION_ERRORS: Final = Counter(
+    "liftwatch_alerts_evaluation_errors",
+    "Messages or timers whose evaluation raised (dead-lettered evaluation_error; others go on)",
+)
+FLAGGED: Final = Gauge(
+    "liftwatch_alerts_flagged_lifts", "Lifts running on defaults: stored registry row unusable"
+)
 LATE: Final = Counter("liftwatch_alerts_late", "Late telemetry kept out of the live state")
 TRANSITIONS: Final = Counter(
     "liftwatch_alerts_transitions", "Alarm transitions committed, by event", ["event"]

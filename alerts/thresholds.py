@@ -150,6 +150,11 @@ def usable(value: float) -> bool:
     return 0 <= value <= MAX_VALUE
 
 
+def unusable(lift_overrides: dict[str, float]) -> list[str]:
+    """Stored per-lift keys :func:`resolve` ignores (unknown, or a value out of range)."""
+    return sorted(k for k, v in lift_overrides.items() if k not in DEFAULTS or not usable(v))
+
+
 def resolve(global_values: dict[str, float], lift_overrides: dict[str, float]) -> Thresholds:
     """Defaults, then the global settings, then the lift's overrides. The registry refuses
     unknown per-lift keys on input; one stored by an older version is ignored here rather

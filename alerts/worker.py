@@ -108,6 +108,7 @@ def build_engine(
         thresholds=settings.alerts_thresholds,
         prefix=settings.mqtt_topic_prefix,
         sink=sink,
+        dead_letter_max=settings.dead_letter_max,
     )
     return engine, sink
 
@@ -123,6 +124,7 @@ class _Counts:
             ("rejected", metrics.REJECTED),
             ("duplicates", metrics.DUPLICATES),
             ("late", metrics.LATE),
+            ("evaluation_errors", metrics.EVALUATION_ERRORS),
         ):
             delta = counts[key] - self.last.get(key, 0)
             if delta > 0:
@@ -132,6 +134,7 @@ class _Counts:
             metrics.TRANSITIONS.labels(change.transition.event).inc()
         metrics.LIFTS.set(len(engine.states))
         metrics.TIMERS.set(len(engine.scheduler))
+        metrics.FLAGGED.set(len(engine.flagged))
 
 
 async def _timer_loop(

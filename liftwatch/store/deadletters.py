@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -24,6 +25,14 @@ class DeadLetter:
 def add_dead_letters(db: Database, letters: Iterable[DeadLetter], *, keep: int) -> int:
     """Insert letters (payload cut to 1 KiB) and prune the oldest beyond ``keep`` rows, in one
     transaction. Returns the number inserted."""
+    with db.transaction() as conn:
+        return add_dead_letters_in(conn, letters, keep=keep)
+
+
+def add_dead_letters_in(
+    conn: sqlite3.Connection, letters: Iterable[DeadLetter], *, keep: int
+) -> int:
+    """:func:`add_dead_letters` inside an open transaction (alerts: with the batch's alarms)."""
     rows = [
         (
             d.received_at,
@@ -37,15 +46,14 @@ def add_dead_letters(db: Database, letters: Iterable[DeadLetter], *, keep: int) 
     ]
     if not rows:
         return 0
-    with db.transaction() as conn:
-        conn.executemany(
-            "INSERT INTO dead_letters (received_at, topic, lift_id, reason, detail, payload)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        conn.execute(
-            "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?", (keep,)
-        )
+    conn.executemany(
+        "INSERT INTO dead_letters (received_at, topic, lift_id, reason, detail, payload)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    conn.execute(
+        "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?", (keep,)
+    )
     return len(rows)
 
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
-from typing import Any, Literal
+from typing import Any, Final, Literal
+
+from pydantic import ValidationError
 
 from liftwatch.registry import STORED, Company, Lift
 from liftwatch.store import alarms
 from liftwatch.store.db import Database
+
+log = logging.getLogger("liftwatch.store")
 
 Outcome = Literal["inserted", "updated", "unchanged"]
 
@@ -82,23 +87,69 @@ def list_companies(db: Database) -> list[Company]:
 
 
 def lift_from_row(row: sqlite3.Row) -> Lift:
-    values = {
-        "lift_id": row["lift_id"],
-        "registration_code": row["registration_code"],
-        "rescue_code": row["rescue_code"],
-        "name": row["name"],
-        "address": row["address"],
-        "area_code": row["area_code"],
-        "company_id": row["company_id"],
-        "rated_speed": row["rated_speed"],
-        "floors": row["floors"],
-        "urban": bool(row["urban"]),
-        "active": bool(row["active"]),
-        "overrides": json.loads(row["overrides"]),
-    }
-    # Stored: never refuse what an older version accepted (an unknown override key is ignored
-    # by the rules), or one old row would stop the API and the alerts engine from reading.
-    return Lift.model_validate(values, context=STORED)
+    return checked_lift_from_row(row)[0]
+
+
+def checked_lift_from_row(row: sqlite3.Row) -> tuple[Lift, str | None]:
+    """The stored lift, and why it is not exactly as stored (None when it is).
+
+    Stored: never refuse what an older version accepted (an unknown override key is ignored
+    by the rules), and never let one bad row stop the API or the alerts engine from reading
+    (FAULTS.md 1.1 #1): a field that does not validate falls back to its default, and the
+    returned reason says which (the engine flags that lift)."""
+    values: dict[str, Any] = {k: row[k] for k in _LIFT_COLUMNS if k != "overrides"}
+    values["urban"] = bool(row["urban"])
+    values["active"] = bool(row["active"])
+    problems: list[str] = []
+    try:
+        overrides = json.loads(row["overrides"])
+    except (TypeError, ValueError):
+        overrides = None
+    if not isinstance(overrides, dict):
+        problems.append("overrides")
+        overrides = {}
+    values["overrides"] = overrides
+    try:
+        lift = Lift.model_validate(values, context=STORED)
+        bad: set[str] = set()
+    except ValidationError as exc:
+        bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+    if not bad:
+        if not problems:
+            return lift, None
+        reason = "stored " + ", ".join(problems) + " unusable: defaults apply"
+        log.warning("lift %s: %s", row["lift_id"], reason)
+        return lift, reason
+    stored_id = str(row["lift_id"])
+    values["lift_id"] = "L"  # a valid stand-in, put back below (ids are never rewritten)
+    for field in sorted(bad - {"lift_id"}):
+        values.pop(field, None)
+        problems.append(field)
+    try:
+        lift = Lift.model_validate(values, context=STORED)
+    except ValidationError:
+        lift = Lift.model_validate({"lift_id": "L"}, context=STORED)
+        problems.append("row")
+    lift = lift.model_copy(update={"lift_id": stored_id})
+    reason = "stored " + ", ".join(problems) + " unusable: defaults apply"
+    log.warning("lift %s: %s", row["lift_id"], reason)
+    return lift, reason
+
+
+_LIFT_COLUMNS: Final = (
+    "lift_id",
+    "registration_code",
+    "rescue_code",
+    "name",
+    "address",
+    "area_code",
+    "company_id",
+    "rated_speed",
+    "floors",
+    "urban",
+    "active",
+    "overrides",
+)
 
 
 def upsert_lift(db: Database, lift: Lift) -> Outcome:
@@ -160,6 +211,16 @@ def list_lifts(
 
 def all_lifts(db: Database) -> list[Lift]:
     return [lift_from_row(r) for r in db.conn.execute("SELECT * FROM lifts").fetchall()]
+
+
+def all_lifts_checked(db: Database) -> list[tuple[Lift, str | None]]:
+    """Every lift, each with why it is not as stored (:func:`checked_lift_from_row`)."""
+    return [checked_lift_from_row(r) for r in db.conn.execute("SELECT * FROM lifts").fetchall()]
+
+
+def get_lift_checked(db: Database, lift_id: str) -> tuple[Lift, str | None] | None:
+    row = db.conn.execute("SELECT * FROM lifts WHERE lift_id = ?", (lift_id,)).fetchone()
+    return None if row is None else checked_lift_from_row(row)
 
 
 def set_lift_active(db: Database, lift_id: str, active: bool) -> bool:
