@@ -150,6 +150,8 @@ def _telemetry_line(msg: Decoded, body: Telemetry) -> str:
         append(escape_string_field(_json.encode(body.controller_faults).decode()))
     if msg.ts_corrected:
         append(",ts_corrected=true")
+    if msg.truncated:
+        append(",truncated=true")
     append(" ")
     append(str(msg.ts_ms * 1000 + body.seq % 1000))  # point_time, inlined
     return "".join(out)
@@ -171,6 +173,8 @@ def to_line(msg: Decoded) -> bytes:
     tags = {"lift_id": msg.lift_id, "type": _EVENT_TYPE[type(body)]}
     if msg.ts_corrected:
         fields["ts_corrected"] = True
+    if msg.truncated:
+        fields["truncated"] = True
     return line(MEASUREMENT_EVENT, tags, fields, point_time(msg)).encode("utf-8", "replace")
 
 

@@ -1,4 +1,5 @@
-"""The one implementation of the device protocol (../shared/spec/PROTOCOL.md, version 1).
+"""The one implementation of the device protocol (../shared/spec/PROTOCOL.md, version 1 with
+its version 1.1 refinements: int64 integers, long optional strings truncated and flagged).
 
 Every part (ingest, alerts, the simulator's self-check, ``liftwatch decode``) decodes device
 messages through :func:`decode`, so no two parts can disagree on what a message means.
@@ -52,7 +53,11 @@ INT64_MAX: Final = 2**63 - 1
 # InfluxDB batch is refused (and bisected) because of it.
 Int = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
 NonNegInt = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
-Text = Annotated[str, msgspec.Meta(max_length=1024)]
+# PROTOCOL.md § Value ranges (1.1): optional strings have no length limit of their own (the
+# 16 KiB message limit bounds them); storage keeps the first MAX_TEXT_CHARS characters and
+# flags the record ``truncated``. A long string never makes a message rejected.
+Text = str
+MAX_TEXT_CHARS: Final = 1024
 
 
 class Reason(enum.StrEnum):
@@ -83,7 +88,7 @@ class Telemetry(msgspec.Struct, kw_only=True):
     service_mode: ServiceMode
     car_status: CarStatus
     direction: Direction
-    floor: Annotated[str, msgspec.Meta(max_length=64)] | None
+    floor: Text | None
     door_zone: bool
     doors_closed: bool
     floor_index: Int | None = None
@@ -153,6 +158,9 @@ class Decoded(msgspec.Struct, kw_only=True):
     ts_ms: int
     received_ms: int
     ts_corrected: bool = False
+    # An optional string (floor, fault namespace/code/text, selftest detail, end_of_alarm
+    # by) was longer than MAX_TEXT_CHARS and has been cut to its first MAX_TEXT_CHARS.
+    truncated: bool = False
 
     @property
     def seq(self) -> int | None:
@@ -280,6 +288,7 @@ def _decode(
     if body.v != PROTOCOL_VERSION:
         return _unsupported(topic, lift_id, body.v)
     now_ms = received_ms if received_ms is not None else time.time_ns() // 1_000_000
+    truncated = _truncate_strings(body)
     if isinstance(body, Status):
         return Decoded(lift_id=lift_id, kind=kind, body=body, ts_ms=now_ms, received_ms=now_ms)
     ts_ms = parse_ts(body.ts)
@@ -300,7 +309,56 @@ def _decode(
         ts_ms=ts_ms,
         received_ms=now_ms,
         ts_corrected=corrected,
+        truncated=truncated,
     )
+
+
+def _cut(text: str) -> str:
+    return text[:MAX_TEXT_CHARS]
+
+
+def _long(text: str | int | None) -> bool:
+    return isinstance(text, str) and len(text) > MAX_TEXT_CHARS
+
+
+def _truncate_strings(body: Telemetry | Event | Status) -> bool:
+    """Cut every optional string over MAX_TEXT_CHARS in place (1.1); True if any was cut.
+    The usual message has short strings: one length check per string field."""
+    if isinstance(body, Telemetry):
+        cut = False
+        floor = body.floor
+        if floor is not None and len(floor) > MAX_TEXT_CHARS:
+            body.floor = _cut(floor)
+            cut = True
+        faults = body.controller_faults
+        if faults:
+            for i, fault in enumerate(faults):
+                if _long(fault.namespace) or _long(fault.code) or _long(fault.text):
+                    faults[i] = ControllerFault(
+                        namespace=_cut(fault.namespace),
+                        code=_cut(fault.code) if isinstance(fault.code, str) else fault.code,
+                        text=None if fault.text is None else _cut(fault.text),
+                    )
+                    cut = True
+        return cut
+    if isinstance(body, FaultEvent):
+        if _long(body.namespace) or _long(body.code) or _long(body.text):
+            body.namespace = _cut(body.namespace)
+            if isinstance(body.code, str):
+                body.code = _cut(body.code)
+            if body.text is not None:
+                body.text = _cut(body.text)
+            return True
+        return False
+    if isinstance(body, SelftestEvent):
+        if body.detail is not None and len(body.detail) > MAX_TEXT_CHARS:
+            body.detail = _cut(body.detail)
+            return True
+        return False
+    if isinstance(body, EndOfAlarmEvent) and body.by is not None and _long(body.by):
+        body.by = _cut(body.by)
+        return True
+    return False
 
 
 def _unsupported(topic: str, lift_id: str, v: object) -> Rejection:

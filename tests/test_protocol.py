@@ -483,6 +483,71 @@ def test_bad_status() -> None:
     rejected(dec({"v": 1}, "status"), Reason.MISSING_FIELD)
 
 
+# --- long optional strings (PROTOCOL.md § Value ranges, 1.1) ----------------------------------
+
+LONG = "安全回路断开：" + "门锁回路触点检测异常，" * 100  # 1,107 characters, ~3.3 KB UTF-8
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind", "read"),
+    [
+        (telemetry(floor=LONG), "telemetry", lambda b: [b.floor]),
+        (
+            telemetry(controller_faults=[{"namespace": "gb24476", "code": 5, "text": LONG}]),
+            "telemetry",
+            lambda b: [b.controller_faults[0].text],
+        ),
+        (
+            telemetry(controller_faults=[{"namespace": LONG, "code": LONG}]),
+            "telemetry",
+            lambda b: [b.controller_faults[0].namespace, b.controller_faults[0].code],
+        ),
+        (
+            event("fault", namespace=LONG, code=LONG, active=True, text=LONG),
+            "event",
+            lambda b: [b.namespace, b.code, b.text],
+        ),
+        (event("selftest", result="fail", detail=LONG), "event", lambda b: [b.detail]),
+        (event("end_of_alarm", by=LONG), "event", lambda b: [b.by]),
+    ],
+    ids=["floor", "fault_text", "fault_ns_code", "event_fault", "detail", "by"],
+)
+def test_long_optional_string_is_truncated_and_flagged_not_rejected(
+    payload: dict[str, Any], kind: str, read: Any
+) -> None:
+    """1.1 / repro r12 (M1): a string over 1,024 characters never rejects the message; the
+    first 1,024 characters are kept and the message is flagged ``truncated``."""
+    raw = json.dumps(payload, ensure_ascii=False).encode()
+    assert len(raw) < MAX_PAYLOAD_BYTES
+    result = decode(f"lifts/L1/{kind}", raw, received_ms=NOW)
+    assert isinstance(result, Decoded), result
+    assert result.truncated is True
+    for value in read(result.body):
+        assert value == LONG[:1024]
+
+
+def test_strings_up_to_1024_characters_are_kept_whole_and_not_flagged() -> None:
+    text = "é" * 1024  # characters, not bytes
+    result = dec(telemetry(floor=text, controller_faults=[{"namespace": "v", "code": text}]))
+    assert isinstance(result, Decoded), result
+    assert result.truncated is False
+    assert isinstance(result.body, Telemetry)
+    assert result.body.floor == text and result.body.controller_faults is not None
+    assert result.body.controller_faults[0].code == text
+    assert dec(telemetry()).truncated is False
+
+
+def test_truncated_flag_is_stored() -> None:
+    from ingest.points import to_line
+
+    tel = dec(telemetry(floor="F" * 2000))
+    assert "truncated=true" in to_line(tel).decode()
+    assert f'floor="{"F" * 1024}"' in to_line(tel).decode()
+    ev = dec(event("end_of_alarm", by="b" * 5000), "event")
+    assert "truncated=true" in to_line(ev).decode()
+    assert "truncated" not in to_line(dec(telemetry())).decode()
+
+
 # --- never raises -----------------------------------------------------------------------------
 
 JSON = st.recursive(

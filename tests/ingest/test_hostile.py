@@ -4,6 +4,7 @@ InfluxDB: values InfluxDB cannot hold are rejected by the decoder (PROTOCOL.md 1
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,39 @@ async def test_int64_overflow_is_bad_value_and_never_reaches_influxdb(
 
 async def _at_least(client: InfluxClient, n: int) -> bool:
     return await count(client, "lift_state") >= n
+
+
+async def test_long_optional_strings_are_stored_truncated_and_flagged(
+    mosquitto: Service, influxdb: Service, unique: str, tmp_path: Path
+) -> None:
+    """PROTOCOL.md 1.1 / repro r12 (M1): a 1,107-character fault text (3.3 KB UTF-8) is not a
+    dead-letter: the snapshot is stored with the first 1,024 characters, flagged truncated."""
+    settings = ingest_settings(mosquitto.url, influxdb.url, unique, tmp_path)
+    client = InfluxClient(influxdb.url, settings.influx_database)
+    text = "安全回路断开：" + "门锁回路触点检测异常，" * 100
+    t = now_ms()
+    faults = [{"namespace": "gb24476", "code": 5, "text": text}]
+    items = [
+        (f"{unique}/T1/telemetry", tel(1, t, controller_faults=faults)),
+        (f"{unique}/T1/telemetry", tel(2, t + 1)),
+        (f"{unique}/T1/event", event(3, t + 2, "end_of_alarm", by="x" * 3000)),
+    ]
+    async with running_ingest(settings):
+        await asyncio.to_thread(publish, mosquitto.url, items)
+
+        async def stored() -> bool:
+            return await count(client, "lift_state") + await count(client, "lift_event") >= 3
+
+        await eventually(stored, timeout=20, what="3 points")
+    db = Database(settings.sqlite_path)
+    assert count_dead_letters(db) == {}
+    db.close()
+    rows = await client.query(
+        'SELECT "seq", "truncated", "controller_faults" FROM "lift_state" ORDER BY time'
+    )
+    (_, seq1, flag1, faults1), (_, seq2, flag2, _) = rows[0]["values"]
+    assert (seq1, flag1, seq2, flag2) == (1, True, 2, None)
+    assert json.loads(faults1)[0]["text"] == text[:1024]
+    ev = await client.query('SELECT "by", "truncated" FROM "lift_event"')
+    assert ev[0]["values"][0][1:] == ["x" * 1024, True]
+    await client.aclose()
