@@ -9,7 +9,6 @@ API), recorded with the token's identity; a step backwards or repeated is 409.
 from __future__ import annotations
 
 import asyncio
-import csv
 import io
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +19,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from alerts import lifecycle
+from api import csvsafe
 from api.auth import Principal, PrincipalDep, WriterDep, company_scope
 from api.deps import DbDep, EngineDep
 from api.errors import conflict, invalid, not_found, responses
@@ -235,30 +235,24 @@ CSV_COLUMNS = (
 )
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value)
-    # Spreadsheet formula injection: a cell starting with = + - @ would be evaluated.
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + text
-    return text
-
-
 def csv_row(view: dict[str, Any]) -> list[str]:
     flat = dict(view)
     flat["name_zh"], flat["name_en"] = view["name"]["zh"], view["name"]["en"]
     flat["lift_name"], flat["lift_address"] = view["lift"]["name"], view["lift"]["address"]
-    return [_cell(flat.get(c)) for c in CSV_COLUMNS]
+    return [csvsafe.cell(flat.get(c)) for c in CSV_COLUMNS]
+
+
+def _csv_header() -> Iterator[str]:
+    buf = io.StringIO()
+    csvsafe.writer(buf).writerow(CSV_COLUMNS)
+    yield buf.getvalue()
 
 
 def _csv(
     db: Database, f: aq.AlarmFilter, order: Literal["asc", "desc"], cursor: str | None
 ) -> Iterator[str]:
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = csvsafe.writer(buf)
     writer.writerow(CSV_COLUMNS)
     sent = 0
     while sent < CSV_MAX_ROWS:
@@ -316,9 +310,7 @@ def list_alarms(
         include_suppressed=include_suppressed,
     )
     if format == "csv":
-        rows: Iterator[str] = (
-            iter([",".join(CSV_COLUMNS) + "\r\n"]) if empty else _csv(db, f, order, cursor)
-        )
+        rows: Iterator[str] = _csv_header() if empty else _csv(db, f, order, cursor)
         return StreamingResponse(
             rows,
             media_type="text/csv; charset=utf-8",

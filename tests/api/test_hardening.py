@@ -1,11 +1,14 @@
 """Regression tests for the API findings of the security review (issue 12,
 ../shared/reviews/security.md): client input answered 4xx with a reason, never 5xx (#8); a
 lift's open alarms shown by the alarm's company (#6); a deactivated company's tokens refused
-(#7)."""
+(#7); CSV cells neutralised by the OWASP rule (#9)."""
 
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import re
 from pathlib import Path
 
 import httpx
@@ -14,7 +17,7 @@ import pytest
 from api.app import create_app
 from api.errors import ApiError
 from api.timeparams import now_ms, parse_time
-from liftwatch.registry import parse_csv
+from liftwatch.registry import Lift, parse_csv
 from liftwatch.settings import Settings
 from liftwatch.store import Database
 from liftwatch.store import alarms as store
@@ -201,3 +204,84 @@ async def test_deactivated_company_tokens_refused_at_once_in_every_process(
         assert (await other.get("/api/v1/lifts", headers=h)).status_code == 200
     stored = store.get_alarm(world.db, alarm)
     assert stored is not None and stored.status == "open"  # the refused acknowledgement
+
+
+# --- #9: CSV cells a spreadsheet would read as formulas ---------------------------------------
+
+PAYLOADS = [
+    "x;=cmd|' /C calc'!A0;",  # a device's fault namespace → the alarm's subtype
+    " =1+1",
+    "\u00a0@SUM(A1)",
+    "\u200b=HYPERLINK(1)",
+    "\ufeff=1",
+    "\u2060-2+3",
+    "\uff1dcmd|' /C calc'!A0",
+    "\uff0b1",
+    "\uff20A1",
+    "a,=b",
+    "a\t=b",
+    "a\r=b",
+    "a;\u200b+b",
+    "\tx",
+    "\rx",
+]
+
+
+_INVISIBLE = "".join(chr(c) for c in range(33)) + '\u00a0\u200b\u2060\ufeff"'
+
+
+def _formula_like(text: str) -> bool:
+    return text.lstrip(_INVISIBLE)[:1] in set("=+-@\uff1d\uff0b\uff0d\uff20")
+
+
+def _pieces(text: str) -> list[str]:
+    """Every cell a spreadsheet could make of ``text``: split on any separator."""
+    return re.split(r"[,;\t\r\n]", text)
+
+
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_csv_cell_rule(payload: str) -> None:
+    from api.csvsafe import cell
+
+    out = cell(payload)
+    assert out.startswith("'") and out.replace("'", "") == payload.replace("'", "")
+    assert [p for p in _pieces(out) if _formula_like(p)] == []
+    for harmless in ("door_fault", "2026-11-26T20:01:02.345Z", "1-2", "a;b", "Road 3, 2F", ""):
+        assert cell(harmless) == harmless
+    assert cell("x;=cmd|' /C calc'!A0;") == "'x;'=cmd|' /C calc'!A0;"
+
+
+async def test_csv_export_neutralises_device_and_registry_strings(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    reg.upsert_lift(
+        world.db,
+        Lift(lift_id="evil-2", company_id="co-a", name=" =HYPERLINK(1)", address="x;@SUM(1)"),
+    )
+    ids = {
+        raise_alarm(
+            world.db,
+            "evil-2",
+            "fault_reported",
+            at=now_ms(),
+            severity="major",
+            company_id="co-a",
+            subtype=p,
+        ): p
+        for p in PAYLOADS
+    }
+    r = await client.get("/api/v1/alarms", params={"format": "csv"}, headers=world.h("admin"))
+    assert r.status_code == 200
+    rows = {row["alarm_id"]: row for row in csv.DictReader(io.StringIO(r.text, newline=""))}
+    for alarm_id, payload in ids.items():
+        got = rows[alarm_id]
+        assert got["subtype"].startswith("'"), got["subtype"]
+        assert got["subtype"].replace("'", "") == payload.replace("'", "")
+        assert got["lift_name"] == "' =HYPERLINK(1)"
+        assert got["lift_address"] == "'x;'@SUM(1)"
+    # The same bytes opened by a spreadsheet whose locale separates cells with ";" (or tabs),
+    # or cut naively at every separator: no piece starts a formula.
+    for delimiter in (";", ",", "\t"):
+        for row in csv.reader(io.StringIO(r.text, newline=""), delimiter=delimiter):
+            assert [c for c in row if _formula_like(c)] == [], delimiter
+    assert [p for p in _pieces(r.text) if _formula_like(p)] == []
