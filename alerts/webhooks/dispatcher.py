@@ -36,6 +36,7 @@ import logging
 import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -61,6 +62,12 @@ FAN_OUT: Final = 500  # outbox rows per fan-out transaction
 # doubling up to the last, until the store takes it: the engine's commit does the same.
 RECORD_RETRY_FIRST_S: Final = 0.1
 RECORD_RETRY_MAX_S: Final = 2.0
+# After a store error the loop rests before its next round, from the first pause doubling up
+# to the last (a failing head would otherwise be spawned again at once, thousands of times a
+# second), and store errors are logged at most once per STORE_LOG_EVERY_S.
+STORE_PAUSE_FIRST_S: Final = 0.1
+STORE_PAUSE_MAX_S: Final = 2.0
+STORE_LOG_EVERY_S: Final = 10.0
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -163,7 +170,14 @@ class Dispatcher:
         self._per_sub: dict[str, int] = {}
         self._accepting = False
         self._next_sweep = 0.0  # clock.monotonic() of the next stale-claim sweep
+        # Store trouble (loop thread): consecutive errors, the rest they impose (monotonic
+        # time.monotonic(): a real wait even under a manual clock), and the log's rate limit.
+        self._store_errors = 0
+        self._pause_until = 0.0
+        self._store_logged_at = -STORE_LOG_EVERY_S
+        self._store_unlogged = 0
         self.sent = 0
+        self.rounds = 0
 
     # --- waking ------------------------------------------------------------------------------
 
@@ -202,12 +216,18 @@ class Dispatcher:
             # Only now may the engine claim attempts: the reset above must not catch them.
             self._accepting = True
             while True:
+                if (pause := self._pause_until - time.monotonic()) > 0:
+                    # The store failed: rest (a finishing task's wake-up does not cut it short).
+                    await _rest(pause, stop)
+                    if stop is not None and stop.is_set():
+                        return
                 self._wake.clear()
                 timeout = self.poll_interval_s
                 try:
+                    self.rounds += 1
                     timeout = await self._round()
                 except sqlite3.Error as exc:
-                    log.warning("webhook store unavailable, retrying: %s", exc)
+                    self._store_failed("a dispatcher round failed", exc)
                 if stop is not None and stop.is_set():
                     return
                 # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation
@@ -259,6 +279,38 @@ class Dispatcher:
         wait = (next_due - self.clock.now_ms()) / 1000
         # Due but blocked (its chain or subscription is busy): a finishing task wakes us.
         return self.poll_interval_s if wait <= 0 else min(wait, self.poll_interval_s)
+
+    def _store_failed(self, what: str, exc: sqlite3.Error) -> None:
+        """Count a store error: pause the rounds (doubling while errors continue) and log it,
+        at most once per STORE_LOG_EVERY_S (loop thread)."""
+        self._store_errors += 1
+        pause = min(STORE_PAUSE_FIRST_S * 2.0 ** (self._store_errors - 1), STORE_PAUSE_MAX_S)
+        mono = time.monotonic()
+        self._pause_until = max(self._pause_until, mono + pause)
+        if mono - self._store_logged_at >= STORE_LOG_EVERY_S:
+            more = f" ({self._store_unlogged} more since the last report)" * bool(
+                self._store_unlogged
+            )
+            log.warning(
+                "webhook store unavailable, %s%s; retrying, next in %.1f s: %s",
+                what,
+                more,
+                pause,
+                exc,
+            )
+            self._store_logged_at = mono
+            self._store_unlogged = 0
+        else:
+            self._store_unlogged += 1
+
+    def _store_ok(self) -> None:
+        """A store write succeeded: the rounds need not rest any more."""
+        if self._store_errors:
+            log.info("webhook store writable again after %d errors", self._store_errors)
+            self._store_errors = 0
+            self._store_unlogged = 0
+            self._pause_until = 0.0
+            self._store_logged_at = -STORE_LOG_EVERY_S
 
     async def _sweep(self, now: int) -> None:
         """Claims with no task in this process (an attempt whose start was recorded but whose
@@ -409,9 +461,10 @@ class Dispatcher:
         else:
             try:
                 begun = await self._db(self._begin, queued.id, self.clock.now_ms())
-            except sqlite3.Error as exc:  # still pending: the next round tries again
-                log.warning("webhook delivery %d not started: %s", queued.id, exc)
+            except sqlite3.Error as exc:  # still pending: a round after the pause retries
+                self._store_failed(f"delivery {queued.id} not started", exc)
                 return
+            self._store_ok()
             if begun is None:
                 return
             d, sub = begun
@@ -489,14 +542,10 @@ class Dispatcher:
         while True:
             try:
                 await self._db(store.finish_attempt, self.db, d.id, **outcome)
+                self._store_ok()
                 return
             except sqlite3.Error as exc:
-                log.warning(
-                    "webhook delivery %d: cannot record its attempt yet (retrying in %.1f s): %s",
-                    d.id,
-                    wait,
-                    exc,
-                )
+                self._store_failed(f"the outcome of delivery {d.id} kept to record later", exc)
             await asyncio.sleep(wait)
             wait = min(wait * 2, RECORD_RETRY_MAX_S)
 
@@ -590,6 +639,16 @@ def attach(engine: Any, settings: Settings) -> Dispatcher:
     dispatcher = Dispatcher(engine.db, allow_private=settings.webhook_allow_private)
     engine.outbox = dispatcher
     return dispatcher
+
+
+async def _rest(seconds: float, stop: asyncio.Event | None) -> None:
+    """Sleep ``seconds``, or less if ``stop`` is set meanwhile."""
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
 
 
 async def _relay(stop: asyncio.Event, wake: asyncio.Event) -> None:

@@ -227,3 +227,45 @@ async def test_stale_claim_without_a_task_is_retried(
         await eventually(lambda: statuses(seeded.db, sub.id) == ["delivered"], 5, what="delivered")
     finally:
         await stop(task)
+
+
+async def test_no_busy_loop_while_the_disk_is_full(
+    small_fs: SmallFs, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """D5: a due head whose attempt cannot even be started (its 'delivering' mark cannot be
+    written) used to be spawned again at once, ~2,000 times and log lines a second. Now the
+    dispatcher rests (doubling, capped at 2 s) and logs at most once per 10 s; once space
+    returns the delivery goes out within that cap."""
+    caplog.set_level(logging.INFO, logger="liftwatch.webhooks")
+    seeded = seed(Database(small_fs.root / "liftwatch.sqlite3"), unique)
+    recv = RecordingReceiver()
+    task: asyncio.Task[None] | None = None
+    try:
+        sub = seeded.subscribe(recv.url, company_id="co-a")
+        seeded.raise_alarm(seeded.lift_a, "co-a")
+        # Fanned out, not claimed: a pending head, due now.
+        store.fan_out(seeded.db, route, now_ms=time.time_ns() // 1_000_000)
+        small_fs.fill()
+        d = Dispatcher(seeded.db, allow_private=True, poll_interval_s=0.2)
+        task = await start(d)
+        window = 3.0
+        cpu0, rounds0 = time.process_time(), getattr(d, "rounds", 0)  # (678cc9a had no counter)
+        await asyncio.sleep(window)  # the failure window being measured, not a synchronisation
+        cpu, rounds = time.process_time() - cpu0, getattr(d, "rounds", 0) - rounds0
+        lines = [r for r in caplog.records if r.name == "liftwatch.webhooks" and r.levelno >= 30]
+        assert recv.requests == []
+        assert 1 <= len(lines) <= 2, f"{len(lines)} warnings in {window} s"
+        # 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s of rests: about 5 rounds, never thousands.
+        assert rounds <= 10, f"{rounds} rounds in {window} s"
+        assert cpu < 0.5 * window, f"{cpu:.2f} s CPU in {window} s"
+        small_fs.free()
+        freed = time.monotonic()
+        await asyncio.to_thread(recv.wait_for, 1, 5)
+        assert time.monotonic() - freed < 3.5, "resumed within the pause cap"
+        await eventually(lambda: statuses(seeded.db, sub.id) == ["delivered"], 5, what="delivered")
+        assert any("writable again" in r.getMessage() for r in caplog.records)
+    finally:
+        small_fs.free()
+        if task is not None:
+            await stop(task)
+        recv.close()
