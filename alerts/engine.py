@@ -66,6 +66,18 @@ class OutboxHook(Protocol):
         """Outbox rows were committed elsewhere (the API's transitions)."""
 
 
+def policy_of(p: Thresholds) -> Policy:
+    """The lifecycle's timings for one set of thresholds (global, or one lift's)."""
+    raw = p.raw
+    return Policy(
+        escalate_every_ms=p.ms("escalation_s"),
+        deadline_urban_ms=round(raw["arrival_deadline_urban_min"] * 60_000),
+        deadline_rural_ms=round(raw["arrival_deadline_rural_min"] * 60_000),
+        auto_resolve_ms=p.ms("auto_resolve_s"),
+        flood_limit=int(raw["flood_limit"]),
+    )
+
+
 class Engine:
     def __init__(
         self,
@@ -84,14 +96,7 @@ class Engine:
         self.dead_letter_max = dead_letter_max
         self._global = check(dict(thresholds or {}), "LIFTWATCH_ALERTS_THRESHOLDS")
         self.defaults: Thresholds = resolve(self._global, {})
-        raw = self.defaults.raw
-        self.policy = Policy(
-            escalate_every_ms=self.defaults.ms("escalation_s"),
-            deadline_urban_ms=round(raw["arrival_deadline_urban_min"] * 60_000),
-            deadline_rural_ms=round(raw["arrival_deadline_rural_min"] * 60_000),
-            auto_resolve_ms=self.defaults.ms("auto_resolve_s"),
-            flood_limit=int(raw["flood_limit"]),
-        )
+        self.policy = policy_of(self.defaults)
         self.states: dict[str, LiftState] = {}
         self.lifts: dict[str, Lift] = {}
         self._created: dict[str, int] = {}
@@ -374,17 +379,20 @@ class Engine:
         ctx = self._ctx.get(lift_id)
         if ctx is None:
             lift = self.lifts.get(lift_id)
-            ctx = Context(self.defaults)
+            ctx = Context(self.defaults, policy=self.policy)
             if lift is not None:
                 try:
-                    p = resolve(self._global, lift.overrides) if lift.overrides else self.defaults
-                    ctx = Context(p, lift.rated_speed)
+                    if lift.overrides:
+                        p = resolve(self._global, lift.overrides)
+                        ctx = Context(p, lift.rated_speed, policy=policy_of(p))
+                    else:
+                        ctx = Context(self.defaults, lift.rated_speed, policy=self.policy)
                 except Exception as exc:
                     # A stored row the checks on input would have refused: this lift runs
                     # on the defaults and is flagged (FAULTS.md 1.1 #1), the others go on.
                     self.flagged[lift_id] = f"overrides ignored ({type(exc).__name__})"
                     log.warning("lift %s runs on default thresholds: %s", lift_id, exc)
-                    ctx = Context(self.defaults, lift.rated_speed)
+                    ctx = Context(self.defaults, lift.rated_speed, policy=self.policy)
             ctx.button_unresolved = lift_id in self._button_open
             self._ctx[lift_id] = ctx
         return ctx
@@ -404,11 +412,12 @@ class Engine:
             for kind in ("esc", "due", "auto"):
                 self.scheduler.cancel((kind, aid))
             return
+        policy = self._context(alarm.lift_id).policy
         live = lifecycle.pursued(alarm)
         esc = None
         if live and alarm.severity == "critical" and alarm.status == "open":
             since = alarm.escalated_at or alarm.notified_at or alarm.raised_at
-            esc = since + self.policy.escalate_every_ms
+            esc = since + policy.escalate_every_ms
         self._arm(("esc", aid), esc)
         deadline = None
         if live and alarm.deadline_at and not alarm.overdue and alarm.status != "on_site":
@@ -419,9 +428,9 @@ class Engine:
             alarm.condition == "cleared"
             and alarm.cleared_at is not None
             and lifecycle.auto_resolvable(alarm)
-            and self.policy.auto_resolve_ms > 0
+            and policy.auto_resolve_ms > 0
         ):
-            auto = alarm.cleared_at + self.policy.auto_resolve_ms
+            auto = alarm.cleared_at + policy.auto_resolve_ms
         self._arm(("auto", aid), auto)
 
     def _promotions(self, st: LiftState, sigs: list[Signal], ctx: Context) -> None:
@@ -564,7 +573,9 @@ class Engine:
             return lifecycle.escalate(conn, alarm_id, now, out)
         if kind == "due":
             return lifecycle.mark_overdue(conn, alarm_id, now, out)
-        return lifecycle.auto_resolve(conn, alarm_id, now, self.policy, out)
+        lift_id = store.alarm_lift(conn, alarm_id)
+        policy = self.policy if lift_id is None else self._context(lift_id).policy
+        return lifecycle.auto_resolve(conn, alarm_id, now, policy, out)
 
     def _apply(
         self,
@@ -601,7 +612,7 @@ class Engine:
                 deadline_ms=deadline,
                 actor="device" if sig.source == "device" else "rule",
             )
-            alarm = lifecycle.raise_condition(conn, req, self.policy, out)
+            alarm = lifecycle.raise_condition(conn, req, self._context(lift_id).policy, out)
             c = st.peek((sig.code, sig.subtype, sig.source))
             if c is not None:
                 c.muted = not lifecycle.pursued(alarm)

@@ -12,12 +12,13 @@ held (FAULTS.md § Terms); the live state holds until a newer message changes it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
 
 from alerts.codes import info, reported_code
+from alerts.lifecycle import Policy
 from alerts.state import CONDITION_SOURCES, LIMIT, CondKey, LiftState, alarm_source
 from alerts.thresholds import Thresholds
 from liftwatch.protocol import (
@@ -51,8 +52,9 @@ class Context:
     """What the rules need to know about the lift beyond its messages."""
 
     p: Thresholds
-    rated_speed: float = 1.0
+    rated_speed: float | None = None  # None: unknown, no overspeed check (FAULTS.md 1.1 #2)
     button_unresolved: bool = False  # EN 81-28: filtering is bypassed once an alarm stands
+    policy: Policy = field(default_factory=Policy)  # escalation, auto-resolve, flood (per lift)
 
 
 DUPLICATE: Final[tuple[list[Signal], int]] = ([], NEVER)
@@ -569,15 +571,16 @@ def _evaluate(st: LiftState, now: int, ctx: Context, out: list[Signal], new_mess
                 new_message,
             )
             due = d if d < due else due
-    if aspeed is not None:
-        holds = aspeed > p.overspeed_factor * ctx.rated_speed
+    rated = ctx.rated_speed
+    if aspeed is not None and rated is not None:
+        holds = aspeed > p.overspeed_factor * rated
         if holds or _OVERSPEED in conds:
             d = _timed(
                 st,
                 _OVERSPEED,
                 holds,
                 p.overspeed_ms,
-                p.overspeed_clear_ms if aspeed <= ctx.rated_speed else None,
+                p.overspeed_clear_ms if aspeed <= rated else None,
                 now,
                 out,
                 new_message,

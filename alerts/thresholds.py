@@ -121,38 +121,65 @@ class Thresholds:
         return round(self.raw[key] * 1000)
 
 
-MAX_VALUE: Final = 1e9
+DAY_S: Final = 86_400
+# FAULTS.md 1.1 #1: every threshold is a finite number in a documented range (docs/alarms.md).
+# Durations: more than 0 and at most 30 days, in the key's unit; counts: integers 1 to 1,000.
+COUNTS: Final = frozenset({"unintended_movement_messages", "door_cycling_changes", "flood_limit"})
+_OPEN_RANGES: Final[dict[str, tuple[float, float]]] = {
+    "stationary_speed": (0, 20),  # m/s, like the registry's rated_speed
+    "moving_speed": (0, 20),
+    "overspeed_factor": (1, 10),  # × rated_speed
+    "battery_low_pct": (0, 100),
+    "alarm_test_overdue_h": (0, 30 * 24),
+    "arrival_deadline_urban_min": (0, 30 * 24 * 60),
+    "arrival_deadline_rural_min": (0, 30 * 24 * 60),
+}
+
+
+def value_range(key: str) -> tuple[float, float]:
+    """``(low, high)``: a value must be ``> low`` and ``<= high`` (counts: ``>= 1``)."""
+    if key in COUNTS:
+        return (0, 1000)
+    return _OPEN_RANGES.get(key, (0, 30 * DAY_S))
+
+
+def in_range(key: str, value: object) -> bool:
+    """A value the engine can compute with: a real number in the key's documented range."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    low, high = value_range(key)
+    if not low < value <= high:  # also False for NaN
+        return False
+    return key not in COUNTS or float(value).is_integer()
+
+
+def describe_range(key: str) -> str:
+    low, high = value_range(key)
+    if key in COUNTS:
+        return f"an integer from 1 to {high:g}"
+    return f"more than {low:g} and at most {high:g}"
 
 
 def check(values: dict[str, float], where: str) -> dict[str, float]:
-    """Reject unknown keys and negative values with a message naming them."""
+    """Refuse unknown keys and values out of their range, with a message naming them."""
     unknown = sorted(set(values) - set(DEFAULTS))
     if unknown:
         raise ThresholdError(
             f"{where}: unknown threshold {', '.join(unknown)}; known keys are listed in"
             " docs/alarms.md"
         )
-    negative = sorted(k for k, x in values.items() if not x >= 0)
-    if negative:
-        raise ThresholdError(f"{where}: thresholds must be >= 0: {', '.join(negative)}")
-    # 1e999 parses as infinity, and ~1e305 s overflows milliseconds: either stopped every
-    # lift's evaluation (../shared/repros r02). The full FAULTS.md 1.1 ranges are to come.
-    huge = sorted(k for k, x in values.items() if not usable(x))
-    if huge:
+    bad = [k for k in sorted(values) if not in_range(k, values[k])]
+    if bad:
         raise ThresholdError(
-            f"{where}: thresholds must be finite and at most {MAX_VALUE:g}: {', '.join(huge)}"
+            f"{where}: "
+            + "; ".join(f"{k} must be {describe_range(k)} (got {values[k]!r})" for k in bad)
         )
     return values
 
 
-def usable(value: float) -> bool:
-    """A value the engine can compute with (finite, non-negative, far from overflow)."""
-    return 0 <= value <= MAX_VALUE
-
-
 def unusable(lift_overrides: dict[str, float]) -> list[str]:
     """Stored per-lift keys :func:`resolve` ignores (unknown, or a value out of range)."""
-    return sorted(k for k, v in lift_overrides.items() if k not in DEFAULTS or not usable(v))
+    return sorted(k for k, v in lift_overrides.items() if k not in DEFAULTS or not in_range(k, v))
 
 
 def resolve(global_values: dict[str, float], lift_overrides: dict[str, float]) -> Thresholds:
@@ -162,5 +189,5 @@ def resolve(global_values: dict[str, float], lift_overrides: dict[str, float]) -
     merged = dict(DEFAULTS)
     merged.update(global_values)
     # A stored value that is somehow unusable never stops evaluation: the default applies.
-    merged.update({k: v for k, v in lift_overrides.items() if k in DEFAULTS and usable(v)})
+    merged.update({k: v for k, v in lift_overrides.items() if k in DEFAULTS and in_range(k, v)})
     return Thresholds(merged)

@@ -134,6 +134,11 @@ def get_alarm(conn: sqlite3.Connection | Database, alarm_id: str) -> Alarm | Non
     return None if row is None else alarm_from_row(row)
 
 
+def alarm_lift(conn: sqlite3.Connection, alarm_id: str) -> str | None:
+    row = conn.execute("SELECT lift_id FROM alarms WHERE alarm_id = ?", (alarm_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
 def find_unresolved(
     conn: sqlite3.Connection, lift_id: str, code: str, subtype: str | None
 ) -> Alarm | None:

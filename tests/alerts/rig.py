@@ -42,7 +42,8 @@ class Rig:
         self.db = Database(path)
         self.clock = ManualClock()
         reg.upsert_company(self.db, Company(company_id="acme", name="Acme"))
-        for lift in lifts if lifts is not None else (Lift(lift_id="L1", company_id="acme"),):
+        default = (Lift(lift_id="L1", company_id="acme", rated_speed=1.0),)
+        for lift in lifts if lifts is not None else default:
             reg.upsert_lift(self.db, lift)
         self.thresholds = thresholds or {}
         self.engine = Engine(self.db, clock=self.clock, thresholds=self.thresholds)
