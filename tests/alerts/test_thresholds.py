@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,7 +91,12 @@ def test_the_error_names_the_range() -> None:
 
 # --- every key works per lift ------------------------------------------------------------
 
-TRAPPED = {"door_zone": False, "doors_closed": True, "passenger_present": True, "speed": 0.0}
+TRAPPED: dict[str, Any] = {
+    "door_zone": False,
+    "doors_closed": True,
+    "passenger_present": True,
+    "speed": 0.0,
+}
 
 
 def test_per_lift_escalation_interval_is_honoured(tmp_path: Path) -> None:
