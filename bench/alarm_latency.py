@@ -2,7 +2,8 @@
 under 50 ms at 5,000 messages/s of background telemetry).
 
     .venv/bin/python -m bench.alarm_latency [--duration 30] [--rate 5000] [--lifts 1000]
-                                            [--alarms 200]
+                                            [--alarms 200] [--receiver-outage 60]
+                                            [--outage-alarms 100]
 
 A private Mosquitto (``liftwatch.localservices``) and the real ``liftwatch alerts`` process
 (its own ``LIFTWATCH_*`` environment, a fresh SQLite store holding ``--lifts`` registered lifts
@@ -24,9 +25,18 @@ subscriber of the alarm-button topic only (publish → broker → subscriber, sa
 load: the floor under any MQTT consumer) and direct POSTs from this process to the same
 receiver, one between each two alarms (POST → arrival: the receiver's own share).
 
+With ``--receiver-outage S`` a second phase follows (issue 12 item 6, "a recovered receiver
+gets its backlog at once"): the receiver answers 500 for S seconds while ``--outage-alarms``
+alarm buttons (other lifts) are pressed, spread over the first 90 % of the outage, under the
+same telemetry rate; then it answers 204 again. ``backlog_drained_s`` is the time from the
+recovery until the last of them was answered 2xx, ``backlog_lost`` those not answered 2xx
+within 120 s of the recovery, ``backlog_dups`` extra 2xx answers of the same alarm (none is
+expected: the webhook-id is the same, but a 2xx ends the delivery).
+
 Progress goes to stderr; the last stdout line is ``p50_ms=… p95_ms=… p99_ms=… lost=…``
 followed by the baselines (``baseline_mqtt_p50_ms=… baseline_mqtt_p99_ms=…
-baseline_http_p50_ms=… baseline_http_p99_ms=…``).
+baseline_http_p50_ms=… baseline_http_p99_ms=…``), then with ``--receiver-outage``
+``backlog_drained_s=… backlog_waiting=… backlog_lost=… backlog_dups=…``.
 """
 
 from __future__ import annotations
@@ -55,7 +65,7 @@ from liftwatch.registry import Company, Lift
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
 from liftwatch.store import webhooks as store
-from tests.receiver import Received, RecordingReceiver
+from tests.receiver import Received, RecordingReceiver, Responder
 
 PREFIX = "bench"
 IDLE = {
@@ -153,15 +163,81 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
+def ok_or_500(down: threading.Event, answered: dict[str, list[float]]) -> Responder:
+    """500 while ``down`` is set, else 204; records when each lift's raise was answered 2xx."""
+
+    def answer(r: Received) -> tuple[int, dict[str, str], bytes]:
+        if down.is_set():
+            return 500, {}, b"down"
+        lift = raised_lift(r) if r.path == "/hook" else None
+        if lift is not None:
+            answered.setdefault(lift, []).append(time.time())
+        return 204, {}, b""
+
+    return answer
+
+
+def receiver_outage(
+    args: argparse.Namespace, broker_url: str, receiver: RecordingReceiver, buttons: paho.Client
+) -> str:
+    """The outage phase (see the module docstring); returns its key=value fields."""
+    step = args.lifts // args.alarms
+    lifts = [lift_id(i) for i in range(args.lifts) if i % step][: args.outage_alarms]
+    down = threading.Event()
+    down.set()
+    answered: dict[str, list[float]] = {}
+    receiver.responder = ok_or_500(down, answered)
+    manager = multiprocessing.Manager()
+    sent = manager.list()
+    bg = multiprocessing.Process(
+        target=telemetry_publisher,
+        args=(broker_url, args.lifts, args.rate, args.receiver_outage + 20, sent),
+    )
+    bg.start()
+    start = time.monotonic()
+    gap = 0.9 * args.receiver_outage / max(1, len(lifts))
+    say(f"receiver down for {args.receiver_outage:g} s; {len(lifts)} alarm buttons meanwhile")
+    for k, lift in enumerate(lifts):
+        target = start + gap * k
+        while (left := target - time.monotonic()) > 0:
+            time.sleep(min(left, 0.05))
+        press(buttons, lift, 2)
+    while (left := start + args.receiver_outage - time.monotonic()) > 0:
+        time.sleep(min(left, 0.1))
+    tried = {raised_lift(r) for r in list(receiver.requests)}
+    waiting = sum(1 for lift in lifts if lift in tried)
+    down.clear()
+    recovered = time.time()
+    say(f"receiver answers 204 again; {waiting}/{len(lifts)} alarms had been tried and wait")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not all(lift in answered for lift in lifts):
+        time.sleep(0.05)
+    bg.join()
+    done = [min(answered[lift]) for lift in lifts if lift in answered]
+    drained = max(done) - recovered if done else float("nan")
+    dups = sum(len(answered[lift]) - 1 for lift in lifts if lift in answered)
+    lost = len(lifts) - len(done)
+    say(f"backlog: {len(done)}/{len(lifts)} answered 2xx, the last {drained:.1f} s after recovery")
+    return (
+        f"backlog_drained_s={drained:.1f} backlog_waiting={waiting} backlog_lost={lost}"
+        f" backlog_dups={dups}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--rate", type=int, default=5000)
     parser.add_argument("--lifts", type=int, default=1000)
     parser.add_argument("--alarms", type=int, default=200)
+    parser.add_argument("--receiver-outage", type=float, default=0.0, metavar="S")
+    parser.add_argument("--outage-alarms", type=int, default=100)
     args = parser.parse_args()
     if args.alarms >= args.lifts:
         parser.error("--alarms must be below --lifts (one alarm per lift; one lift warms up)")
+    if args.receiver_outage and args.outage_alarms > args.lifts - args.alarms - 1:
+        parser.error("--outage-alarms needs as many lifts beyond --alarms (one alarm per lift)")
+    outage = ""
 
     with tempfile.TemporaryDirectory(prefix="liftwatch-bench-") as tmp:
         root = Path(tmp)
@@ -268,6 +344,8 @@ def main() -> int:
             base_mqtt = [(baseline[k] - at) * 1000 for k, at in published.items() if k in baseline]
             arrived = {key: r.arrived for r in list(receiver.requests) if (key := direct_key(r))}
             base_http = [(arrived[k] - at) * 1000 for k, at in direct.sent.items() if k in arrived]
+            if args.receiver_outage:
+                outage = receiver_outage(args, broker.url, receiver, buttons)
         finally:
             direct.close()
             for client in (buttons, watcher):
@@ -294,7 +372,7 @@ def main() -> int:
     )
     print(
         f"p50_ms={percentile(latencies, 0.50):.1f} p95_ms={percentile(latencies, 0.95):.1f} "
-        f"p99_ms={percentile(latencies, 0.99):.1f} lost={lost} {baselines}".rstrip()
+        f"p99_ms={percentile(latencies, 0.99):.1f} lost={lost} {baselines} {outage}".strip()
     )
     return 0
 

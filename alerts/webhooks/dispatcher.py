@@ -68,6 +68,15 @@ RECORD_RETRY_MAX_S: Final = 2.0
 STORE_PAUSE_FIRST_S: Final = 0.1
 STORE_PAUSE_MAX_S: Final = 2.0
 STORE_LOG_EVERY_S: Final = 10.0
+# A recovered receiver gets its backlog at once: when a subscription's receiver answers 2xx,
+# its deliveries waiting for a retry become due now, oldest first, DRAIN_RATE_PER_S apart. A
+# subscription whose receiver is being retried and that has had no attempt for
+# max(PROBE_MIN_S, PROBE_FRACTION x how long its oldest waiting delivery has waited), at most
+# PROBE_MAX_S, gets a probe: its oldest waiting delivery is sent now.
+DRAIN_RATE_PER_S: Final = 30.0
+PROBE_MIN_S: Final = 5.0
+PROBE_MAX_S: Final = 300.0
+PROBE_FRACTION: Final = 0.05
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -145,6 +154,8 @@ class Dispatcher:
         poll_interval_s: float = 1.0,
         attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
         uniform: Callable[[float, float], float] = random.uniform,
+        drain_rate_per_s: float = DRAIN_RATE_PER_S,
+        probe_min_s: float = PROBE_MIN_S,
     ) -> None:
         self.db = db
         self.allow_private = allow_private
@@ -156,6 +167,8 @@ class Dispatcher:
         self.poll_interval_s = poll_interval_s
         self.attempt_timeout_s = attempt_timeout_s
         self._uniform = uniform
+        self.drain_spacing_ms = max(1, round(1000 / drain_rate_per_s))
+        self.probe_min_s = probe_min_s
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         # One thread for the store: commits fsync, which must not stall the event loop the
@@ -330,6 +343,23 @@ class Dispatcher:
                 "retrying %d webhook deliveries left 'delivering' with no attempt in flight",
                 reset,
             )
+        await self._probe(now)
+
+    async def _probe(self, now: int) -> None:
+        """Probe silent subscriptions whose receiver is being retried (see PROBE_MIN_S): if
+        the receiver is back, the probe's 2xx pulls the rest of the backlog forward."""
+        waiting = await self._db(store.waiting_subscriptions, self.db, now)
+        due: list[int] = []
+        for w in waiting:
+            with self._admit:
+                if self._per_sub.get(w.subscription_id):
+                    continue  # an attempt to it is out: its answer will tell
+            waited_s = (now - w.since_ms) / 1000
+            every = min(max(self.probe_min_s, PROBE_FRACTION * waited_s), PROBE_MAX_S)
+            if w.last_attempt_ms is None or now - w.last_attempt_ms >= every * 1000:
+                due.append(w.oldest_id)
+        if due:
+            await self._db(store.probe, self.db, due, now)
 
     def _reserve(self, d: Delivery) -> bool:
         """Admit ``d`` within the limits and count it as in flight (any thread)."""
@@ -512,7 +542,7 @@ class Dispatcher:
                 outcome = "failed"
                 error = f"{error or 'failed'}; gave up after {d.attempts} attempts in 24 h"
         gone = result.status_code == 410 and sub is not None
-        await self._record(
+        drained = await self._record(
             d,
             at=at,
             latency_ms=result.latency_ms,
@@ -522,9 +552,17 @@ class Dispatcher:
             outcome=outcome,
             next_attempt_at=next_at,
             disable_reason="receiver answered 410 Gone" if gone else None,
+            drain_spacing_ms=self.drain_spacing_ms,
         )
         if outcome == "delivered":
             self.sent += 1
+            if drained:
+                log.info(
+                    "webhook subscription %s answered 2xx again: %d waiting deliveries retried"
+                    " now, oldest first",
+                    d.subscription_id,
+                    drained,
+                )
         elif gone:
             log.warning(
                 "webhook subscription %s disabled: its receiver answered 410", d.subscription_id
@@ -532,7 +570,7 @@ class Dispatcher:
         elif outcome == "failed":
             log.warning("webhook delivery %d (%s) failed: %s", d.id, d.webhook_id, error)
 
-    async def _record(self, d: Delivery, **outcome: Any) -> None:
+    async def _record(self, d: Delivery, **outcome: Any) -> int:
         """``store.finish_attempt`` for a concluded attempt, retried with backoff until the
         store takes it: the outcome is never dropped (a dropped one left the delivery
         'delivering', its chain blocked until a restart). Meanwhile the delivery stays
@@ -541,9 +579,9 @@ class Dispatcher:
         wait = RECORD_RETRY_FIRST_S
         while True:
             try:
-                await self._db(store.finish_attempt, self.db, d.id, **outcome)
+                drained: int = await self._db(store.finish_attempt, self.db, d.id, **outcome)
                 self._store_ok()
-                return
+                return drained
             except sqlite3.Error as exc:
                 self._store_failed(f"the outcome of delivery {d.id} kept to record later", exc)
             await asyncio.sleep(wait)

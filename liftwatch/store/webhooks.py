@@ -498,10 +498,14 @@ def finish_attempt(
     outcome: str,
     next_attempt_at: int | None = None,
     disable_reason: str | None = None,
-) -> None:
+    drain_spacing_ms: int | None = None,
+) -> int:
     """Record one attempt and the delivery's new state (``outcome``: delivered, pending or
     failed) in one transaction; with ``disable_reason`` also disable the subscription (and
-    fail its other open deliveries). A delivery deleted meanwhile is skipped."""
+    fail its other open deliveries). A delivery deleted meanwhile is skipped.
+
+    With ``drain_spacing_ms``, a delivered outcome also pulls the subscription's waiting
+    retries forward in the same transaction (:func:`pull_forward`); returns how many."""
     if outcome not in ("delivered", "pending", "failed"):
         raise ValueError(f"unknown outcome {outcome!r}")
     done_at = at + latency_ms
@@ -526,11 +530,87 @@ def finish_attempt(
                     error,
                 ),
             )
+            row = conn.execute(
+                "SELECT subscription_id FROM webhook_deliveries WHERE id = ?", (delivery_id,)
+            ).fetchone()
             if disable_reason is not None:
-                row = conn.execute(
-                    "SELECT subscription_id FROM webhook_deliveries WHERE id = ?", (delivery_id,)
-                ).fetchone()
                 _disable(conn, row[0], disable_reason, done_at)
+            if outcome == "delivered" and drain_spacing_ms is not None:
+                return pull_forward(conn, row[0], done_at, drain_spacing_ms)
+    return 0
+
+
+def pull_forward(conn: sqlite3.Connection, sub_id: str, now_ms: int, spacing_ms: int) -> int:
+    """The subscription's receiver answered 2xx: its deliveries waiting for a retry (pending,
+    due after ``now_ms``) become due now, oldest first, ``spacing_ms`` apart so that a
+    recovered receiver is not flooded. Deliveries already in that queue (due within the
+    window the queue spans) keep their slot, so later 2xx answers of the drain do not
+    shorten the spacing; none is made later than it was. Only chain heads ever wait for a
+    retry, so each chain keeps its order. Returns how many moved."""
+    waiting = (
+        "FROM webhook_deliveries WHERE subscription_id = ?"
+        " AND status IN ('pending', 'delivering') AND status = 'pending' AND next_attempt_at > ?"
+    )
+    (count,) = conn.execute("SELECT COUNT(*) " + waiting, (sub_id, now_ms)).fetchone()
+    if not count:
+        return 0
+    horizon = now_ms + (count + 1) * spacing_ms  # beyond it: not queued yet
+    (last,) = conn.execute(
+        "SELECT MAX(next_attempt_at) " + waiting + " AND next_attempt_at <= ?",
+        (sub_id, now_ms, horizon),
+    ).fetchone()
+    slot = now_ms if last is None else max(now_ms, int(last) + spacing_ms)
+    moves: list[tuple[int, int]] = []
+    for delivery_id, due in conn.execute(
+        "SELECT id, next_attempt_at " + waiting + " AND next_attempt_at > ? ORDER BY id",
+        (sub_id, now_ms, horizon),
+    ).fetchall():
+        if slot < due:
+            moves.append((slot, delivery_id))
+            slot += spacing_ms
+    conn.executemany("UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ?", moves)
+    return len(moves)
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A subscription with deliveries waiting for a retry (:func:`waiting_subscriptions`)."""
+
+    subscription_id: str
+    oldest_id: int  # its oldest waiting delivery (a chain head)
+    since_ms: int  # first attempt of its oldest waiting delivery
+    last_attempt_ms: int | None  # its latest attempt of any open delivery
+
+
+def waiting_subscriptions(db: Database, now_ms: int) -> list[Waiting]:
+    """Subscriptions whose receiver is being retried: candidates for a probe."""
+    rows = db.conn.execute(
+        "SELECT w.subscription_id, w.oldest_id, w.since_ms, ("
+        " SELECT MAX(o.last_attempt_at) FROM webhook_deliveries o"
+        " WHERE o.subscription_id = w.subscription_id"
+        " AND o.status IN ('pending', 'delivering')) AS last_attempt_ms"
+        " FROM (SELECT subscription_id, MIN(id) AS oldest_id,"
+        " MIN(IFNULL(first_attempt_at, created_at)) AS since_ms FROM webhook_deliveries"
+        " WHERE status IN ('pending', 'delivering') AND status = 'pending'"
+        " AND next_attempt_at > ? GROUP BY subscription_id) w",
+        (now_ms,),
+    ).fetchall()
+    return [Waiting(r[0], int(r[1]), int(r[2]), r[3]) for r in rows]
+
+
+def probe(db: Database, delivery_ids: Sequence[int], now_ms: int) -> int:
+    """Make these waiting deliveries due now (one per silent subscription: a probe of
+    whether its receiver is back). Returns how many moved."""
+    moved = 0
+    with db.transaction() as conn:
+        for delivery_id in delivery_ids:
+            cur = conn.execute(
+                "UPDATE webhook_deliveries SET next_attempt_at = ?"
+                " WHERE id = ? AND status = 'pending' AND next_attempt_at > ?",
+                (now_ms, delivery_id, now_ms),
+            )
+            moved += cur.rowcount
+    return moved
 
 
 def redeliver(db: Database, delivery_id: int, now_ms: int) -> Delivery | None:
