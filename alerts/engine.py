@@ -107,6 +107,9 @@ class Engine:
         # Lifts whose stored registry row could not be used as stored: why (they run on the
         # defaults; metrics and the log show them).
         self.flagged: dict[str, str] = {}
+        # Flood-control summaries waiting for the end of their hour: timer key -> due (ms).
+        self._summaries: dict[tuple[str, str], int] = {}
+        self._wrote_outbox = False  # a step wrote outbox rows without a transition
         self.scheduler = Scheduler()
         self._lock = threading.RLock()
         self._registry_at = 0
@@ -143,6 +146,8 @@ class Engine:
                     self._state(lift.lift_id, now)
             for alarm in store.unresolved_alarms(self.db):
                 self._latch(alarm, now)
+                self._arm_alarm(alarm)
+            for alarm in store.flood_pending(self.db):
                 self._arm_alarm(alarm)
             work: list[Work] = []
             for lift_id, st in self.states.items():
@@ -408,11 +413,17 @@ class Engine:
 
     def _arm_alarm(self, alarm: Alarm) -> None:
         aid = alarm.alarm_id
+        policy = self._context(alarm.lift_id).policy
+        summary = lifecycle.summary_due(alarm, policy)
+        if summary is not None:
+            key = ("summary", f"{alarm.lift_id}\x00{alarm.code}")
+            if key not in self._summaries or summary < self._summaries[key]:
+                self._summaries[key] = summary
+                self._arm(key, summary)
         if alarm.resolved:
             for kind in ("esc", "due", "auto"):
                 self.scheduler.cancel((kind, aid))
             return
-        policy = self._context(alarm.lift_id).policy
         live = lifecycle.pursued(alarm)
         esc = None
         if live and alarm.severity == "critical" and alarm.status == "open":
@@ -469,6 +480,7 @@ class Engine:
             out: list[Change] = []
             fanned: Any = None
             broken: list[tuple[int, BaseException]] = list(failed)
+            self._wrote_outbox = False
             try:
                 with self.db.transaction() as conn:
                     for lift_id, st, sigs, index in work:
@@ -506,7 +518,7 @@ class Engine:
                     dead = self._dead_letters(broken, letters, now)
                     if dead:
                         add_dead_letters_in(conn, dead, keep=self.dead_letter_max)
-                    if hook is not None and out:
+                    if hook is not None and (out or self._wrote_outbox):
                         fanned = hook.fan_out_in(conn, now)
             except sqlite3.OperationalError as exc:
                 # Locked or busy beyond the busy timeout, disk trouble: the signals are in
@@ -526,7 +538,7 @@ class Engine:
             self.counts["transitions"] += len(out)
             for lift_id in marks:
                 self._marks[lift_id] = (now, self._marks.get(lift_id, (None, None))[1])
-            if hook is not None and out:
+            if hook is not None and (out or self._wrote_outbox):
                 hook.hand_over(fanned)
             return out
 
@@ -569,12 +581,19 @@ class Engine:
     def _step(
         self, conn: sqlite3.Connection, kind: str, alarm_id: str, now: int, out: list[Change]
     ) -> Alarm | None:
+        if kind == "summary":
+            self._summaries.pop((kind, alarm_id), None)
+            lift_id, code = alarm_id.split("\x00", 1)
+            policy = self._context(lift_id).policy
+            if lifecycle.send_summary(conn, lift_id, code, now, policy):
+                self._wrote_outbox = True
+            return None
         if kind == "esc":
             return lifecycle.escalate(conn, alarm_id, now, out)
         if kind == "due":
             return lifecycle.mark_overdue(conn, alarm_id, now, out)
-        lift_id = store.alarm_lift(conn, alarm_id)
-        policy = self.policy if lift_id is None else self._context(lift_id).policy
+        owner = store.alarm_lift(conn, alarm_id)
+        policy = self.policy if owner is None else self._context(owner).policy
         return lifecycle.auto_resolve(conn, alarm_id, now, policy, out)
 
     def _apply(
@@ -611,6 +630,7 @@ class Engine:
                 unregistered=lift is None,
                 deadline_ms=deadline,
                 actor="device" if sig.source == "device" else "rule",
+                note=sig.note,
             )
             alarm = lifecycle.raise_condition(conn, req, self._context(lift_id).policy, out)
             c = st.peek((sig.code, sig.subtype, sig.source))
@@ -620,7 +640,7 @@ class Engine:
             actor = "device" if sig.source == "device" else "rule"
             lifecycle.clear_condition(conn, lift_id, sig.code, sig.subtype, now, out, actor=actor)
         elif kind == "end_of_alarm":
-            lifecycle.end_of_alarm(conn, lift_id, now, sig.note, out)
+            lifecycle.end_of_alarm(conn, lift_id, now, sig.note, out, received_at=sig.at)
         elif kind == "selftest_ok":
             store.set_selftest_ok(conn, lift_id, now)
         elif kind == "first_seen":

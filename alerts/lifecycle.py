@@ -229,6 +229,7 @@ class Raise:
     unregistered: bool = False
     deadline_ms: int | None = None  # arrival deadline for entrapment and alarm_button
     actor: str = "rule"
+    note: str | None = None  # why the rule raised (e.g. "filter bypassed: held")
 
 
 def raise_condition(
@@ -281,16 +282,15 @@ def raise_condition(
         unregistered=req.unregistered,
         company_id=req.company_id,
     )
-    summary = False
-    if reason is None:
+    if reason is None and req.severity != "critical":
+        # FAULTS.md 1.1 #4: flood control collapses major and minor notifications only; the
+        # summary goes out at the end of the hour (send_summary, armed by the engine).
         since = req.at - policy.flood_window_ms
         if store.recent_raises(conn, req.lift_id, req.code, since) >= policy.flood_limit:
-            reason = "flood_control"
-            last = store.last_summary_at(conn, req.lift_id, req.code)
-            summary = last is None or last <= since
+            reason = FLOOD_CONTROL
     alarm.suppressed, alarm.suppressed_reason = reason is not None, reason
-    if reason is None or reason == FLOOD_CONTROL:  # flood control: told through the summary
-        alarm.notified_at = req.at
+    if reason is None:
+        alarm.notified_at = req.at  # a flood-collapsed one: when its summary is sent
     store.insert_alarm(conn, alarm)
     _record(
         conn,
@@ -301,34 +301,73 @@ def raise_condition(
         from_state=None,
         to_state="open",
         actor=req.actor,
-        note=None if reason is None else f"suppressed: {reason}",
+        note=_raise_note(reason, req.note),
         notify="alarm.raised",
     )
-    if summary:
-        count = store.recent_raises(conn, req.lift_id, req.code, req.at - policy.flood_window_ms)
-        extra = {
-            "summary": {
-                "code": req.code,
-                "raises_last_hour": count,
-                "window_start": format_ts(req.at - policy.flood_window_ms),
-                "note": "further notifications for this code and lift are collapsed for an"
-                " hour (flood control); every alarm is still recorded",
-            }
-        }
-        store.add_outbox(
-            conn, replace(alarm, suppressed=False), "alarm.summary", req.at, extra=extra
-        )
     return alarm
 
 
+def _raise_note(reason: str | None, note: str | None) -> str | None:
+    parts = [note] if note else []
+    if reason is not None:
+        parts.append(f"suppressed: {reason}")
+    return "; ".join(parts) or None
+
+
+def summary_due(alarm: Alarm, policy: Policy) -> int | None:
+    """When the flood-control summary covering ``alarm`` is due: an hour after the first raise
+    it collapsed (None when the alarm is not waiting for one)."""
+    if alarm.suppressed_reason != FLOOD_CONTROL or alarm.notified_at is not None:
+        return None
+    return alarm.raised_at + policy.flood_window_ms
+
+
+def send_summary(
+    conn: sqlite3.Connection, lift_id: str, code: str, at: int, policy: Policy
+) -> bool:
+    """The hourly flood-control summary of ``code`` on ``lift_id`` (FAULTS.md 1.1 #4): one
+    ``alarm.summary`` covering every raise collapsed since the last summary; those alarms are
+    then notified (``notified_at``). ``data`` is the latest collapsed alarm's full view, which
+    says ``suppressed: true, suppressed_reason: flood_control`` like every alarm it covers.
+    Returns whether a summary was written."""
+    collapsed = store.flood_collapsed(conn, lift_id, code)
+    if not collapsed:
+        return False
+    first, last = collapsed[0], collapsed[-1]
+    extra = {
+        "summary": {
+            "code": code,
+            "collapsed": len(collapsed),
+            "alarm_ids": [a.alarm_id for a in collapsed],
+            "first_raised_at": format_ts(first.raised_at),
+            "last_raised_at": format_ts(last.raised_at),
+            "window_start": format_ts(first.raised_at),
+            "window_end": format_ts(at),
+            "raises_last_hour": store.recent_raises(
+                conn, lift_id, code, at - policy.flood_window_ms
+            ),
+            "note": "notifications of these raises were collapsed into this summary (flood"
+            " control, major and minor alarms only); every alarm is recorded",
+        }
+    }
+    latest = store.get_alarm(conn, last.alarm_id) or last
+    store.add_outbox(conn, latest, "alarm.summary", at, extra=extra)
+    store.mark_notified(conn, [a.alarm_id for a in collapsed], at)
+    return True
+
+
 def _promote(conn: sqlite3.Connection, alarm: Alarm, req: Raise, out: list[Change]) -> None:
-    """Its suppression ended while the condition still holds: the alarm is raised for real."""
+    """Its suppression ended while the condition still holds: the alarm is raised for real,
+    as news (FAULTS.md 1.1 #5): it carries the evidence of now, its ``raised_at`` is now (the
+    first, muted raise stays in its transitions and in ``evidence.muted_since``), so the
+    arrival deadline, escalation and response times count from the announcement."""
     before = alarm.suppressed_reason
+    muted_since = alarm.raised_at
     alarm.suppressed, alarm.suppressed_reason = False, None
-    # Subscribers hear of it now: escalation counts from here, and the arrival deadline keeps
-    # its full length from here (it would otherwise be overdue the moment it is announced).
     if alarm.deadline_at is not None:
         alarm.deadline_at = req.at + (alarm.deadline_at - alarm.raised_at)
+    alarm.raised_at = req.at
+    alarm.evidence = {**req.evidence, "muted_since": format_ts(muted_since)}
     alarm.notified_at = req.at
     _record(
         conn,
@@ -484,11 +523,21 @@ def mark_overdue(
 
 
 def end_of_alarm(
-    conn: sqlite3.Connection, lift_id: str, at: int, by: str | None, out: list[Change]
+    conn: sqlite3.Connection,
+    lift_id: str,
+    at: int,
+    by: str | None,
+    out: list[Change],
+    *,
+    received_at: int | None = None,
 ) -> list[Alarm]:
-    """The device's ``end_of_alarm`` event resolves the lift's unresolved critical alarms."""
+    """The device's ``end_of_alarm`` event resolves the lift's unresolved critical alarms
+    raised before the event was received (FAULTS.md 1.1 #8); one raised afterwards is new."""
     done = []
+    cutoff = at if received_at is None else received_at
     for alarm in store.unresolved_alarms(conn, lift_id, severity="critical"):
+        if alarm.raised_at > cutoff:
+            continue
         before = alarm.status
         outcome = _END_OF_ALARM_OUTCOME.get(alarm.code, "repaired")
         alarm.status, alarm.resolved_at, alarm.outcome = "resolved", at, outcome

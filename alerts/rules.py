@@ -45,6 +45,7 @@ class Signal:
     suspected: bool = False
     evidence: dict[str, Any] | None = None
     note: str | None = None
+    at: int | None = None  # end_of_alarm: when liftwatch received the event
 
 
 @dataclass(slots=True)
@@ -251,7 +252,8 @@ def _telemetry(
         _controller_faults(st, tel, out)
 
     if tel.alarm_button is True and not prev_button:
-        _press(st, now, ctx, out, "telemetry")
+        if not st.btn_pressed:  # held since an alarm_button event: the same press (1.1 #3)
+            _press(st, now, ctx, out, "telemetry")
     elif tel.alarm_button is False and st.btn_pressed:
         st.btn_pressed = st.btn_pending = False
 
@@ -286,10 +288,7 @@ def _press(st: LiftState, now: int, ctx: Context, out: list[Signal], via: str) -
     landing; the filter is bypassed when held 30 s, pressed again within 60 s, or while an
     alarm of the button already stands."""
     p, tel = ctx.p, st.tel
-    filtered = tel is not None and (
-        (tel.car_status == "running" and tel.service_mode == "normal")
-        or (tel.door_zone and not tel.doors_closed)
-    )
+    filtered = _button_filtered(tel)
     repeat = st.btn_last_press is not None and now - st.btn_last_press <= p.alarm_button_repeat_ms
     st.btn_last_press = now
     st.btn_pressed, st.btn_since = True, now
@@ -303,6 +302,15 @@ def _press(st: LiftState, now: int, ctx: Context, out: list[Signal], via: str) -
     _raise(st, ("alarm_button", None, "device"), out, extra={"via": via}, note=note)
 
 
+def _button_filtered(tel: Telemetry | None) -> bool:
+    """FAULTS.md: a press is ignored only while the car runs normally or stands open at a
+    landing."""
+    return tel is not None and (
+        (tel.car_status == "running" and tel.service_mode == "normal")
+        or (tel.door_zone and not tel.doors_closed)
+    )
+
+
 def _event(
     st: LiftState,
     body: AlarmButtonEvent | FaultEvent | SelftestEvent | EndOfAlarmEvent,
@@ -313,7 +321,9 @@ def _event(
 ) -> None:
     if isinstance(body, AlarmButtonEvent):
         if body.pressed:
-            _press(st, now, ctx, out, "event")
+            held = st.tel is not None and st.tel.alarm_button is True
+            if not (st.btn_pressed and held):  # already seen in telemetry: the same press
+                _press(st, now, ctx, out, "event")
         else:
             st.btn_pressed = st.btn_pending = False
     elif isinstance(body, FaultEvent):
@@ -339,7 +349,7 @@ def _event(
                 _clear(st, _SELFTEST, out)
     else:
         st.btn_pending = False
-        out.append(Signal("end_of_alarm", note=body.by))
+        out.append(Signal("end_of_alarm", note=body.by, at=msg.received_ms))
 
 
 # --- duration rules --------------------------------------------------------------------
@@ -418,7 +428,18 @@ def _evaluate(st: LiftState, now: int, ctx: Context, out: list[Signal], new_mess
                 due = test_due
     if st.btn_pending and st.btn_pressed:
         hold_due = st.btn_since + p.alarm_button_hold_ms
-        if now >= hold_due:
+        if not _button_filtered(st.tel):
+            # FAULTS.md 1.1 #3: judged while held; the car stopped outside normal running or
+            # closed its doors, so the press counts now.
+            st.btn_pending = False
+            _raise(
+                st,
+                ("alarm_button", None, "device"),
+                out,
+                extra={"held_since": format_ts(st.btn_since)},
+                note="filter ended while the button was held",
+            )
+        elif now >= hold_due:
             st.btn_pending = False
             _raise(
                 st,

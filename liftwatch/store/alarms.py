@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
@@ -444,13 +445,29 @@ def recent_raises(conn: sqlite3.Connection, lift_id: str, code: str, since_ms: i
     return int(row[0])
 
 
-def last_summary_at(conn: sqlite3.Connection, lift_id: str, code: str) -> int | None:
-    row = conn.execute(
-        "SELECT MAX(created_at) FROM outbox WHERE lift_id = ? AND code = ?"
-        " AND event_type = 'alarm.summary'",
+def flood_collapsed(conn: sqlite3.Connection, lift_id: str, code: str) -> list[Alarm]:
+    """Flood-controlled alarms of ``code`` on ``lift_id`` no summary has covered yet."""
+    rows = conn.execute(
+        "SELECT * FROM alarms WHERE lift_id = ? AND code = ?"
+        " AND suppressed_reason = 'flood_control' AND notified_at IS NULL ORDER BY raised_at",
         (lift_id, code),
-    ).fetchone()
-    return None if row[0] is None else int(row[0])
+    ).fetchall()
+    return [alarm_from_row(r) for r in rows]
+
+
+def flood_pending(db: Database) -> list[Alarm]:
+    """Every flood-controlled alarm waiting for its summary (re-armed at start-up)."""
+    rows = db.conn.execute(
+        "SELECT * FROM alarms WHERE suppressed_reason = 'flood_control' AND notified_at IS NULL"
+    ).fetchall()
+    return [alarm_from_row(r) for r in rows]
+
+
+def mark_notified(conn: sqlite3.Connection, alarm_ids: Sequence[str], at: int) -> None:
+    conn.executemany(
+        "UPDATE alarms SET notified_at = ? WHERE alarm_id = ? AND notified_at IS NULL",
+        [(at, a) for a in alarm_ids],
+    )
 
 
 # --- maintenance windows --------------------------------------------------------------------

@@ -170,130 +170,40 @@ def test_flood_control_collapses_after_three_raises_per_hour(db: Database) -> No
     alarms = [store.get_alarm(db, i) for i in ids]
     assert [a.suppressed_reason for a in alarms if a] == [None] * 3 + ["flood_control"] * 3
     assert _types(db).count("alarm.raised") == 3
-    assert _types(db).count("alarm.summary") == 1
-    summary = next(r for r in store.outbox_rows(db) if r.event_type == "alarm.summary")
-    assert json.loads(summary.payload)["data"]["summary"]["raises_last_hour"] == 4
+    assert _types(db).count("alarm.summary") == 0  # FAULTS.md 1.1 #4: at the end of the hour
+    first = alarms[3]
+    assert first is not None
+    due = lc.summary_due(first, lc.Policy())
+    assert due == first.raised_at + 3_600_000
+    with db.transaction() as conn:
+        assert lc.send_summary(conn, "L1", "door_cycling", due, lc.Policy())
+        assert not lc.send_summary(conn, "L1", "door_cycling", due + 1, lc.Policy())
+    (summary,) = [r for r in store.outbox_rows(db) if r.event_type == "alarm.summary"]
+    data = json.loads(summary.payload)["data"]
+    assert data["summary"]["collapsed"] == 3
+    assert data["summary"]["alarm_ids"] == ids[3:]
+    # The summary and the alarms it covers say suppressed consistently.
+    assert (data["suppressed"], data["suppressed_reason"]) == (True, "flood_control")
+    assert data["alarm_id"] == ids[5]
+    assert all(
+        a is not None and a.notified_at == due for a in (store.get_alarm(db, i) for i in ids[3:])
+    )
     # The window slides: once fewer than 3 raises remain in the last hour, raises notify again.
     late = _raise(db, "door_cycling", severity="minor", at=T0 + 3 * 120_000 + 3_600_001)
     assert late.suppressed_reason is None
     assert _types(db).count("alarm.raised") == 4
 
 
-def test_auto_resolve_only_after_sixty_seconds_cleared(db: Database) -> None:
-    alarm = _raise(db, "run_timeout", severity="major")
-    out: list[lc.Change] = []
-    with db.transaction() as conn:
-        lc.clear_condition(conn, "L1", "run_timeout", None, T0 + 1000, out)
-        early = lc.auto_resolve(conn, alarm.alarm_id, T0 + 60_999, lc.Policy(), out)
-        assert early is not None and early.status == "open"
-        done = lc.auto_resolve(conn, alarm.alarm_id, T0 + 61_000, lc.Policy(), out)
-    assert done is not None and done.status == "resolved" and done.outcome == "auto"
-
-
-def test_critical_never_auto_resolves_end_of_alarm_does(db: Database) -> None:
-    alarm = _raise(db)
-    other = _raise(db, "run_timeout", severity="major")
-    out: list[lc.Change] = []
-    with db.transaction() as conn:
-        lc.clear_condition(conn, "L1", "entrapment", "outside_zone", T0 + 1000, out)
-        kept = lc.auto_resolve(conn, alarm.alarm_id, T0 + 600_000, lc.Policy(), out)
-        assert kept is not None and kept.status == "open"
-        ended = lc.end_of_alarm(conn, "L1", T0 + 700_000, "tech 7", out)
-    assert [a.alarm_id for a in ended] == [alarm.alarm_id]
-    assert ended[0].outcome == "rescued" and ended[0].resolved_by == "device:tech 7"
-    assert store.get_alarm(db, other.alarm_id).status == "open"  # type: ignore[union-attr]
-
-
-def test_escalation_stops_once_acknowledged(db: Database) -> None:
-    alarm = _raise(db)
-    out: list[lc.Change] = []
-    with db.transaction() as conn:
-        lc.escalate(conn, alarm.alarm_id, T0 + 300_000, out)
-    lc.acknowledge(db, alarm.alarm_id, actor="api:x")
-    with db.transaction() as conn:
-        after = lc.escalate(conn, alarm.alarm_id, T0 + 600_000, out)
-    assert after is not None and after.escalations == 1
-    assert _types(db) == ["alarm.raised", "alarm.escalated", "alarm.acknowledged"]
-
-
-def test_overdue_unless_on_site(db: Database) -> None:
-    alarm = _raise(db, deadline_ms=1_800_000)
-    assert alarm.deadline_at == T0 + 1_800_000
-    out: list[lc.Change] = []
-    with db.transaction() as conn:
-        late = lc.mark_overdue(conn, alarm.alarm_id, T0 + 1_800_000, out)
-        again = lc.mark_overdue(conn, alarm.alarm_id, T0 + 1_800_001, out)
-    assert late is not None and late.overdue and again is not None
-    assert _types(db).count("alarm.overdue") == 1
-
-
-def test_view_of_unregistered_lift(db: Database) -> None:
-    out: list[lc.Change] = []
-    req = lc.Raise("ghost", "alarm_button", None, "critical", "device", T0, {}, unregistered=True)
-    with db.transaction() as conn:
-        alarm = lc.raise_condition(conn, req, lc.Policy(), out)
-    data = store.view(db, alarm.alarm_id)
-    assert data is not None and data["unregistered"] is True
-    assert data["lift"]["name"] is None and data["lift"]["company_id"] is None
-
-
-def test_muted_critical_alarm_never_auto_resolves(db: Database) -> None:
-    # FAULTS.md: critical alarms resolve only by an explicit end of alarm, muted or not.
-    alarm = _raise(db, "overspeed", suppressed_reason="inspection_mode")
-    out: list[lc.Change] = []
-    with db.transaction() as conn:
-        lc.clear_condition(conn, "L1", "overspeed", None, T0 + 1000, out)
-        kept = lc.auto_resolve(conn, alarm.alarm_id, T0 + 3_600_000, lc.Policy(), out)
-        assert kept is not None and kept.status == "open"
-        ended = lc.end_of_alarm(conn, "L1", T0 + 3_700_000, None, out)
-    assert [a.alarm_id for a in ended] == [alarm.alarm_id]
-    assert not lc.auto_resolvable(alarm)
-
-
-def test_muted_major_alarm_still_auto_resolves(db: Database) -> None:
-    alarm = _raise(db, "run_timeout", severity="major", suppressed_reason="inspection_mode")
-    out: list[lc.Change] = []
-    with db.transaction() as conn:
-        lc.clear_condition(conn, "L1", "run_timeout", None, T0 + 1000, out)
-        done = lc.auto_resolve(conn, alarm.alarm_id, T0 + 61_000, lc.Policy(), out)
-    assert done is not None and done.status == "resolved" and done.outcome == "auto"
-    assert _types(db) == []
-
-
-def _flooded_button(db: Database) -> store.Alarm:
-    """Three alarm_button alarms ended at the installation, then a 4th within the hour."""
+def test_critical_alarms_are_never_flood_controlled(db: Database) -> None:
+    """FAULTS.md 1.1 #4: flood control never delays a critical alarm's notification; the 4th
+    alarm-button alarm within an hour is announced at once like the first."""
     for i in range(3):
         _raise(db, "alarm_button", at=T0 + i * 60_000)
         with db.transaction() as conn:
             lc.end_of_alarm(conn, "L1", T0 + i * 60_000 + 1000, None, [])
     alarm = _raise(db, "alarm_button", at=T0 + 200_000, deadline_ms=1_800_000)
-    assert alarm.suppressed_reason == "flood_control"
-    return alarm
-
-
-def test_flood_controlled_critical_alarm_is_still_escalated_and_overdue(db: Database) -> None:
-    # Flood control collapses repeated *raise* notifications into a summary; the alarm is
-    # still a real critical alarm: EN 81-28 emits it until acknowledged, and a technician
-    # must still arrive by the deadline. Escalation and overdue are notified individually.
-    alarm = _flooded_button(db)
-    assert _types(db, alarm.alarm_id) == ["alarm.summary"]
-    assert lc.pursued(alarm)
-    out: list[lc.Change] = []
-    with db.transaction() as conn:
-        esc = lc.escalate(conn, alarm.alarm_id, T0 + 500_000, out)
-    assert esc is not None and esc.escalations == 1
-    lc.acknowledge(db, alarm.alarm_id, actor="api:ops")
-    with db.transaction() as conn:
-        late = lc.mark_overdue(conn, alarm.alarm_id, T0 + 2_000_000, out)
-    assert late is not None and late.overdue
-    assert _types(db, alarm.alarm_id) == [
-        "alarm.summary",
-        "alarm.escalated",
-        "alarm.acknowledged",  # once escalated, its later transitions are notified too
-        "alarm.overdue",
-    ]
-    payload = json.loads(store.outbox_rows(db, alarm_id=alarm.alarm_id)[1].payload)
-    assert payload["data"]["suppressed_reason"] == "flood_control"
+    assert not alarm.suppressed and alarm.notified_at == T0 + 200_000
+    assert _types(db, alarm.alarm_id) == ["alarm.raised"]
 
 
 def test_muted_critical_alarm_is_never_escalated_or_overdue(db: Database) -> None:

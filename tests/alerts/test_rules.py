@@ -3,6 +3,7 @@ threshold and not one tick before, clears as specified, and the known traps."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -667,44 +668,61 @@ def test_on_site_in_time_is_never_overdue(rig: Rig) -> None:
 
 
 def test_flood_control_after_three_raises_per_hour(rig: Rig) -> None:
-    for _ in range(5):
+    """FAULTS.md 1.1 #4 (../shared/repros r08): one summary at the end of the hour, covering
+    every raise it collapsed; the summary and those alarms both say suppressed."""
+    for _ in range(8):
         rig.tel(door_zone=False)
         rig.advance(10)
         rig.tel(door_zone=True)
         rig.advance(61)
     alarms = rig.alarms("stopped_outside_zone")
-    assert len(alarms) == 5
-    assert [a.suppressed_reason for a in alarms] == [
-        None,
-        None,
-        None,
-        "flood_control",
-        "flood_control",
-    ]
+    assert [a.suppressed_reason for a in alarms] == [None] * 3 + ["flood_control"] * 5
     notified = rig.notified("stopped_outside_zone")
-    assert notified.count("alarm.raised") == 3 and notified.count("alarm.summary") == 1
+    assert notified.count("alarm.raised") == 3 and "alarm.summary" not in notified
+    first_collapsed = alarms[3].raised_at
+    rig.advance((first_collapsed + 3_600_000 - rig.clock.now_ms()) / 1000 - TICK)
+    assert "alarm.summary" not in rig.notified("stopped_outside_zone")
+    rig.advance(TICK)
+    assert rig.notified("stopped_outside_zone").count("alarm.summary") == 1
+    (row,) = [r for r in store_rows_all(rig) if r.event_type == "alarm.summary"]
+    data = json.loads(row.payload)["data"]
+    assert data["summary"]["collapsed"] == 5
+    assert data["summary"]["alarm_ids"] == [a.alarm_id for a in alarms[3:]]
+    assert (data["suppressed"], data["suppressed_reason"]) == (True, "flood_control")
+    assert row.created_at == first_collapsed + 3_600_000
 
 
-def test_flood_controlled_alarm_button_escalates_and_becomes_overdue(rig: Rig) -> None:
-    for _ in range(3):
+def test_flood_summary_survives_a_restart(rig: Rig) -> None:
+    for _ in range(4):
+        rig.tel(door_zone=False)
+        rig.advance(10)
+        rig.tel(door_zone=True)
+        rig.advance(61)
+    collapsed = rig.alarms("stopped_outside_zone")[-1]
+    assert collapsed.suppressed_reason == "flood_control"
+    rig.restart()
+    rig.advance((collapsed.raised_at + 3_600_000 - rig.clock.now_ms()) / 1000)
+    assert rig.notified("stopped_outside_zone").count("alarm.summary") == 1
+
+
+def test_fifth_alarm_button_press_in_an_hour_is_announced_at_once(rig: Rig) -> None:
+    """FAULTS.md 1.1 #4 (../shared/repros r08b): critical alarms are never flood-controlled."""
+    for _ in range(4):
         rig.event("alarm_button", pressed=True)
+        rig.event("alarm_button", pressed=False)
         rig.event("end_of_alarm", by="tech")
         rig.advance(60)
-    rig.event("alarm_button", pressed=True)  # a 4th within the hour: a passenger all the same
+    rig.event("alarm_button", pressed=True)
     alarm = rig.alarms("alarm_button")[-1]
-    assert alarm.suppressed_reason == "flood_control" and alarm.status == "open"
-    mine = [r.event_type for r in store_rows(rig, alarm.alarm_id)]
-    assert mine == ["alarm.summary"]
-    rig.advance(300 - TICK)
-    assert rig.alarms("alarm_button")[-1].escalations == 0
-    rig.advance(TICK)
-    assert rig.alarms("alarm_button")[-1].escalations == 1
-    rig.advance(1500)
-    alarm = rig.alarms("alarm_button")[-1]
-    assert alarm.overdue and alarm.escalations == 6
-    mine = [r.event_type for r in store_rows(rig, alarm.alarm_id)]
-    assert mine[:6] == ["alarm.summary"] + ["alarm.escalated"] * 5
-    assert sorted(mine[6:]) == ["alarm.escalated", "alarm.overdue"]  # both at 30 min
+    assert len(rig.alarms("alarm_button")) == 5
+    assert not alarm.suppressed and alarm.status == "open"
+    assert [r.event_type for r in store_rows(rig, alarm.alarm_id)] == ["alarm.raised"]
+
+
+def store_rows_all(rig: Rig) -> list[Any]:
+    from liftwatch.store import alarms as store
+
+    return store.outbox_rows(rig.db)
 
 
 def store_rows(rig: Rig, alarm_id: str) -> list[Any]:

@@ -287,14 +287,31 @@ async def test_rotation_sends_two_signatures(
 async def test_summary_is_delivered(
     seeded: Seeded, dispatcher: Dispatcher, receiver: RecordingReceiver
 ) -> None:
+    """Flood control (FAULTS.md 1.1 #4): major/minor raises beyond 3 an hour are collapsed
+    into one summary, sent at the end of the hour (lifecycle.send_summary, which the engine
+    runs from a timer)."""
     seeded.subscribe(receiver.url, filters={"event_types": ["alarm.raised"]})
     now = time.time_ns() // 1_000_000
-    for i in range(4):
-        alarm_id = seeded.raise_alarm(seeded.lift_a, "co-a", at=now + i)
-        lifecycle.resolve(seeded.db, alarm_id, actor="api:t", outcome="test", at=now + i)
+    policy = lifecycle.Policy()
+    for i in range(5):
+        req = lifecycle.Raise(
+            lift_id=seeded.lift_a,
+            code="door_cycling",
+            subtype=None,
+            severity="minor",
+            source="rule",
+            at=now + i,
+            evidence={"seq": i},
+            company_id="co-a",
+        )
+        with seeded.db.transaction() as conn:
+            alarm = lifecycle.raise_condition(conn, req, policy, [])
+        lifecycle.resolve(seeded.db, alarm.alarm_id, actor="api:t", outcome="test", at=now + i)
+    with seeded.db.transaction() as conn:
+        assert lifecycle.send_summary(conn, seeded.lift_a, "door_cycling", now + 10, policy)
     dispatcher.notify()
     got = await wait_for(receiver, 4)
     kinds = [body_of(r)["type"] for r in got]
     assert kinds.count("alarm.raised") == 3 and kinds.count("alarm.summary") == 1
     (summary,) = [r for r in got if of_type("alarm.summary")(r)]
-    assert body_of(summary)["data"]["summary"]["raises_last_hour"] >= 4
+    assert body_of(summary)["data"]["summary"]["collapsed"] == 2

@@ -1,0 +1,106 @@
+"""FAULTS.md § Version 1.1 decisions, each a regression test of a defect in
+../shared/repros/README.md (the real engine on SQLite, in virtual time)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from liftwatch.store import alarms as store
+from tests.alerts.rig import Rig
+
+RUNNING: dict[str, Any] = {
+    "car_status": "running",
+    "direction": "up",
+    "speed": 1.0,
+    "door_zone": False,
+}
+
+
+def test_one_press_reported_as_event_and_telemetry_is_one_press(tmp_path: Path) -> None:
+    """1.1 #3, repro r01 (M4): the event and the next snapshot's field are one press, so a
+    short press while running normally stays filtered — in either order."""
+    for order in ("event_first", "telemetry_first"):
+        r = Rig(tmp_path / f"{order}.db")
+        r.tel(alarm_button=False, **RUNNING)
+        r.advance(1)
+        if order == "event_first":
+            r.event("alarm_button", pressed=True)
+            r.tel(alarm_button=True)
+        else:
+            r.tel(alarm_button=True)
+            r.event("alarm_button", pressed=True)
+        r.advance(1)
+        r.event("alarm_button", pressed=False)
+        r.tel(alarm_button=False)
+        r.advance(5)
+        assert r.alarms("alarm_button") == [], order
+
+
+def test_a_second_press_reported_both_ways_still_bypasses_the_filter(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "lw.db")
+    r.tel(alarm_button=False, **RUNNING)
+    for _ in range(2):
+        r.event("alarm_button", pressed=True)
+        r.tel(alarm_button=True)
+        r.advance(1)
+        r.event("alarm_button", pressed=False)
+        r.tel(alarm_button=False)
+        r.advance(5)
+    (alarm,) = r.alarms("alarm_button")
+    notes = [t.note for t in store.transitions_of(r.db, alarm.alarm_id)]
+    # M4 (tiny): the reason the rule computed is kept with the raise transition.
+    assert notes == ["filter bypassed: pressed again within the repeat window"]
+
+
+def test_a_held_press_counts_as_soon_as_the_car_stops_between_floors(tmp_path: Path) -> None:
+    """1.1 #3 (A7): judged while the button is held, not only after the 30 s hold."""
+    r = Rig(tmp_path / "lw.db")
+    r.tel(**RUNNING)
+    r.event("alarm_button", pressed=True)
+    r.advance(3)
+    assert r.alarms("alarm_button") == []
+    r.tel(car_status="stopped", speed=0.0, door_zone=False)  # stuck between floors, still held
+    (alarm,) = r.alarms("alarm_button")
+    assert alarm.raised_at == r.clock.now_ms() and alarm.status == "open"
+
+
+def test_a_promoted_alarm_is_announced_with_the_evidence_of_now(tmp_path: Path) -> None:
+    """1.1 #5, repro r07 (M5): muted in a maintenance window with the technician at floor 7,
+    raised for real two days later for a passenger at floor 2."""
+    r = Rig(tmp_path / "lw.db")
+    t0 = r.clock.now_ms()
+    store.add_maintenance_window(r.db, "L1", t0, t0 + 3_600_000, reason="check", created_by="t")
+    r.tel(floor="7", door_zone=False, doors_closed=True, passenger_present=True, speed=0.0)
+    r.advance(31)
+    r.tel(floor="7", door_zone=True, doors_closed=False, passenger_present=False)
+    r.advance(2 * 86_400)
+    r.tel(floor="2", door_zone=False, doors_closed=True, passenger_present=True, speed=0.0)
+    r.advance(31)
+    (alarm,) = r.alarms("entrapment")
+    (row,) = store.outbox_rows(r.db, alarm_id=alarm.alarm_id)
+    body = json.loads(row.payload)
+    assert body["type"] == "alarm.raised"
+    data = body["data"]
+    assert data["raised_at"] == body["timestamp"]  # response times count from the announcement
+    assert data["evidence"]["floor"] == "2"
+    assert data["evidence"]["muted_since"] < data["raised_at"]
+    assert alarm.deadline_at == alarm.raised_at + 30 * 60_000
+
+
+def test_end_of_alarm_resolves_only_alarms_raised_before_it_was_received(tmp_path: Path) -> None:
+    """1.1 #8: an end_of_alarm received before an alarm was raised (and evaluated after it,
+    say from a backlog) does not resolve that alarm; it is a new alarm."""
+    r = Rig(tmp_path / "lw.db")
+    r.tel()
+    received = r.clock.now_ms()
+    r.advance(1)
+    r.event("alarm_button", pressed=True)
+    alarm = r.one("alarm_button")
+    assert alarm.raised_at > received
+    end = json.dumps({"v": 1, "ts": received, "seq": 50, "type": "end_of_alarm"}).encode()
+    r.engine.handle_raw([("lifts/L1/event", end)], received_ms=received)
+    assert r.one("alarm_button").status == "open"
+    r.event("end_of_alarm", by="tech")
+    assert r.one("alarm_button").status == "resolved"
