@@ -622,8 +622,13 @@ class Dispatcher:
         assert self._client is not None
         body = d.payload.encode("utf-8")
         last_error = "no address"
-        for ip in addresses:
+        begin = time.monotonic()
+        for i, ip in enumerate(addresses):
             url, host, sni = ssrf.pinned(sub.url, target, ip)
+            # A blackholed address must not eat the whole attempt: each address left gets an
+            # equal share of the time left for connecting (the last one all of it).
+            left = max(0.05, self.attempt_timeout_s - (time.monotonic() - begin))
+            timeout = httpx.Timeout(self.attempt_timeout_s, connect=left / (len(addresses) - i))
             timestamp = self.clock.now_ms() // 1000
             headers = {
                 "host": host,
@@ -637,13 +642,17 @@ class Dispatcher:
             }
             extensions: dict[str, Any] = {"sni_hostname": sni} if sni else {}
             request = self._client.build_request(
-                "POST", url, content=body, headers=headers, extensions=extensions
+                "POST", url, content=body, headers=headers, extensions=extensions, timeout=timeout
             )
             try:
                 response = await self._client.send(request, stream=True)
             except httpx.ConnectError as exc:
                 # Try the next address the name resolved to (::1 refused, 127.0.0.1 listening).
                 last_error = f"connection error: {exc or type(exc).__name__}"
+                continue
+            except httpx.ConnectTimeout:
+                # Blackholed (SYNs dropped): the next address may answer.
+                last_error = f"connect timeout to {ip}"
                 continue
             except httpx.TimeoutException:
                 return Result(None, elapsed(), error="timeout", retryable=True)
