@@ -55,17 +55,26 @@ def next_attempt_ms(
 
 
 def parse_retry_after(value: str | None, now_ms: int) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None
+    for anything else (the header is then ignored). Only ASCII digits are delta-seconds
+    (``"²".isdigit()`` is true, and ``int("²")`` raises); a huge number is just "long"."""
     if value is None:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
+    value = value.strip(" \t")
+    if value.isascii() and value.isdigit():
+        # Beyond 10 digits (317 years) the exact figure does not matter, and int() of a few
+        # thousand digits would raise.
+        return float(value) if len(value) <= 10 else float(10**10)
+    if not value.isascii() or len(value) > 64:
+        return None  # an HTTP date is short ASCII
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     now = datetime.fromtimestamp(now_ms / 1000, UTC)
-    return max(0.0, (when - now).total_seconds())
+    try:
+        return max(0.0, (when - now).total_seconds())
+    except (OverflowError, TypeError):
+        return None

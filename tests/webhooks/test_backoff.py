@@ -81,3 +81,40 @@ def test_parse_retry_after_seconds_and_http_date() -> None:
     assert backoff.parse_retry_after(format_datetime(past, usegmt=True), T0) == 0
     assert backoff.parse_retry_after("soon", T0) is None
     assert backoff.parse_retry_after(None, T0) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["²", "¹²", "①", "٣", "３０", "1²", " ² ", "-5", "+5", "1.5", "1e3", "0x10", "", "²³"],
+)
+def test_retry_after_only_ascii_digits_else_ignored(value: str) -> None:
+    # security review #8: "²".isdigit() is true and float("²") raised out of the dispatcher.
+    assert backoff.parse_retry_after(value, T0) is None
+
+
+def test_retry_after_huge_is_capped_not_raised() -> None:
+    for value in ("9" * 5000, "9" * 400, "99999999999"):
+        seconds = backoff.parse_retry_after(value, T0)
+        assert seconds is not None and seconds >= 3600
+        at = backoff.next_attempt_ms(
+            first_attempt_ms=T0,
+            failed_attempts=1,
+            now_ms=T0,
+            retry_after_s=seconds,
+            uniform=_no_jitter,
+        )
+        assert at == T0 + 3_600_000  # capped at the longest step
+    assert backoff.parse_retry_after(" 7 ", T0) == 7
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Fri, 31 Dec 99999 23:59:59 GMT",
+        "Wed, 32 Foo 2026 99:99:99 GMT",
+        "x" * 5000,
+        "Fri, ３１ Dec 2026 23:59:59 GMT",
+    ],
+)
+def test_retry_after_bad_dates_are_ignored(value: str) -> None:
+    assert backoff.parse_retry_after(value, T0) is None

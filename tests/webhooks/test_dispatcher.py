@@ -315,3 +315,32 @@ async def test_summary_is_delivered(
     assert kinds.count("alarm.raised") == 3 and kinds.count("alarm.summary") == 1
     (summary,) = [r for r in got if of_type("alarm.summary")(r)]
     assert body_of(summary)["data"]["summary"]["collapsed"] == 2
+
+
+async def test_non_ascii_retry_after_is_ignored(
+    seeded: Seeded, dispatcher: Dispatcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    """security review #8: a receiver's ``Retry-After: ²`` made backoff.py raise (an
+    'unexpected error' traceback and an 'internal error' attempt). Now the header is ignored
+    and the 429 is retried on the schedule."""
+    calls = 0
+
+    def odd(_: Received) -> tuple[int, dict[str, str], bytes]:
+        nonlocal calls
+        calls += 1
+        return (429, {"retry-after": "²"}, b"") if calls == 1 else (200, {}, b"")
+
+    recv = RecordingReceiver(odd)
+    try:
+        sub = seeded.subscribe(recv.url)
+        seeded.raise_alarm(seeded.lift_a, "co-a")
+        dispatcher.notify()
+        got = await wait_for(recv, 2, within=5)
+        assert 0.85 <= got[1].arrived - got[0].arrived < 3, "the schedule's 1 s wait"
+        await eventually(lambda: settled(seeded, [sub.id]), 5, what="delivered")
+        (d,) = store.list_deliveries(seeded.db, sub.id)
+        errors = [a.error for a in store.attempts_of(seeded.db, [d.id])[d.id]]
+        assert errors == ["HTTP 429", None]
+        assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    finally:
+        recv.close()
