@@ -19,6 +19,21 @@ DUPLICATES: Final = Counter(
 )
 SPOOLED: Final = Counter("liftwatch_ingest_spooled", "Points written to the outage spool")
 REPLAYED: Final = Counter("liftwatch_ingest_replayed", "Spooled points replayed into InfluxDB")
+SPOOL_UNREPLAYED: Final = Gauge(
+    "liftwatch_ingest_spool_unreplayed",
+    "Points this process spooled (acknowledged) that are not replayed yet: spooled - replayed",
+)
+SPOOL_LOST: Final = Counter(
+    "liftwatch_ingest_spool_lost",
+    "Spooled (acknowledged) points that replay did not find in their segment; should stay 0",
+)
+SPOOL_TORN: Final = Counter(
+    "liftwatch_ingest_spool_torn_records",
+    "Torn or corrupt spool records passed over at replay (resynchronised at the next record)",
+)
+SPOOL_SKIPPED_BYTES: Final = Counter(
+    "liftwatch_ingest_spool_skipped_bytes", "Spool bytes passed over at replay (torn records)"
+)
 WRITE_SECONDS: Final = Histogram(
     "liftwatch_ingest_write_seconds",
     "InfluxDB write latency per batch",

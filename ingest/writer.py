@@ -246,6 +246,7 @@ class InfluxWriter:
                 return
             metrics.SPOOLED.inc(len(lines))
             metrics.SPOOL_BYTES.set(self.spool.size_bytes)
+            metrics.SPOOL_UNREPLAYED.set(self.spool.unreplayed_points)
             self._replay_wake.set()
             return
 
@@ -272,9 +273,10 @@ class InfluxWriter:
 
     async def _replay_all(self) -> None:
         for segment in await asyncio.to_thread(self.spool.sealed_segments):
-            records = await asyncio.to_thread(self.spool.read_all, segment)
+            contents = await asyncio.to_thread(self.spool.read_segment, segment)
+            expected = self.spool.appended_points(segment)
             replayed = 0
-            for lines, topics in records:
+            for lines, topics in contents.records:
                 for i in range(0, len(lines), self.batch_size):
                     chunk = lines[i : i + self.batch_size]
                     async with self._sem:
@@ -286,7 +288,26 @@ class InfluxWriter:
             await asyncio.to_thread(self.spool.remove, segment)
             metrics.REPLAYED.inc(replayed)
             metrics.SPOOL_BYTES.set(self.spool.size_bytes)
-            log.info("event=spool_segment_replayed segment=%s points=%d", segment.name, replayed)
+            metrics.SPOOL_UNREPLAYED.set(self.spool.unreplayed_points)
+            lost = max(0, expected - replayed) if expected is not None else 0
+            if contents.torn_records:
+                metrics.SPOOL_TORN.inc(contents.torn_records)
+                metrics.SPOOL_SKIPPED_BYTES.inc(contents.skipped_bytes)
+            if lost:
+                metrics.SPOOL_LOST.inc(lost)
+            # spooled - replayed, observable per segment: expected is what this process
+            # appended (and acknowledged) to it, "unknown" for a segment of an earlier run.
+            log.log(
+                logging.WARNING if lost or contents.torn_records else logging.INFO,
+                "event=spool_segment_replayed segment=%s points=%d spooled=%s lost=%d "
+                "torn_records=%d skipped_bytes=%d",
+                segment.name,
+                replayed,
+                "unknown" if expected is None else expected,
+                lost,
+                contents.torn_records,
+                contents.skipped_bytes,
+            )
         if self._down:
             self._down = False
             log.info("event=influx_up: spool replayed")

@@ -1,0 +1,149 @@
+"""Disk-full faults of ingest (chaos review D2, D4) on a real small filesystem the fixture mounts
+(a size-limited tmpfs, unmounted in teardown), with the real InfluxDB, SQLite and Mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from ingest.spool import Spool
+from ingest.writer import InfluxWriter
+from liftwatch.influx import InfluxClient
+from liftwatch.localservices import free_port
+from liftwatch.store.deadletters import DeadLetter
+from tests.conftest import Service, eventually
+from tests.ingest.smallfs import fill, small_fs
+from tests.ingest.support import count, now_ms
+
+pytestmark = pytest.mark.integration
+
+
+def _metric(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    with small_fs(tmp_path / "fs", "2m") as mount:
+        yield mount
+
+
+def _lines(n: int, base_us: int) -> tuple[list[bytes], list[str]]:
+    lines = [
+        f'lift_state,lift_id=L{n} seq={i}i,pad="{"x" * 150}" {base_us + n * 1000 + i}'.encode()
+        for i in range(100)
+    ]
+    return lines, [f"lifts/L{n}/telemetry"] * len(lines)
+
+
+async def _no_dead_letters(letters: list[DeadLetter]) -> None:
+    raise AssertionError(f"unexpected dead-letters: {letters[:1]}")
+
+
+async def test_spool_disk_full_while_influxdb_down_loses_nothing_acknowledged(
+    influxdb: Service, unique: str, tiny_fs: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Chaos D2 through the writer: InfluxDB is down, the spool's disk fills up mid-append
+    (a short write), a batch waits unacknowledged while it is full, space returns, more
+    batches are spooled; a writer with InfluxDB back replays every acknowledged point."""
+    database = f"spoolfull_{unique}"
+    spool_dir = tiny_fs / "spool"
+    down = InfluxClient(f"http://127.0.0.1:{free_port()}", database, timeout=2.0)
+    writer = InfluxWriter(
+        down, Spool(spool_dir), dead_letter=_no_dead_letters, batch_size=100, batch_age_s=0.01
+    )
+    await writer.start()
+    assert writer.influx_down
+    base_us = now_ms() * 1000 - 3_600_000_000
+    filler = fill(tiny_fs, 700 * 1024 + 312 * 1024)
+    acked: list[int] = []
+    n = 0
+    waiting: asyncio.Task[None] | None = None
+    while waiting is None:
+        n += 1
+        assert n < 200
+        task = asyncio.create_task(writer.submit(*_lines(n, base_us)))
+        done, _ = await asyncio.wait({task}, timeout=2.0)
+        if done:
+            task.result()
+            acked.append(n)
+        else:
+            waiting = task  # the disk is full: this batch is not durable, not acknowledged
+    held = n
+    done, _ = await asyncio.wait({waiting}, timeout=1.5)
+    assert not done, "a batch was acknowledged while the spool's disk was full"
+    filler.unlink()
+    await asyncio.wait_for(waiting, 30)  # durable once space is back (retry backoff ≤ 10 s)
+    acked.append(held)
+    for _ in range(10):
+        n += 1
+        await asyncio.wait_for(writer.submit(*_lines(n, base_us)), 10)
+        acked.append(n)
+    await writer.close()
+    await down.aclose()
+    assert len(acked) >= 30
+
+    lost_before = _metric("liftwatch_ingest_spool_lost_total")
+    torn_before = _metric("liftwatch_ingest_spool_torn_records_total")
+    up = InfluxClient(influxdb.url, database)
+    replayer = InfluxWriter(up, Spool(spool_dir), dead_letter=_no_dead_letters, batch_size=5000)
+    caplog.set_level(logging.INFO, logger="ingest.writer")
+    await replayer.start()
+    try:
+
+        async def replayed() -> bool:
+            return await count(up, "lift_state") >= 100 * len(acked)
+
+        await eventually(replayed, timeout=30, what="every acknowledged point replayed")
+        await eventually(lambda: not Spool(spool_dir).segments(), what="spool emptied")
+    finally:
+        await replayer.close()
+    assert await count(up, "lift_state") == 100 * len(acked)
+    per_lift = await up.query('SELECT count("seq") FROM "lift_state" GROUP BY "lift_id"')
+    assert sorted(int(s["tags"]["lift_id"][1:]) for s in per_lift) == sorted(acked)
+    assert _metric("liftwatch_ingest_spool_lost_total") == lost_before
+    assert _metric("liftwatch_ingest_spool_torn_records_total") == torn_before
+    assert "event=spool_segment_replayed" in caplog.text
+    await up.aclose()
+
+
+async def test_replay_resynchronises_past_a_torn_record_and_reports_it(
+    influxdb: Service, unique: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A segment torn in the middle (what 678cc9a left after ENOSPC) is replayed past the tear:
+    the records after it are stored, and the skip is counted and logged."""
+    from ingest.spool import encode_record
+
+    database = f"torn_{unique}"
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    base_us = now_ms() * 1000 - 3_600_000_000
+    records = [encode_record(*_lines(k, base_us)) for k in range(1, 5)]
+    torn = records[1][: len(records[1]) // 3]
+    (spool_dir / f"{1:016d}.seg").write_bytes(records[0] + torn + records[2] + records[3])
+    torn_before = _metric("liftwatch_ingest_spool_torn_records_total")
+    skipped_before = _metric("liftwatch_ingest_spool_skipped_bytes_total")
+    up = InfluxClient(influxdb.url, database)
+    caplog.set_level(logging.INFO)
+    replayer = InfluxWriter(up, Spool(spool_dir), dead_letter=_no_dead_letters)
+    await replayer.start()
+    try:
+
+        async def replayed() -> bool:
+            return await count(up, "lift_state") >= 300
+
+        await eventually(replayed, timeout=30, what="the three intact records replayed")
+        await eventually(lambda: not Spool(spool_dir).segments(), what="spool emptied")
+    finally:
+        await replayer.close()
+    assert await count(up, "lift_state") == 300
+    assert _metric("liftwatch_ingest_spool_torn_records_total") == torn_before + 1
+    assert _metric("liftwatch_ingest_spool_skipped_bytes_total") == skipped_before + len(torn)
+    assert "event=spool_torn_record" in caplog.text
+    assert "torn_records=1" in caplog.text and f"skipped_bytes={len(torn)}" in caplog.text
+    await up.aclose()
