@@ -56,10 +56,27 @@ def parse_url(url: str) -> Target:
     return Target(scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80))
 
 
+_TEREDO: Final = ipaddress.IPv6Network("2001::/32")
+
+
 def address_problem(ip: IPAddress) -> str | None:
-    """Why an address must not be called, or None for a public unicast address."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    """Why an address must not be called, or None for a public unicast address.
+
+    IPv6 forms that carry an IPv4 address are judged by it: IPv4-mapped ``::ffff:a.b.c.d`` is
+    that address, and a 6to4 address (``2002::/16``, which Python's ``ipaddress`` calls
+    global) is refused when the IPv4 address it embeds is not public (``2002:7f00:1::1`` is
+    127.0.0.1 at a 6to4 relay). Teredo (``2001::/32``) is refused outright: its client
+    address is obscured and the traffic goes through third-party relays; no receiver needs it.
+    """
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif ip.sixtofour is not None:
+            embedded = address_problem(ip.sixtofour)
+            if embedded is not None:
+                return f"6to4 ({ip.sixtofour}: {embedded})"
+        elif ip in _TEREDO:
+            return "Teredo"
     checks = (
         (ip.is_unspecified, "unspecified"),
         (ip.is_loopback, "loopback"),

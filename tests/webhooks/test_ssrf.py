@@ -81,3 +81,34 @@ def test_pinned_keeps_host_header_and_sni() -> None:
     target = ssrf.parse_url("http://h.example:8080/p")
     url, host, sni = ssrf.pinned("http://h.example:8080/p", target, ipaddress.ip_address("::1"))
     assert url == "http://[::1]:8080/p" and host == "h.example:8080" and sni is None
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("2002:7f00:1::1", "6to4 (127.0.0.1: loopback)"),  # security review #12
+        ("2002:a9fe:a9fe::1", "6to4 (169.254.169.254: link-local)"),
+        ("2002:0a00:0001::1", "6to4 (10.0.0.1: private)"),
+        ("2002:c0a8:0101:ffff::1", "6to4 (192.168.1.1: private)"),
+        ("2002:6440:0001::1", "6to4 (100.64.0.1: not publicly routable)"),
+        ("2002::1", "6to4 (0.0.0.0: unspecified)"),
+        ("2002:e000:0001::1", "6to4 (224.0.0.1: multicast)"),
+        ("2002:ffff:ffff::1", "6to4 (255.255.255.255: reserved)"),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),
+        ("2001:0000:0808:0808:0000:0000:f7f7:f7fe", "Teredo"),  # client 8.8.8.1 still refused
+        ("64:ff9b::808:808", "reserved"),  # NAT64, even of a public IPv4
+        ("::808:808", "reserved"),  # IPv4-compatible (deprecated)
+    ],
+)
+def test_ipv6_forms_embedding_ipv4_are_judged_by_it(address: str, reason: str) -> None:
+    assert ssrf.address_problem(ipaddress.ip_address(address)) == reason
+
+
+def test_6to4_of_a_public_ipv4_passes() -> None:
+    assert ssrf.address_problem(ipaddress.ip_address("2002:0808:0808::1")) is None
+
+
+@pytest.mark.parametrize("url", ["http://[2002:7f00:1::1]/", "http://[2002:a9fe:a9fe::1]/"])
+async def test_6to4_urls_of_the_review_are_refused(url: str) -> None:
+    with pytest.raises(ssrf.UrlRefused, match="6to4"):
+        await ssrf.check_url(url, allow_private=False)
