@@ -112,7 +112,7 @@ class Engine:
         self._wrote_outbox = False  # a step wrote outbox rows without a transition
         self.scheduler = Scheduler()
         self._lock = threading.RLock()
-        self._registry_at = 0
+        self._registry_seq = 0  # the registry's change_seq seen so far (migration 0008)
         self.wake: Callable[[], None] | None = None
         self.outbox: OutboxHook | None = None
         self.lateness_ms: list[int] = []
@@ -133,7 +133,7 @@ class Engine:
         from the next messages (docs/alarms.md § Restart)."""
         with self._lock:
             now = self.clock.now_ms()
-            self._registry_at = now
+            self._registry_seq = reg.next_change_seq(self.db.conn) - 1
             self.lifts = {}
             for lift, problem in reg.all_lifts_checked(self.db):
                 self.lifts[lift.lift_id] = lift
@@ -161,11 +161,9 @@ class Engine:
 
     def refresh_registry(self) -> int:
         """Pick up lifts added or changed in the registry since the last look."""
-        since = self._registry_at - 2000
         with self._lock:
             now = self.clock.now_ms()
-            self._registry_at = now
-            changed = store.lifts_updated_since(self.db, since)
+            changed, self._registry_seq = reg.lifts_changed_after(self.db, self._registry_seq)
             work: list[Work] = []
             for lift_id in changed:
                 checked = reg.get_lift_checked(self.db, lift_id)
@@ -175,6 +173,10 @@ class Engine:
                 self.lifts[lift_id] = lift
                 self._flag(lift_id, problem)
                 self._ctx.pop(lift_id, None)
+                # An alarm raised before this refresh under the lift's old company (or none)
+                # moves to its current one (FAULTS.md 1.1 #6; ../shared/repros r06b).
+                owner = [Signal("company", note=lift.company_id)]
+                work.append((lift_id, LiftState(lift_id, now), owner, -1))
                 if lift_id not in self._created:
                     self._created.update(store.lifts_with_created_at(self.db))
                 if not lift.active:
@@ -643,8 +645,12 @@ class Engine:
             lifecycle.end_of_alarm(conn, lift_id, now, sig.note, out, received_at=sig.at)
         elif kind == "selftest_ok":
             store.set_selftest_ok(conn, lift_id, now)
+            # The 72 h clock's origin after a deactivation (../shared/repros r03).
+            self._marks[lift_id] = (now, self._marks.get(lift_id, (None, None))[1])
         elif kind == "first_seen":
             store.set_first_seen(conn, lift_id, now)
+        elif kind == "company" and store.move_unresolved(conn, lift_id, sig.note, now):
+            self._wrote_outbox = True
 
     def _after(self, changes: list[Change]) -> None:
         if not changes:

@@ -235,16 +235,36 @@ class Transition:
     id: int | None = None
 
 
-def adopt_unowned(conn: sqlite3.Connection, lift_id: str, company_id: str, at: int) -> int:
-    """A lift registered (or given a company) after it raised alarms: its unresolved alarms
-    without a company become that company's — visible to it in the API, and their next
-    transitions notify its subscriptions. Called by the registry write, in its transaction."""
-    cur = conn.execute(
-        "UPDATE alarms SET company_id = ?, updated_at = ?"
-        " WHERE lift_id = ? AND company_id IS NULL AND status != 'resolved'",
-        (company_id, at, lift_id),
-    )
-    return cur.rowcount
+def move_unresolved(
+    conn: sqlite3.Connection, lift_id: str, company_id: str | None, at: int
+) -> list[Alarm]:
+    """FAULTS.md 1.1 #6: an unresolved alarm belongs to the lift's current company. When a
+    lift is registered or moves to another company, its unresolved alarms move with it (the
+    new company sees them in the API, their next transitions notify its subscriptions) and
+    each one already announced is announced again as ``alarm.raised`` with
+    ``data.reassigned_from``, so the new company hears of it; resolved alarms stay with the
+    company that handled them. Called in the caller's transaction (registry write, or the
+    alerts engine's registry refresh for an alarm it raised before it saw the change)."""
+    rows = conn.execute(
+        "SELECT * FROM alarms WHERE lift_id = ? AND status != 'resolved' AND company_id IS NOT ?",
+        (lift_id, company_id),
+    ).fetchall()
+    moved = []
+    for row in rows:
+        alarm = alarm_from_row(row)
+        before = alarm.company_id
+        alarm.company_id = company_id
+        if company_id is not None:
+            alarm.unregistered = False
+        alarm.updated_at = at
+        conn.execute(
+            "UPDATE alarms SET company_id = ?, unregistered = ?, updated_at = ? WHERE alarm_id = ?",
+            (alarm.company_id, int(alarm.unregistered), at, alarm.alarm_id),
+        )
+        if company_id is not None and alarm.notified_at is not None:
+            add_outbox(conn, alarm, "alarm.raised", at, extra={"reassigned_from": before})
+        moved.append(alarm)
+    return moved
 
 
 def add_transition(conn: sqlite3.Connection, t: Transition) -> None:
@@ -566,9 +586,3 @@ def lift_marks(db: Database) -> dict[str, tuple[int | None, int | None]]:
 def lifts_with_created_at(db: Database) -> dict[str, int]:
     """Registered lifts and when they were registered (the self-test clock's origin)."""
     return {r[0]: r[1] for r in db.conn.execute("SELECT lift_id, created_at FROM lifts")}
-
-
-def lifts_updated_since(db: Database, since_ms: int) -> list[str]:
-    """Ids of lifts whose registry entry changed at or after ``since_ms``."""
-    rows = db.conn.execute("SELECT lift_id FROM lifts WHERE updated_at >= ?", (since_ms,))
-    return [r[0] for r in rows]

@@ -169,15 +169,15 @@ def upsert_lift_in(conn: sqlite3.Connection, lift: Lift) -> Outcome:
     values["overrides"] = json.dumps(lift.overrides, sort_keys=True)
     values["urban"] = int(lift.urban)
     values["active"] = int(lift.active)
+    values["change_seq"] = next_change_seq(conn)
     cols = list(values)
-    if lift.company_id is not None:
-        alarms.adopt_unowned(conn, lift.lift_id, lift.company_id, now)
     if row is None:
         conn.execute(
             f"INSERT INTO lifts ({', '.join(cols)}, created_at, updated_at)"  # noqa: S608 - fixed column names
             f" VALUES ({', '.join('?' * len(cols))}, ?, ?)",
             [*values.values(), now, now],
         )
+        alarms.move_unresolved(conn, lift.lift_id, lift.company_id, now)
         return "inserted"
     if lift_from_row(row) == lift:
         return "unchanged"
@@ -186,7 +186,21 @@ def upsert_lift_in(conn: sqlite3.Connection, lift: Lift) -> Outcome:
         f"UPDATE lifts SET {assignments}, updated_at = ? WHERE lift_id = ?",  # noqa: S608
         [*(v for c, v in values.items() if c != "lift_id"), now, lift.lift_id],
     )
+    alarms.move_unresolved(conn, lift.lift_id, lift.company_id, now)
     return "updated"
+
+
+def next_change_seq(conn: sqlite3.Connection) -> int:
+    """The registry's next change number (migration 0008), inside the write transaction."""
+    return int(conn.execute("SELECT COALESCE(MAX(change_seq), 0) + 1 FROM lifts").fetchone()[0])
+
+
+def lifts_changed_after(db: Database, seq: int) -> tuple[list[str], int]:
+    """Ids of lifts changed after change number ``seq``, and the highest number seen."""
+    rows = db.conn.execute(
+        "SELECT lift_id, change_seq FROM lifts WHERE change_seq > ? ORDER BY change_seq", (seq,)
+    ).fetchall()
+    return [r[0] for r in rows], max((int(r[1]) for r in rows), default=seq)
 
 
 def get_lift(db: Database, lift_id: str) -> Lift | None:
@@ -226,8 +240,8 @@ def get_lift_checked(db: Database, lift_id: str) -> tuple[Lift, str | None] | No
 def set_lift_active(db: Database, lift_id: str, active: bool) -> bool:
     with db.transaction() as conn:
         cur = conn.execute(
-            "UPDATE lifts SET active = ?, updated_at = ? WHERE lift_id = ?",
-            (int(active), _now_ms(), lift_id),
+            "UPDATE lifts SET active = ?, updated_at = ?, change_seq = ? WHERE lift_id = ?",
+            (int(active), _now_ms(), next_change_seq(conn), lift_id),
         )
         return cur.rowcount > 0
 

@@ -208,7 +208,8 @@ def test_a_signal_that_fails_to_apply_is_rolled_back_alone(
 def _store_raw_lift(r: Rig, lift_id: str, **columns: Any) -> None:
     with r.db.transaction() as conn:
         conn.execute(
-            "INSERT INTO lifts (lift_id, company_id, created_at, updated_at) VALUES (?, ?, 0, ?)",
+            "INSERT INTO lifts (lift_id, company_id, created_at, updated_at, change_seq)"
+            " VALUES (?, ?, 0, ?, (SELECT MAX(change_seq) + 1 FROM lifts))",
             (lift_id, "acme", r.clock.now_ms()),
         )
         for column, value in columns.items():
