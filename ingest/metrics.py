@@ -14,6 +14,10 @@ REJECTED: Final = Counter(
     "Messages or lines dead-lettered, by reason (decoder reasons, influx_rejected)",
     ["reason"],
 )
+DEAD_LETTER_ERRORS: Final = Counter(
+    "liftwatch_ingest_dead_letter_store_errors",
+    "Failed dead-letter commits (store disk full, locked, ...): retried, batch held unacked",
+)
 DUPLICATES: Final = Counter(
     "liftwatch_ingest_duplicates", "Exact duplicates (same lift, seq and ts) written once"
 )

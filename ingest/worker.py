@@ -8,7 +8,10 @@ only then does the consumer acknowledge the batch to the broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import random
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -29,18 +32,72 @@ log = logging.getLogger("ingest.worker")
 UNENCODABLE = "unencodable"
 
 
+DEAD_LETTER_RETRY_MIN_S = 0.2
+DEAD_LETTER_RETRY_MAX_S = 5.0
+
+
+class DeadLetterStoreStopped(Exception):
+    """Shutting down while the dead-letter store cannot be written: the batch stays
+    unacknowledged (the broker redelivers it to the next run)."""
+
+
 class Ingest:
-    def __init__(self, settings: Settings, writer: InfluxWriter, db: Database) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        writer: InfluxWriter,
+        db: Database,
+        *,
+        stop: asyncio.Event | None = None,
+    ) -> None:
         self.settings = settings
         self.prefix = settings.mqtt_topic_prefix
         self.writer = writer
         self.db = db
         self.dedup = Deduplicator()
+        self.stop = stop
 
     async def store_dead_letters(self, letters: list[DeadLetter]) -> None:
-        # SQLite commits with fsync (synchronous=FULL): off the event loop.
+        """Commit dead-letters; return only once they are committed (chaos D4).
+
+        SQLite commits with fsync (synchronous=FULL): off the event loop. When the store
+        cannot be written (disk full, locked, read-only, I/O error) the commit is retried with
+        backoff — the batch stays unacknowledged meanwhile, the broker keeps it — instead of
+        raising, which ended ``consume`` and made ingest exit and crash-loop on the
+        redelivered batch. Only a shutdown ends the wait (unacknowledged: redelivered)."""
         keep = self.settings.dead_letter_max
-        await asyncio.to_thread(lambda: add_dead_letters(self.db, letters, keep=keep))
+        delay = DEAD_LETTER_RETRY_MIN_S
+        failures = 0
+        while True:
+            try:
+                await asyncio.to_thread(lambda: add_dead_letters(self.db, letters, keep=keep))
+            except (sqlite3.Error, OSError) as exc:
+                failures += 1
+                metrics.DEAD_LETTER_ERRORS.inc()
+                log.error(
+                    "event=dead_letter_store_failed count=%d error=%r attempt=%d "
+                    "retry_in_s=%.1f: batch held unacknowledged",
+                    len(letters),
+                    str(exc),
+                    failures,
+                    delay,
+                )
+                if self.stop is not None:
+                    if self.stop.is_set():
+                        raise DeadLetterStoreStopped(str(exc)) from exc
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop.wait(), delay)
+                else:
+                    await asyncio.sleep(delay)
+                delay = min(delay * 2, DEAD_LETTER_RETRY_MAX_S) * random.uniform(0.8, 1.0)
+                continue
+            if failures:
+                log.warning(
+                    "event=dead_letter_store_recovered count=%d after_attempts=%d",
+                    len(letters),
+                    failures + 1,
+                )
+            return
 
     async def handle_batch(self, batch: list[RawMessage]) -> None:
         prefix = self.prefix
@@ -121,7 +178,7 @@ async def run_ingest(
         max_concurrent=settings.ingest_max_concurrent_writes,
         topic_prefix=settings.mqtt_topic_prefix,
     )
-    worker = Ingest(settings, writer, db)
+    worker = Ingest(settings, writer, db, stop=stop)
     stats = ConsumerStats()
     metrics.UNACKED.set_function(lambda: stats.held)
     metrics.LAG_SECONDS.set_function(lambda: stats.last_ack_lag_s)

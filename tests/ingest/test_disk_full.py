@@ -15,10 +15,19 @@ from ingest.spool import Spool
 from ingest.writer import InfluxWriter
 from liftwatch.influx import InfluxClient
 from liftwatch.localservices import free_port
-from liftwatch.store.deadletters import DeadLetter
+from liftwatch.protocol import Reason
+from liftwatch.store.db import Database
+from liftwatch.store.deadletters import DeadLetter, count_dead_letters
 from tests.conftest import Service, eventually
 from tests.ingest.smallfs import fill, small_fs
-from tests.ingest.support import count, now_ms
+from tests.ingest.support import (
+    count,
+    ingest_settings,
+    now_ms,
+    publish,
+    running_ingest,
+    telemetry,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +156,61 @@ async def test_replay_resynchronises_past_a_torn_record_and_reports_it(
     assert "event=spool_torn_record" in caplog.text
     assert "torn_records=1" in caplog.text and f"skipped_bytes={len(torn)}" in caplog.text
     await up.aclose()
+
+
+async def test_dead_letter_store_full_holds_the_batch_and_ingest_never_exits(
+    mosquitto: Service, influxdb: Service, unique: str, tmp_path: Path
+) -> None:
+    """Chaos D4: ingest's SQLite store on a real tmpfs that is full. A batch with bad
+    messages cannot commit its dead-letters: ingest retries (the batch stays unacknowledged),
+    the valid messages are stored meanwhile, the process never exits. Once space is back the
+    dead-letters are committed once and the batch acknowledged (a restart sees no
+    redelivery)."""
+    with small_fs(tmp_path / "fs", "8m") as mount:
+        settings = ingest_settings(mosquitto.url, influxdb.url, unique, mount / "data")
+        client = InfluxClient(influxdb.url, settings.influx_database)
+        t = now_ms()
+        valid = [(f"{unique}/V{i}/telemetry", telemetry(i, t + i)) for i in range(20)]
+        bad = [(f"{unique}/B{i}/telemetry", b'{"v":1,"pad":"' + b"x" * 2000) for i in range(400)]
+        errors_before = _metric("liftwatch_ingest_dead_letter_store_errors_total")
+        async with running_ingest(settings) as task:
+            db = Database(settings.sqlite_path)
+            filler = fill(mount, 0)
+            await asyncio.to_thread(publish, mosquitto.url, valid[:10] + bad + valid[10:])
+            await eventually(
+                lambda: (
+                    task.done()
+                    or _metric("liftwatch_ingest_dead_letter_store_errors_total")
+                    >= errors_before + 2
+                ),
+                timeout=20,
+                what="dead-letter commits failing on the full disk",
+            )
+            await eventually(
+                lambda: _stored(client, 20), timeout=20, what="the valid messages stored"
+            )
+            assert not task.done()  # 678cc9a: consume ended, ingest exited (crash loop)
+            assert count_dead_letters(db) == {}
+            filler.unlink()
+            await eventually(
+                lambda: count_dead_letters(db).get(Reason.BAD_JSON.value) == 400,
+                timeout=30,
+                what="the dead-letters committed once space is back",
+            )
+            assert not task.done()
+            await asyncio.to_thread(
+                publish, mosquitto.url, [(f"{unique}/V99/telemetry", telemetry(99, t + 99))]
+            )
+            await eventually(lambda: _stored(client, 21), what="a later message stored")
+        async with running_ingest(settings):  # the held batch was acknowledged after all
+            await asyncio.to_thread(
+                publish, mosquitto.url, [(f"{unique}/V98/telemetry", telemetry(98, t + 98))]
+            )
+            await eventually(lambda: _stored(client, 22), what="the sentinel stored")
+            assert count_dead_letters(db) == {Reason.BAD_JSON.value: 400}
+        db.close()
+        await client.aclose()
+
+
+async def _stored(client: InfluxClient, n: int) -> bool:
+    return await count(client, "lift_state") >= n
