@@ -102,7 +102,7 @@ def _record(
     alarm.updated_at = at
     store.save_alarm(conn, alarm)
     t = Transition(alarm.alarm_id, at, event, from_state, to_state, actor, note)
-    store.add_transition(conn, t)
+    t = store.add_transition(conn, t)
     if notify is not None and notifies(alarm):
         store.add_outbox(conn, alarm, notify, at, extra=extra)
     out.append(Change(replace(alarm), t))

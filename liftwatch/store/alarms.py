@@ -12,7 +12,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 
 from alerts.codes import names
@@ -267,12 +267,14 @@ def move_unresolved(
     return moved
 
 
-def add_transition(conn: sqlite3.Connection, t: Transition) -> None:
-    conn.execute(
+def add_transition(conn: sqlite3.Connection, t: Transition) -> Transition:
+    """Insert ``t``; returns it with its row id (unique, increasing)."""
+    cur = conn.execute(
         "INSERT INTO alarm_transitions (alarm_id, at, event, from_state, to_state, actor, note)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         (t.alarm_id, t.at, t.event, t.from_state, t.to_state, t.actor[:200], t.note),
     )
+    return replace(t, id=cur.lastrowid)
 
 
 def transitions_of(db: Database | sqlite3.Connection, alarm_id: str) -> list[Transition]:
