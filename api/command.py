@@ -41,6 +41,7 @@ def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.httpserver import server_options
 
     settings = settings_from(args)
     problem = admin_token_problem(settings)
@@ -48,12 +49,10 @@ def _api(args: argparse.Namespace) -> int:
         print(f"liftwatch: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     app = create_app(settings)
-    uvicorn.run(
-        app,
+    options = server_options(
         host=args.host or settings.api_host,
         port=args.port if args.port is not None else settings.api_port,
-        log_level=args.log_level.lower(),
-        proxy_headers=False,
-        server_header=False,
+        log_level=args.log_level,
     )
+    uvicorn.run(app, **options)  # request deadlines etc.: api/httpserver.py
     return 0

@@ -71,21 +71,16 @@ def _serve(args: argparse.Namespace) -> int:
 def _api_server(app: Any, host: str, port: int, log_level: str) -> Any:
     import uvicorn
 
+    from api.httpserver import server_options
+
     class Server(uvicorn.Server):
         # The process's signals belong to serve(), which stops all three parts together.
         @contextlib.contextmanager
         def capture_signals(self) -> Generator[None, None, None]:
             yield
 
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level.lower(),
-        proxy_headers=False,
-        server_header=False,
-    )
-    return Server(config)
+    # Request head and body deadlines, keep-alive, header size: api/httpserver.py.
+    return Server(uvicorn.Config(app, **server_options(host=host, port=port, log_level=log_level)))
 
 
 async def _serve_api(server: Any) -> None:
