@@ -256,7 +256,7 @@ class Engine:
             if lift_id not in self._marks and lift_id not in self._created:
                 self._marks[lift_id] = (None, now)
                 work.append((lift_id, st, [Signal("first_seen")], index))
-        if isinstance(msg.body, Telemetry) and msg.ts_ms < st.ts_ms:
+        if isinstance(msg.body, Telemetry) and not st.newer(msg.body.seq, msg.ts_ms):
             self.counts["late"] += 1
         ctx = self._context(lift_id)
         sigs, due = rules.on_message(st, msg, now, ctx)

@@ -108,8 +108,9 @@ def on_message(st: LiftState, msg: Decoded, now: int, ctx: Context) -> tuple[lis
         return _duplicate(st, now, ctx)
     _alive(st, now, out)
     if isinstance(body, Telemetry):
-        if msg.ts_ms < st.ts_ms:
-            # Late: history only. The live state never moves backwards (PROTOCOL.md).
+        if not st.newer(body.seq, msg.ts_ms):
+            # Late: history only. The live state never moves backwards (PROTOCOL.md 1.1 §
+            # Order: by seq within a run of the device, so a clock step never freezes it).
             return out, _evaluate(st, now, ctx, out, new_message=False)
         _telemetry(st, body, msg.ts_ms, now, ctx, out)
         return out, _evaluate(st, now, ctx, out, new_message=True)

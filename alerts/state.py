@@ -59,6 +59,10 @@ class Cond:
         return not self.active and self.since is None
 
 
+RESTART_SEQ: Final = 16  # PROTOCOL.md 1.1 § Order: a seq below this after a higher one
+RESTART_TS_MS: Final = 60_000  # ... or a ts this much newer: the device restarted
+
+
 class LiftState:
     __slots__ = (
         "btn_last_press",
@@ -123,6 +127,18 @@ class LiftState:
                 del conds[key]
         if not conds:
             self.conds = None
+
+    def newer(self, seq: int, ts_ms: int) -> bool:
+        """PROTOCOL.md 1.1 § Order: is a snapshot (``seq``, normalised ``ts_ms``) newer than the
+        live state? Within one run of the device ``seq`` decides, whatever ``ts`` says (clocks
+        step, ``seq`` does not); a lower ``seq`` is late unless the device restarted: its
+        ``seq`` is below 16 while the latest was not, or its ``ts`` is more than 60 s newer."""
+        last = self.seq
+        if last < 0 or seq > last:
+            return True
+        if seq < last:
+            return seq < RESTART_SEQ <= last or ts_ms > self.ts_ms + RESTART_TS_MS
+        return ts_ms >= self.ts_ms
 
     def accept(self, seq: int, ts: int | str) -> bool:
         """Remember (seq, ts) and return True, or return False if it was accepted recently: a

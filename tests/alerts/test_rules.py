@@ -599,14 +599,38 @@ def test_duplicate_clears_device_offline_and_cancels_last_will(rig: Rig) -> None
 
 
 def test_late_message_does_not_move_state_backwards(rig: Rig) -> None:
-    trapped(rig)
+    rig.tel(seq=5)
+    trapped(rig, seq=6)
     old_ts = rig.clock.now_ms() - 5000
     rig.advance(10)
-    rig.tel(door_zone=True, doors_closed=False, ts=old_ts)  # late: history only
+    # Late (PROTOCOL.md 1.1 § Order): a lower seq of the same run; history only.
+    rig.tel(door_zone=True, doors_closed=False, ts=old_ts, seq=5)
     rig.snap["L1"].update(door_zone=False, doors_closed=True)
     rig.advance(20)
     assert rig.one("entrapment").condition == "active"
     assert rig.engine.counts["late"] == 1
+
+
+def test_a_clock_step_back_never_freezes_the_live_state(rig: Rig) -> None:
+    """PROTOCOL.md 1.1 § Order, repro r11 (A1): one sample stamped 4 min ahead, then the
+    clock is right again: seq decides, so the entrapment is raised at its threshold."""
+    rig.tel(ts=rig.clock.now_ms() + 4 * 60_000)
+    rig.advance(1)
+    trapped_at = rig.clock.now_ms()
+    trapped(rig)
+    rig.advance(30)
+    assert rig.one("entrapment").raised_at == trapped_at + 30_000
+    assert rig.engine.counts["late"] == 0
+
+
+def test_a_device_restart_starts_a_new_run(rig: Rig) -> None:
+    """A lower seq after a reboot (below 16 while the latest was not) is newer."""
+    rig.tel(seq=500)
+    rig.advance(5)
+    trapped(rig, seq=0)  # rebooted: seq starts again from 0
+    rig.advance(30)
+    assert len(rig.alarms("entrapment")) == 1
+    assert rig.engine.counts["late"] == 0
 
 
 # --- lifecycle through the engine ----------------------------------------------------------

@@ -94,8 +94,9 @@ async def test_scripted_entrapment_over_mqtt_is_one_alarm_with_evidence(
         # More of the same state, and a late message: still one alarm.
         # Late = older than the accepted state but within 7 days (ts=1 would be "more than
         # 7 days in the past", replaced by the receive time per PROTOCOL.md: not late at all).
+        # Late (PROTOCOL.md 1.1 § Order): a lower seq than the latest, an older ts.
         late_ts = json.loads(first)["ts"] - 60_000
-        late = telemetry(3, door_zone=True, doors_closed=False, ts=late_ts)
+        late = telemetry(1, door_zone=True, doors_closed=False, ts=late_ts)
         items = [(topic, telemetry(1)), (topic, telemetry(2)), (topic, late)]
         await asyncio.to_thread(publish, mosquitto.url, items)
         await eventually(lambda: engine.counts["messages"] >= 5, 5, what="all messages")
