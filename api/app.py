@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI
 
 from api.auth import hash_token
 from api.errors import BodySizeLimit, install_error_handlers
+from api.httpserver import redact_access_log
 from api.metrics import MetricsMiddleware
 from api.readiness import Check
 from api.routes import health
@@ -88,6 +89,7 @@ def create_app(
     )
 
     install_error_handlers(app)
+    redact_access_log()  # whichever server runs the app: no secrets from query strings logged
     app.add_middleware(
         BodySizeLimit,
         default=settings.api_max_body_bytes,

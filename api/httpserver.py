@@ -17,6 +17,8 @@ open 71 s, and at the FD limit they made API requests fail and delayed an alarm 
 Time the app spends answering is not limited here. The number of connections is not
 limited either: behind a reverse proxy, let it cap connections per client; without one, the
 FD limit (the systemd unit's ``LimitNOFILE=65536``) is the cap (docs/deploy.md).
+
+The access log never shows the values of sensitive query parameters (:func:`redact_query`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+from urllib.parse import unquote_plus
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from api.auth import TOKEN_PREFIX
 
 HEADER_TIMEOUT_S = 5.0
 BODY_IDLE_TIMEOUT_S = 10.0
@@ -131,9 +136,65 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
+# Query parameter names whose values never reach the access log (a token sent by mistake as
+# ``?access_token=…`` is refused with 422, but uvicorn logged the URL verbatim: review, Info).
+SENSITIVE_NAMES = (
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "pwd",
+    "key",
+    "auth",
+    "signature",
+    "credential",
+    "session",
+    "cookie",
+    "jwt",
+)
+REDACTED = "***"
+
+
+def redact_query(target: str) -> str:
+    """``target`` (path and query string) with the values of sensitive parameters, and any
+    value that looks like a liftwatch token (``lw_…``), replaced by ``***``."""
+    path, sep, query = target.partition("?")
+    if not sep:
+        return target
+    out = []
+    for item in query.split("&"):
+        name, eq, value = item.partition("=")
+        plain = unquote_plus(name).lower()
+        if (eq and any(word in plain for word in SENSITIVE_NAMES)) or (
+            unquote_plus(value if eq else name).strip().startswith(TOKEN_PREFIX)
+        ):
+            item = f"{name}={REDACTED}" if eq else REDACTED
+        out.append(item)
+    return f"{path}?{'&'.join(out)}"
+
+
+class RedactQuery(logging.Filter):
+    """On ``uvicorn.access``: its records carry ``(client, method, path?query, version,
+    status)``; the query is redacted before any handler formats it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and "?" in str(args[2]):
+            record.args = (*args[:2], redact_query(str(args[2])), *args[3:])
+        return True
+
+
+def redact_access_log() -> None:
+    """Install :class:`RedactQuery` on uvicorn's access logger (once)."""
+    logger = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactQuery) for f in logger.filters):
+        logger.addFilter(RedactQuery())
+
+
 def server_options(*, host: str, port: int, log_level: str) -> dict[str, Any]:
     """The uvicorn settings both commands serve the API with (``uvicorn.run`` or
     ``uvicorn.Config`` keyword arguments)."""
+    redact_access_log()
     return {
         "host": host,
         "port": port,
