@@ -160,9 +160,11 @@ class Engine:
             )
 
     def refresh_registry(self) -> int:
-        """Pick up lifts added or changed in the registry since the last look."""
+        """Pick up lifts added or changed in the registry since the last look, and alarm-button
+        alarms resolved by another process (a separate ``liftwatch api``)."""
         with self._lock:
             now = self.clock.now_ms()
+            self._reconcile_buttons()
             changed, self._registry_seq = reg.lifts_changed_after(self.db, self._registry_seq)
             work: list[Work] = []
             for lift_id in changed:
@@ -336,6 +338,18 @@ class Engine:
         self._arm_lift(lift_id, due)
         if sigs:
             work.append((lift_id, st, sigs, -1))
+
+    def _reconcile_buttons(self) -> None:
+        """The alarm-button filter is bypassed only while an alarm_button alarm of the lift is
+        unresolved. An API in another process resolves alarms without telling this engine:
+        re-read which lifts have one (../shared/repros r13; at once with the shared store's
+        notifications, docs/scaling.md)."""
+        open_now = store.lifts_with_unresolved(self.db, "alarm_button")
+        for lift_id in self._button_open ^ open_now:
+            ctx = self._ctx.get(lift_id)
+            if ctx is not None:
+                ctx.button_unresolved = lift_id in open_now
+        self._button_open = open_now
 
     def _flag(self, lift_id: str, problem: str | None) -> None:
         lift = self.lifts.get(lift_id)

@@ -166,6 +166,13 @@ def unresolved_alarms(
     return [alarm_from_row(r) for r in c.execute(sql + " ORDER BY alarm_id", params)]
 
 
+def lifts_with_unresolved(db: Database, code: str) -> set[str]:
+    rows = db.conn.execute(
+        "SELECT DISTINCT lift_id FROM alarms WHERE status != 'resolved' AND code = ?", (code,)
+    )
+    return {r[0] for r in rows}
+
+
 def list_alarms(
     db: Database,
     *,

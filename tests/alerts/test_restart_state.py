@@ -1,0 +1,102 @@
+"""State that lives only in the alerts process's memory (../shared/repros r10, r13, r15).
+
+r13 is fixed here (the engine re-reads which lifts have an unresolved alarm-button alarm at
+every registry refresh). r10 and r15 need per-lift state recoverable by a new owner, which is
+the alerts-HA issue (#15: dedup keys, button state and timer deadlines survive a restart or a
+takeover): they stay ``xfail(strict=True)`` until it lands, so they cannot be forgotten.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alerts import lifecycle
+from tests.alerts.rig import Rig
+
+RUNNING: dict[str, Any] = {
+    "car_status": "running",
+    "direction": "up",
+    "speed": 1.0,
+    "door_zone": False,
+}
+
+
+def _button_filter_after_resolve(tmp_path: Path, *, same_process: bool) -> list[str]:
+    r = Rig(tmp_path / f"{same_process}.db")
+    r.tel(door_zone=False)
+    r.event("alarm_button", pressed=True)
+    r.event("alarm_button", pressed=False)
+    (alarm,) = r.alarms("alarm_button")
+    r.advance(600)
+    listener = r.engine if same_process else None
+    lifecycle.resolve(
+        r.db, alarm.alarm_id, actor="api:dispatcher", outcome="rescued", listener=listener
+    )
+    r.advance(7200)
+    r.engine.refresh_registry()  # the alerts worker does this every 10 s
+    r.tel(**RUNNING)
+    r.event("alarm_button", pressed=True)  # one short press while running normally
+    r.event("alarm_button", pressed=False)
+    r.advance(5)
+    return [a.status for a in r.alarms("alarm_button")]
+
+
+def test_button_filter_is_back_after_an_api_in_another_process_resolves(tmp_path: Path) -> None:
+    """Repro r13 (M3): once resolved through a separate `liftwatch api`, the next refresh puts
+    the filter back; a short press while running normally is ignored again."""
+    assert _button_filter_after_resolve(tmp_path, same_process=True) == ["resolved"]
+    assert _button_filter_after_resolve(tmp_path, same_process=False) == ["resolved"]
+
+
+@pytest.mark.xfail(
+    strict=True, reason="issue 15 (alerts HA): button state recoverable after a restart"
+)
+def test_issue15_stuck_button_after_restart_is_the_same_press(tmp_path: Path) -> None:
+    """Repro r10 (m2), FAULTS.md 1.1 #3: after a restart a button still held is the same
+    press, not a new one."""
+    r = Rig(tmp_path / "lw.db")
+    r.tel(door_zone=False, alarm_button=False)
+    r.tel(alarm_button=True)
+    r.advance(60)
+    r.event("end_of_alarm", by="tech")
+    r.advance(30)
+    r.tel()
+    assert [a.status for a in r.alarms("alarm_button")] == ["resolved"]
+    r.restart()
+    r.advance(30)
+    r.tel()
+    assert [a.status for a in r.alarms("alarm_button")] == ["resolved"]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 15 (alerts HA): dedup keys recoverable after a crash")
+def test_issue15_batch_redelivered_after_a_crash_is_evaluated_once(tmp_path: Path) -> None:
+    """Repro r15 (m1), PROTOCOL.md: a duplicate is evaluated once, also when redelivered
+    after liftwatch restarted."""
+    r = Rig(tmp_path / "lw.db")
+    r.tel(door_zone=False)
+    r.event("alarm_button", pressed=True)
+    r.advance(60)
+    ts = r.clock.now_ms()
+    batch = [
+        (
+            "lifts/L1/event",
+            json.dumps({"v": 1, "ts": ts, "seq": 50, "type": "end_of_alarm", "by": "t"}).encode(),
+        ),
+        (
+            "lifts/L1/event",
+            json.dumps(
+                {"v": 1, "ts": ts + 5, "seq": 51, "type": "alarm_button", "pressed": True}
+            ).encode(),
+        ),
+    ]
+    r.engine.handle_raw(batch)  # committed, then the process dies before its PUBACKs
+    r.restart()
+    r.engine.handle_raw(batch)  # the broker redelivers the batch
+    assert [(a.status, a.outcome) for a in r.alarms("alarm_button")] == [
+        ("resolved", "rescued"),
+        ("open", None),
+    ]
