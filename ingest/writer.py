@@ -285,10 +285,7 @@ class InfluxWriter:
                     if self._down:
                         self._down = False  # new batches go straight to InfluxDB again
                         log.info("event=influx_up: writing directly, replaying the spool")
-            await asyncio.to_thread(self.spool.remove, segment)
             metrics.REPLAYED.inc(replayed)
-            metrics.SPOOL_BYTES.set(self.spool.size_bytes)
-            metrics.SPOOL_UNREPLAYED.set(self.spool.unreplayed_points)
             lost = max(0, expected - replayed) if expected is not None else 0
             if contents.torn_records:
                 metrics.SPOOL_TORN.inc(contents.torn_records)
@@ -308,6 +305,9 @@ class InfluxWriter:
                 contents.torn_records,
                 contents.skipped_bytes,
             )
+            await asyncio.to_thread(self.spool.remove, segment)
+            metrics.SPOOL_BYTES.set(self.spool.size_bytes)
+            metrics.SPOOL_UNREPLAYED.set(self.spool.unreplayed_points)
         if self._down:
             self._down = False
             log.info("event=influx_up: spool replayed")
