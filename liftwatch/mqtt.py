@@ -40,8 +40,13 @@ from liftwatch.settings import MqttTarget, Settings
 log = logging.getLogger("liftwatch.mqtt")
 
 SESSION_EXPIRY_S: Final = 7 * 24 * 3600  # MQTT 5: keep our queue through a week of downtime
+# Reconnect backoff (chaos review D6): alerts shares this consumer, and every second it stays
+# disconnected after the broker is back is a second an alarm can wait. Capped exponential with
+# full jitter between the floor and the cap: attempt n waits uniform(MIN, min(MAX, MIN * 2^n)),
+# so after any outage the next attempt is at most BACKOFF_MAX_S away, and the few liftwatch
+# consumers do not reconnect in lockstep.
 BACKOFF_MIN_S: Final = 0.2
-BACKOFF_MAX_S: Final = 30.0
+BACKOFF_MAX_S: Final = 3.0
 CONNECT_TIMEOUT_S: Final = 10.0
 
 _CONNECT, _CONNACK, _PUBLISH, _PUBACK = 1, 2, 3, 4
@@ -80,6 +85,14 @@ class MqttError(Exception):
 
 
 HandleBatch = Callable[[list[RawMessage]], Awaitable[None]]
+
+
+def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait before reconnect attempt ``attempt`` + 1 (``attempt`` ≥ 0 failures
+    so far): full jitter in [BACKOFF_MIN_S, min(BACKOFF_MAX_S, BACKOFF_MIN_S * 2**attempt)]."""
+    ceiling = BACKOFF_MIN_S * 2 ** min(max(attempt, 0), 32)
+    high = min(BACKOFF_MAX_S, ceiling)
+    return (rng or random).uniform(BACKOFF_MIN_S, high)
 
 
 # --- packet encoding (pure) ----------------------------------------------------------------
@@ -414,11 +427,13 @@ class _Consumer:
 
     # the connection loop
     async def connect_loop(self) -> None:
-        delay = BACKOFF_MIN_S
+        failures = 0
         while not self.stop.is_set() and not self.halting:
             try:
                 conn = await self._connect_once()
             except (OSError, MqttError, TimeoutError, ConnectionError) as exc:
+                delay = backoff_delay(failures)
+                failures += 1
                 log.warning(
                     "event=mqtt_connect_failed broker=%r error=%r retry_in_s=%.1f",
                     self.target,
@@ -426,9 +441,8 @@ class _Consumer:
                     delay,
                 )
                 await self._sleep_or_stop(delay)
-                delay = min(BACKOFF_MAX_S, delay * 2) * random.uniform(0.8, 1.0)
                 continue
-            delay = BACKOFF_MIN_S
+            failures = 0
             keepalive = asyncio.create_task(self._keepalive(conn))
             try:
                 await conn.closed
