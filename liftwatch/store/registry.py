@@ -195,12 +195,17 @@ def next_change_seq(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COALESCE(MAX(change_seq), 0) + 1 FROM lifts").fetchone()[0])
 
 
-def lifts_changed_after(db: Database, seq: int) -> tuple[list[str], int]:
-    """Ids of lifts changed after change number ``seq``, and the highest number seen."""
+def lifts_changed_chunk(
+    db: Database, seq: int, limit: int
+) -> tuple[list[tuple[Lift, str | None, int]], int]:
+    """Up to ``limit`` lifts changed after change number ``seq`` (oldest change first), each
+    as ``(lift, problem, created_at)`` (:func:`checked_lift_from_row`), and the highest
+    change number among them (``seq`` when there are none)."""
     rows = db.conn.execute(
-        "SELECT lift_id, change_seq FROM lifts WHERE change_seq > ? ORDER BY change_seq", (seq,)
+        "SELECT * FROM lifts WHERE change_seq > ? ORDER BY change_seq LIMIT ?", (seq, limit)
     ).fetchall()
-    return [r[0] for r in rows], max((int(r[1]) for r in rows), default=seq)
+    out = [(*checked_lift_from_row(r), int(r["created_at"])) for r in rows]
+    return out, max((int(r["change_seq"]) for r in rows), default=seq)
 
 
 def get_lift(db: Database, lift_id: str) -> Lift | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from alerts.webhooks import filters
@@ -127,3 +128,28 @@ def test_alarm_test_overdue_counts_from_the_last_self_test_after_reactivation(
     assert r.alarms("alarm_test_overdue") == []
     r.advance(0.001)
     assert len(r.alarms("alarm_test_overdue")) == 1
+
+
+def test_a_bulk_registration_is_taken_in_chunks_and_none_is_missed(tmp_path: Path) -> None:
+    """The refresh applies at most REFRESH_CHUNK lifts per hold of the engine lock (a quarter
+    of a million imported lifts must not hold up other lifts' alarms), and takes them all."""
+    from alerts.engine import REFRESH_CHUNK
+
+    r = Rig(tmp_path / "lw.db")
+    n = 2 * REFRESH_CHUNK + 7
+    rows = [(i, Lift(lift_id=f"B{i:05d}", company_id="acme")) for i in range(n)]
+    reg.import_lifts(r.db, rows)
+    holds: list[int] = []
+    take = r.engine._take_lifts
+
+    def counting(
+        chunk: Sequence[tuple[Lift, str | None, int]],
+    ) -> None:
+        holds.append(len(chunk))
+        take(chunk)
+
+    r.engine._take_lifts = counting  # type: ignore[method-assign, assignment]
+    assert r.engine.refresh_registry() == n
+    assert holds == [REFRESH_CHUNK, REFRESH_CHUNK, 7]
+    assert all(f"B{i:05d}" in r.engine.lifts for i in range(n))
+    assert r.engine.refresh_registry() == 0
