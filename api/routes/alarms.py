@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from alerts import lifecycle
 from api import csvsafe
-from api.auth import Principal, PrincipalDep, WriterDep, company_scope
+from api.auth import BOOTSTRAP_ID, Principal, PrincipalDep, WriterDep, company_scope
 from api.deps import DbDep, EngineDep
 from api.errors import conflict, invalid, not_found, responses
 from api.timeparams import EXAMPLE, parse_time
@@ -28,6 +28,7 @@ from liftwatch.protocol import format_ts
 from liftwatch.store import Database
 from liftwatch.store import alarm_queries as aq
 from liftwatch.store import alarms as store
+from liftwatch.store import tokens as tok
 from liftwatch.store.alarms import Alarm
 
 router = APIRouter(prefix="/alarms", tags=["alarms"], responses=responses(401, 403, 422))
@@ -140,14 +141,27 @@ def visible_alarm(db: Database, principal: Principal, alarm_id: str) -> Alarm:
 # --- the stream comes first: "/stream" must not be read as an alarm id --------------------
 
 
+RECHECK_S = 1.0  # an open stream re-checks its token (revoked? company deactivated?)
+
+
 async def _feed(
-    request: Request, db: Database, company_id: str | None, after: int, poll_s: float
+    request: Request,
+    db: Database,
+    company_id: str | None,
+    after: int,
+    poll_s: float,
+    token_id: str | None,
 ) -> AsyncIterator[bytes]:
+    """``token_id`` None: the bootstrap admin (not in the store, never revoked)."""
     yield b": liftwatch alarm events\nretry: 2000\n\n"
-    last_beat = time.monotonic()
+    last_beat = last_check = time.monotonic()
     while True:
         if await request.is_disconnected():
             return
+        if token_id is not None and time.monotonic() - last_check >= RECHECK_S:
+            last_check = time.monotonic()
+            if not await asyncio.to_thread(tok.token_in_force, db, token_id):
+                return  # the client's reconnect is answered 401 with the reason
         events = await asyncio.to_thread(aq.outbox_after, db, after, company_id=company_id)
         for e in events:
             after = e.id
@@ -195,8 +209,9 @@ async def stream(
         start = await asyncio.to_thread(aq.last_outbox_id, db)
     company = principal.company_id if principal.role == "maintainer" else None
     poll_s = request.app.state.settings.api_sse_poll_ms / 1000
+    token_id = None if principal.token_id == BOOTSTRAP_ID else principal.token_id
     return StreamingResponse(
-        _feed(request, db, company, start, poll_s),
+        _feed(request, db, company, start, poll_s, token_id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

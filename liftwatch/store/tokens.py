@@ -82,6 +82,18 @@ def find_active_token(db: Database, token_hash: str) -> TokenRecord | None:
     return replace(record, company_active=bool(active) if active is not None else False)
 
 
+def token_in_force(db: Database, token_id: str) -> bool:
+    """Whether the token still authenticates: not revoked, and its company (if any) active.
+    Long-lived requests (the event stream) re-check with this."""
+    row = db.conn.execute(
+        "SELECT 1 FROM api_tokens t LEFT JOIN companies c ON c.company_id = t.company_id"
+        " WHERE t.token_id = ? AND t.revoked_at IS NULL"
+        " AND (t.company_id IS NULL OR c.active = 1)",
+        (token_id,),
+    ).fetchone()
+    return row is not None
+
+
 def touch_token(db: Database, token_id: str, *, min_interval_ms: int = 60_000) -> None:
     """Record use, at most once a minute per token, so reads do not each cost a write."""
     now = _now_ms()

@@ -1,5 +1,6 @@
 """The server-sent-events stream, served by a real uvicorn on a free port: events arrive in
-order, scoped by role, and a reconnect with Last-Event-ID resumes without gaps."""
+order, scoped by role, and a reconnect with Last-Event-ID resumes without gaps; a stream
+ends when its token is revoked or its company deactivated."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from api.app import create_app
 from api.timeparams import now_ms
 from liftwatch.influx import InfluxClient
 from liftwatch.localservices import free_port
+from liftwatch.registry import Company
 from liftwatch.settings import Settings
 from liftwatch.store import Database
+from liftwatch.store import registry as reg
+from liftwatch.store import tokens as tok
 from liftwatch.store.alarm_queries import last_outbox_id
 from tests.api.conftest import World, raise_alarm
 from tests.conftest import eventually
@@ -99,3 +103,39 @@ async def test_stream_needs_a_token(base_url: str) -> None:
     async with httpx.AsyncClient(base_url=base_url) as c:
         r = await c.get("/api/v1/alarms/stream")
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+
+
+async def read_until_end(base: str, headers: dict[str, str], opened: asyncio.Event) -> None:
+    async with (
+        httpx.AsyncClient(base_url=base, timeout=30) as c,
+        c.stream("GET", "/api/v1/alarms/stream", headers=headers) as r,
+    ):
+        assert r.status_code == 200
+        async for _ in r.aiter_lines():
+            opened.set()
+
+
+@pytest.mark.parametrize("how", ["company_deactivated", "token_revoked"])
+async def test_open_stream_ends_when_its_token_stops_being_valid(
+    base_url: str, world: World, db: Database, how: str
+) -> None:
+    # security review #7: a deactivated company's (or a revoked) token must not keep
+    # receiving alarms through a stream it opened before.
+    opened = asyncio.Event()
+    reader = asyncio.create_task(read_until_end(base_url, world.h("maintainer_a"), opened))
+    await asyncio.wait_for(opened.wait(), 10)
+    if how == "company_deactivated":
+        reg.upsert_company(db, Company(company_id="co-a", name="Alpha Lifts", active=False))
+    else:
+        tok.revoke_token(db, world.token_ids["maintainer_a"])
+    await asyncio.wait_for(reader, 5)  # ended by the server (re-checked every second)
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as c:
+        r = await c.get("/api/v1/alarms/stream", headers=world.h("maintainer_a"))
+    assert r.status_code == 401
+    # Others' streams go on.
+    other = asyncio.Event()
+    task = asyncio.create_task(read_until_end(base_url, world.h("maintainer_b"), other))
+    await asyncio.wait_for(other.wait(), 10)
+    await asyncio.sleep(1.5)
+    assert not task.done()
+    task.cancel()
