@@ -21,6 +21,11 @@ DEAD_LETTER_ERRORS: Final = Counter(
 DUPLICATES: Final = Counter(
     "liftwatch_ingest_duplicates", "Exact duplicates (same lift, seq and ts) written once"
 )
+RETAINED_STATUS_SKIPPED: Final = Counter(
+    "liftwatch_ingest_retained_status_skipped",
+    "Retained status messages replayed by the broker on (re)subscription and equal to the "
+    "lift's last stored status: not stored again",
+)
 SPOOLED: Final = Counter("liftwatch_ingest_spooled", "Points written to the outage spool")
 REPLAYED: Final = Counter("liftwatch_ingest_replayed", "Spooled points replayed into InfluxDB")
 SPOOL_UNREPLAYED: Final = Gauge(

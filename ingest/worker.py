@@ -17,12 +17,12 @@ from collections import Counter
 from collections.abc import Callable
 
 from ingest import metrics
-from ingest.points import Deduplicator, dedup_key, to_line
+from ingest.points import MEASUREMENT_STATUS, Deduplicator, dedup_key, to_line
 from ingest.spool import Spool
 from ingest.writer import InfluxWriter
-from liftwatch.influx import InfluxClient
+from liftwatch.influx import InfluxClient, InfluxError
 from liftwatch.mqtt import ConsumerStats, RawMessage, consume
-from liftwatch.protocol import Rejection, decode
+from liftwatch.protocol import Rejection, Status, decode
 from liftwatch.settings import Settings
 from liftwatch.store.db import Database
 from liftwatch.store.deadletters import DeadLetter, add_dead_letters
@@ -41,6 +41,51 @@ class DeadLetterStoreStopped(Exception):
     unacknowledged (the broker redelivers it to the next run)."""
 
 
+class LastStatus:
+    """The last stored ``status`` state per lift, so that a retained status the broker replays
+    on (re)subscription is not stored again when it says nothing new (PROTOCOL.md § Value
+    ranges, 1.1). Seeded from InfluxDB at start; bounded (oldest lift forgotten first)."""
+
+    def __init__(self, capacity: int = 1_000_000) -> None:
+        self.capacity = capacity
+        self._state: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+    def remember(self, lift_id: str, state: str) -> None:
+        states = self._state
+        states.pop(lift_id, None)  # re-insert: most recent last
+        states[lift_id] = state
+        if len(states) > self.capacity:
+            del states[next(iter(states))]
+
+    def is_news(self, lift_id: str, state: str, retained: bool) -> bool:
+        """Whether to store this status; remembers it when it is stored."""
+        if retained and self._state.get(lift_id) == state:
+            return False
+        self.remember(lift_id, state)
+        return True
+
+    async def load(self, client: InfluxClient, days: int = 30, timeout_s: float = 5.0) -> None:
+        """Best effort: the last stored state of each lift (none if InfluxDB is down)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                series = await client.query(
+                    f'SELECT last("state") FROM "{MEASUREMENT_STATUS}" '  # noqa: S608 - constants
+                    f'WHERE time > now() - {int(days)}d GROUP BY "lift_id"'
+                )
+        except (InfluxError, TimeoutError) as exc:
+            log.warning("event=last_status_unavailable error=%r", str(exc) or "timeout")
+            return
+        for s in series:
+            lift_id = s.get("tags", {}).get("lift_id")
+            values = s.get("values") or []
+            if lift_id and values and isinstance(values[-1][1], str):
+                self.remember(lift_id, values[-1][1])
+        log.info("event=last_status_loaded lifts=%d", len(self._state))
+
+
 class Ingest:
     def __init__(
         self,
@@ -56,6 +101,7 @@ class Ingest:
         self.db = db
         self.dedup = Deduplicator()
         self.stop = stop
+        self.last_status = LastStatus()
 
     async def store_dead_letters(self, letters: list[DeadLetter]) -> None:
         """Commit dead-letters; return only once they are committed (chaos D4).
@@ -106,6 +152,7 @@ class Ingest:
         topics: list[str] = []
         letters: list[DeadLetter] = []
         duplicates = 0
+        retained_repeats = 0
         for msg in batch:
             result = decode(msg.topic, msg.payload, prefix=prefix, received_ms=msg.received_ms)
             if isinstance(result, Rejection):
@@ -121,7 +168,13 @@ class Ingest:
                 )
                 continue
             key = dedup_key(result)
-            if key is not None and not first_time(key):
+            if key is None:  # a status message
+                body = result.body
+                assert isinstance(body, Status)
+                if not self.last_status.is_news(result.lift_id, body.state, msg.retain):
+                    retained_repeats += 1
+                    continue
+            elif not first_time(key):
                 duplicates += 1
                 continue
             try:
@@ -142,6 +195,8 @@ class Ingest:
         metrics.RECEIVED.inc(len(batch))
         if duplicates:
             metrics.DUPLICATES.inc(duplicates)
+        if retained_repeats:
+            metrics.RETAINED_STATUS_SKIPPED.inc(retained_repeats)
         if letters:
             for reason, n in Counter(d.reason for d in letters).items():
                 metrics.REJECTED.labels(reason).inc(n)
@@ -184,6 +239,7 @@ async def run_ingest(
     metrics.LAG_SECONDS.set_function(lambda: stats.last_ack_lag_s)
     metrics.MQTT_CONNECTED.set_function(lambda: float(stats.connected))
     await writer.start()
+    await worker.last_status.load(client)
     log.info(
         "event=ingest_started client_id=%s prefix=%s influx=%s database=%s",
         settings.ingest_client_id,

@@ -59,13 +59,20 @@ _SUBSCRIBE_ID: Final = 1
 
 @dataclass(slots=True)
 class RawMessage:
-    """One PUBLISH as received. ``received_ms`` is the wall-clock time of the socket read."""
+    """One PUBLISH as received. ``received_ms`` is the wall-clock time of the socket read.
+
+    ``retain`` is the PUBLISH retain flag (fixed header bit 0). A broker sets it only on a
+    retained message it sends because of a (re)subscription — a message forwarded live to an
+    existing subscription has it cleared (MQTT 3.1.1 § 3.3.1.3; MQTT 5 without
+    retain-as-published) — so ``retain=True`` means "an old message replayed", not news
+    (PROTOCOL.md § Value ranges, 1.1: a retained status)."""
 
     topic: str
     payload: bytes
     received_ms: int
     qos: int
     mid: int
+    retain: bool = False
 
 
 @dataclass(slots=True)
@@ -292,7 +299,7 @@ class _Connection(asyncio.Protocol):
                 if v5:
                     plen, p = _read_varint(buf, p)
                     p += plen
-                out.append(RawMessage(topic, buf[p:end], now_ms, qos, mid))
+                out.append(RawMessage(topic, buf[p:end], now_ms, qos, mid, bool(first & 1)))
             else:
                 self._control(first, buf[head:end])
             pos = end
