@@ -48,6 +48,11 @@ SESSION_EXPIRY_S: Final = 7 * 24 * 3600  # MQTT 5: keep our queue through a week
 BACKOFF_MIN_S: Final = 0.2
 BACKOFF_MAX_S: Final = 3.0
 CONNECT_TIMEOUT_S: Final = 10.0
+# The per-connection cache of decoded topics: a valid topic is short (a lift id is at most 64
+# characters), so only topics up to 256 bytes are cached, at most 32 MiB of them.
+TOPIC_CACHE_MAX_TOPIC_BYTES: Final = 256
+TOPIC_CACHE_MAX_BYTES: Final = 32 << 20
+_TOPIC_ENTRY_OVERHEAD: Final = 160  # dict slot, bytes and str headers (CPython 3.11)
 
 _CONNECT, _CONNACK, _PUBLISH, _PUBACK = 1, 2, 3, 4
 _SUBSCRIBE, _SUBACK, _PINGREQ, _PINGRESP, _DISCONNECT = 8, 9, 12, 13, 14
@@ -225,6 +230,7 @@ class _Connection(asyncio.Protocol):
         self.last_read = time.monotonic()
         self.last_write = time.monotonic()
         self.topics: dict[bytes, str] = {}
+        self.topic_bytes = 0  # estimated bytes held by ``topics``
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -287,8 +293,8 @@ class _Connection(asyncio.Protocol):
                 topic = topics.get(raw_topic)
                 if topic is None:
                     topic = raw_topic.decode("utf-8", "replace")
-                    if len(topics) < 100_000:
-                        topics[raw_topic] = topic
+                    if tlen <= TOPIC_CACHE_MAX_TOPIC_BYTES:
+                        self._cache_topic(raw_topic, topic)
                 mid = 0
                 if qos:
                     if qos > 1:
@@ -307,6 +313,16 @@ class _Connection(asyncio.Protocol):
         got = len(out) - before
         if got:
             consumer.on_received(got)
+
+    def _cache_topic(self, raw: bytes, topic: str) -> None:
+        """Remember a short topic's decoded form; start afresh at the byte budget (security
+        review #10: a count-bounded cache of 60 KB topics could hold gigabytes)."""
+        cost = _TOPIC_ENTRY_OVERHEAD + 2 * len(raw)
+        if self.topic_bytes + cost > TOPIC_CACHE_MAX_BYTES:
+            self.topics.clear()
+            self.topic_bytes = 0
+        self.topics[raw] = topic
+        self.topic_bytes += cost
 
     def _control(self, first: int, body: bytes) -> None:
         kind = first >> 4

@@ -14,7 +14,6 @@ the speed of pydantic v2 + orjson for the same rules (figures in docs/decoder.md
 from __future__ import annotations
 
 import enum
-import functools
 import json
 import re
 import time
@@ -185,12 +184,46 @@ _VERSION_DECODER: Final = msgspec.json.Decoder(_VersionOnly)
 _NON_FINITE: Final = re.compile(rb"(?<![\"A-Za-z])-?(NaN|Infinity)(?![\"A-Za-z])")
 
 
-@functools.lru_cache(maxsize=1 << 17)
+# parse_topic's cache (security review #10: a cache bounded by count let 1,500 distinct 60 KB
+# topics hold 330 MB). Only *valid* topics are cached — a lift id is at most 64 characters, so
+# such a topic is short — and never one over TOPIC_CACHE_MAX_CHARS; the total is bounded by
+# an estimate of the bytes held, and the cache starts afresh when it would exceed it.
+TOPIC_CACHE_MAX_CHARS: Final = 256
+TOPIC_CACHE_MAX_BYTES: Final = 64 << 20
+_ENTRY_OVERHEAD: Final = 240  # dict slot, key tuple, result tuple, str headers (CPython 3.11)
+_topic_cache: dict[tuple[str, str], tuple[str, Kind]] = {}
+_topic_cache_bytes = 0
+
+
+def topic_cache_bytes() -> int:
+    """The estimated bytes held by :func:`parse_topic`'s cache (for tests and metrics)."""
+    return _topic_cache_bytes
+
+
 def parse_topic(topic: str, prefix: str = "lifts") -> tuple[str, Kind] | Rejection:
     """Split ``{prefix}/{lift_id}/{kind}``; anything else is a ``bad_topic`` rejection.
 
-    Cached: a fleet sends the same few topics per lift over and over (bounded LRU, so a flood of
-    random topics cannot grow memory)."""
+    Cached: a fleet sends the same few topics per lift over and over. The cache holds valid
+    topics of at most TOPIC_CACHE_MAX_CHARS characters, TOPIC_CACHE_MAX_BYTES in all, so no
+    flood of topics, long or many, can grow memory beyond that."""
+    global _topic_cache_bytes
+    key = (topic, prefix)
+    hit = _topic_cache.get(key)
+    if hit is not None:
+        return hit
+    parsed = _parse_topic(topic, prefix)
+    if isinstance(parsed, Rejection) or len(topic) > TOPIC_CACHE_MAX_CHARS:
+        return parsed
+    cost = _ENTRY_OVERHEAD + 2 * (len(topic) + len(prefix)) + len(parsed[0])
+    if _topic_cache_bytes + cost > TOPIC_CACHE_MAX_BYTES:
+        _topic_cache.clear()
+        _topic_cache_bytes = 0
+    _topic_cache[key] = parsed
+    _topic_cache_bytes += cost
+    return parsed
+
+
+def _parse_topic(topic: str, prefix: str) -> tuple[str, Kind] | Rejection:
     head = prefix + "/"
     if not topic.startswith(head):
         return Rejection(
