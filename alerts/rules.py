@@ -33,6 +33,7 @@ from liftwatch.protocol import (
 )
 
 NEVER: Final = 1 << 62
+LATE_SLACK_MS: Final = 2000  # a raise this far behind liftwatch's clock is marked late
 
 
 @dataclass(slots=True)
@@ -112,9 +113,10 @@ def on_message(st: LiftState, msg: Decoded, now: int, ctx: Context) -> tuple[lis
             # Late: history only. The live state never moves backwards (PROTOCOL.md 1.1 §
             # Order: by seq within a run of the device, so a clock step never freezes it).
             return out, _evaluate(st, now, ctx, out, new_message=False)
-        _telemetry(st, body, msg.ts_ms, now, ctx, out)
+        eff = st.advance(now, msg.ts_ms)
+        _telemetry(st, body, msg.ts_ms, eff, ctx, out)
         return out, _evaluate(st, now, ctx, out, new_message=True)
-    _event(st, body, msg, now, ctx, out)
+    _event(st, body, msg, st.time_at(now), ctx, out)
     return out, _evaluate(st, now, ctx, out, new_message=False)
 
 
@@ -164,6 +166,9 @@ def _raise(
     note: str | None = None,
 ) -> None:
     code, subtype, source = key
+    if st.lag_ms > LATE_SLACK_MS:
+        # Raised on evidence that arrived late in a burst (FAULTS.md 1.1 #7).
+        extra = {**(extra or {}), "late": True, "late_by_s": round(st.lag_ms / 1000, 1)}
     out.append(
         Signal(
             "raise",
@@ -416,6 +421,9 @@ def _timed(
 
 
 def _evaluate(st: LiftState, now: int, ctx: Context, out: list[Signal], new_message: bool) -> int:
+    """Every rule at liftwatch's ``now``: liveness and the self-test clock on liftwatch's clock,
+    the duration rules in the lift's time (:meth:`LiftState.time_at`, FAULTS.md 1.1 #7).
+    Returns the next deadline on liftwatch's clock."""
     p = ctx.p
     due = _silence(st, now, p, out)
     if st.selftest_ok_at is not None:
@@ -427,6 +435,16 @@ def _evaluate(st: LiftState, now: int, ctx: Context, out: list[Signal], new_mess
                 _raise(st, _SELFTEST, out, extra={"last_ok": format_ts(st.selftest_ok_at)})
             elif test_due < due:
                 due = test_due
+    eff = st.time_at(now)
+    lag = st.lag_ms
+    d = _durations(st, eff, ctx, out, new_message)
+    return min(due, d + lag) if d < NEVER else due
+
+
+def _durations(st: LiftState, now: int, ctx: Context, out: list[Signal], new_message: bool) -> int:
+    """The duration rules at the lift's time ``now``; returns their next deadline in it."""
+    p = ctx.p
+    due = NEVER
     if st.btn_pending and st.btn_pressed:
         hold_due = st.btn_since + p.alarm_button_hold_ms
         if not _button_filtered(st.tel):

@@ -71,7 +71,12 @@ class LiftState:
         "btn_since",
         "conds",
         "door_changes",
+        "eff_floor",
+        "eff_ms",
+        "eff_real",
+        "eff_ts",
         "entrap_cleared_at",
+        "lag_ms",
         "last_valid_ms",
         "lift_id",
         "move_started_open",
@@ -91,6 +96,14 @@ class LiftState:
         self.tel: Telemetry | None = None
         self.ts_ms = -1
         self.seq = -1
+        # The lift's own time base for durations (FAULTS.md 1.1 #7): ``eff_ms`` at liftwatch's
+        # ``eff_real`` for the snapshot of device time ``eff_ts``; ``lag_ms`` how far it is
+        # behind liftwatch's clock (0 live; the backlog's age while a burst is evaluated).
+        self.eff_ms = -1
+        self.eff_floor = 0  # the latest lift time any rule saw: it never goes back
+        self.eff_real = 0
+        self.eff_ts = 0
+        self.lag_ms = 0
         self.recent: tuple[int | tuple[int, int | str], ...] = ()
         self.last_valid_ms = now_ms
         self.will_at: int | None = None
@@ -127,6 +140,37 @@ class LiftState:
                 del conds[key]
         if not conds:
             self.conds = None
+
+    def advance(self, now: int, ts_ms: int) -> int:
+        """The lift's time for a newer snapshot taken at device time ``ts_ms``, evaluated at
+        liftwatch's ``now`` (FAULTS.md 1.1 #7). It moves at the device's pace from the
+        previous snapshot, never beyond ``now`` and never back: live, that is ``now`` (less
+        the network jitter above the best delay seen, since ``now`` caps it); a burst of
+        snapshots delayed by an outage (of the broker, of the network) is evaluated at the
+        device's pace, so a condition that held 30 s in device time held 30 s here, and the
+        lift's time catches up with ``now`` with the first snapshot whose device time does.
+        A device clock that steps back moves it with liftwatch's clock instead (so a step
+        never freezes it); one that steps forward is capped by ``now``."""
+        if self.eff_ms < 0:
+            eff = now
+        else:
+            step = ts_ms - self.eff_ts
+            if step < 0:
+                step = now - self.eff_real
+            eff = max(self.eff_floor, min(now, self.eff_ms + step))
+        self.eff_ms = self.eff_floor = eff
+        self.eff_real, self.eff_ts, self.lag_ms = now, ts_ms, now - eff
+        return eff
+
+    def time_at(self, now: int) -> int:
+        """The lift's time at liftwatch's ``now`` without a new snapshot (events, timers): it
+        runs with liftwatch's clock from the last snapshot."""
+        if self.eff_ms < 0:
+            self.lag_ms = 0
+            return now
+        eff = max(self.eff_floor, min(now, self.eff_ms + max(0, now - self.eff_real)))
+        self.eff_floor, self.lag_ms = eff, now - eff
+        return eff
 
     def newer(self, seq: int, ts_ms: int) -> bool:
         """PROTOCOL.md 1.1 § Order: is a snapshot (``seq``, normalised ``ts_ms``) newer than the

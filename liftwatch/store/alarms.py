@@ -363,6 +363,8 @@ def alarm_view(alarm: Alarm, lift: dict[str, Any] | None) -> dict[str, Any]:
         "suppressed": alarm.suppressed,
         "suppressed_reason": alarm.suppressed_reason,
         "unregistered": alarm.unregistered,
+        # FAULTS.md 1.1 #7: raised on evidence that arrived late in a burst.
+        "late": alarm.evidence.get("late") is True,
         "company_id": alarm.company_id,
         "evidence": alarm.evidence,
         "lift": card,

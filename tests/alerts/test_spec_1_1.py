@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from liftwatch.protocol import format_ts
 from liftwatch.store import alarms as store
 from tests.alerts.rig import Rig
 
@@ -104,3 +105,50 @@ def test_end_of_alarm_resolves_only_alarms_raised_before_it_was_received(tmp_pat
     assert r.one("alarm_button").status == "open"
     r.event("end_of_alarm", by="tech")
     assert r.one("alarm_button").status == "resolved"
+
+
+def _snapshot(ts: int, seq: int, **changes: Any) -> tuple[str, bytes]:
+    from tests.alerts.rig import BASE
+
+    body = {"v": 1, "ts": ts, "seq": seq, **BASE, **changes}
+    return ("lifts/L1/telemetry", json.dumps(body).encode())
+
+
+TRAPPED: dict[str, Any] = {"door_zone": False, "passenger_present": True, "speed": 0.0}
+
+
+def test_late_evidence_in_a_burst_still_raises_and_says_late(tmp_path: Path) -> None:
+    """1.1 #7 (A2): an entrapment that began and ended inside a broker outage, its snapshots
+    delivered in one burst afterwards, is raised (late: true) and stays open until ended."""
+    r = Rig(tmp_path / "lw.db")
+    t0 = r.clock.now_ms()
+    r.engine.handle_raw([_snapshot(t0, 1)])
+    r.advance(90)  # the broker is down: the device buffers its snapshots
+    burst = [_snapshot(t0 + 10_000 + i * 5_000, 2 + i, **TRAPPED) for i in range(9)]
+    burst.append(_snapshot(t0 + 60_000, 11, door_zone=True, doors_closed=False))
+    r.engine.handle_raw(burst)
+    (alarm,) = r.alarms("entrapment")
+    assert (alarm.subtype, alarm.status) == ("outside_zone", "open")
+    assert alarm.condition == "cleared"  # it ended inside the burst: open until a person ends it
+    assert alarm.evidence["late"] is True and alarm.evidence["late_by_s"] > 40
+    assert alarm.evidence["held_since"] == format_ts(t0 + 10_000)  # its start in device time
+    r.advance(600)
+    assert r.one("entrapment").status == "open"
+    view = json.loads(store.outbox_rows(r.db, alarm_id=alarm.alarm_id)[0].payload)["data"]
+    assert view["late"] is True
+
+
+def test_a_device_clock_behind_is_not_late(tmp_path: Path) -> None:
+    """A device whose clock runs 30 s behind, live: the entrapment is raised 30 s after the
+    first trapped snapshot arrives, not marked late."""
+    r = Rig(tmp_path / "lw.db")
+    skew = 30_000
+    r.engine.handle_raw([_snapshot(r.clock.now_ms() - skew, 1)])
+    r.advance(5)
+    trapped_at = r.clock.now_ms()
+    for seq in range(2, 6):
+        r.engine.handle_raw([_snapshot(r.clock.now_ms() - skew, seq, **TRAPPED)])
+        r.advance(10)
+    (alarm,) = r.alarms("entrapment")
+    assert alarm.raised_at == trapped_at + 30_000
+    assert "late" not in alarm.evidence
