@@ -218,19 +218,27 @@ class Engine:
     # --- messages -----------------------------------------------------------------------
 
     def handle_raw(
-        self, items: Iterable[tuple[str, bytes]], received_ms: int | None = None
+        self,
+        items: Iterable[tuple[str, bytes]],
+        received_ms: int | None = None,
+        *,
+        retained: Iterable[bool] | None = None,
     ) -> list[Change]:
         """Decode (the one shared decoder) and handle. Rejections are only counted here:
-        dead-lettering them is ingest's job."""
+        dead-lettering them is ingest's job. ``retained``, parallel to ``items``: the
+        broker's retain flag of each (a retained ``status`` is not news, PROTOCOL.md 1.1)."""
         now = self.clock.now_ms() if received_ms is None else received_ms
         decoded: list[Decoded] = []
         raw: list[tuple[str, bytes]] = []
+        flags = iter(retained) if retained is not None else None
         for topic, payload in items:
             result = decode(topic, payload, prefix=self.prefix, received_ms=now)
+            was_retained = next(flags, False) if flags is not None else False
             if isinstance(result, Rejection):
                 self.counts["rejected"] += 1
                 log.debug("rejected %s: %s", topic[:200], result.reason.value)
             else:
+                result.retained = was_retained
                 decoded.append(result)
                 raw.append((topic, payload))
         return self.handle(decoded, raw)

@@ -100,7 +100,17 @@ def on_message(st: LiftState, msg: Decoded, now: int, ctx: Context) -> tuple[lis
     out: list[Signal] = []
     body = msg.body
     if isinstance(body, Status):
-        if body.state == "offline":
+        if msg.retained:
+            # PROTOCOL.md 1.1: the broker's retained status, replayed on (re)subscription, is
+            # not news. It sets the connection state, but proves nothing about liveness and
+            # does not restart the offline timer: a retained Last Will counts from the last
+            # valid message, not from now.
+            if body.state == "offline":
+                if st.will_at is None:
+                    st.will_at = st.last_valid_ms
+            else:
+                st.will_at = None
+        elif body.state == "offline":
             st.will_at = now
         else:
             _alive(st, now, out)

@@ -216,7 +216,8 @@ async def run(
 
     async def handle_batch(batch: list[RawMessage]) -> None:
         items = [(m.topic, m.payload) for m in batch]
-        changes = await asyncio.to_thread(engine.handle_raw, items)
+        retained = [m.retain for m in batch]
+        changes = await asyncio.to_thread(lambda: engine.handle_raw(items, retained=retained))
         counts.publish(engine, changes)
 
     own_influx = influx is None and sink is not None

@@ -160,6 +160,10 @@ class Decoded(msgspec.Struct, kw_only=True):
     # An optional string (floor, fault namespace/code/text, selftest detail, end_of_alarm
     # by) was longer than MAX_TEXT_CHARS and has been cut to its first MAX_TEXT_CHARS.
     truncated: bool = False
+    # Delivered by the broker from its retained store on (re)subscription, not sent now
+    # (set by the consumer from the PUBLISH retain flag; PROTOCOL.md 1.1: a retained status
+    # is not news).
+    retained: bool = False
 
     @property
     def seq(self) -> int | None:

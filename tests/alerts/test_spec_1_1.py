@@ -152,3 +152,41 @@ def test_a_device_clock_behind_is_not_late(tmp_path: Path) -> None:
     (alarm,) = r.alarms("entrapment")
     assert alarm.raised_at == trapped_at + 30_000
     assert "late" not in alarm.evidence
+
+
+def _status(r: Rig, state: str, *, retained: bool) -> None:
+    payload = json.dumps({"v": 1, "state": state}).encode()
+    r.engine.handle_raw([("lifts/L1/status", payload)], retained=[retained])
+
+
+def test_a_retained_online_status_does_not_restart_the_offline_timer(tmp_path: Path) -> None:
+    """PROTOCOL.md 1.1 § Value ranges: a retained status replayed on (re)subscription is not
+    news; the lift silent since its last message is still offline 180 s after it."""
+    r = Rig(tmp_path / "lw.db")
+    r.tel()
+    last = r.clock.now_ms()
+    r.advance(100)
+    _status(r, "online", retained=True)
+    r.advance(80 - 0.001)
+    assert r.alarms("device_offline") == []
+    r.advance(0.001)
+    assert r.one("device_offline").raised_at == last + 180_000
+
+
+def test_a_live_online_status_proves_the_device_alive(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "lw.db")
+    r.tel()
+    r.advance(100)
+    _status(r, "online", retained=False)
+    r.advance(179)
+    assert r.alarms("device_offline") == []
+
+
+def test_a_retained_last_will_counts_from_the_last_message(tmp_path: Path) -> None:
+    r = Rig(tmp_path / "lw.db")
+    r.tel()
+    last = r.clock.now_ms()
+    r.advance(20)
+    _status(r, "offline", retained=True)  # the Last Will the broker kept
+    r.advance(40)
+    assert r.one("device_offline").raised_at == last + 60_000
