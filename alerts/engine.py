@@ -45,6 +45,7 @@ log = logging.getLogger("liftwatch.alerts")
 EVALUATION_ERROR: Final = "evaluation_error"
 DEADLINE_CODES: Final = frozenset({"entrapment", "alarm_button"})
 _RETRY_MAX_S: Final = 2.0
+BUTTONS_RECHECK_MS: Final = 10_000  # timers re-read unresolved alarm-button alarms this often
 REFRESH_CHUNK: Final = 200  # lifts per registry-refresh step under the engine lock
 
 Sink = Callable[[Sequence[Change]], None]
@@ -112,6 +113,7 @@ class Engine:
         # Flood-control summaries waiting for the end of their hour: timer key -> due (ms).
         self._summaries: dict[tuple[str, str], int] = {}
         self._wrote_outbox = False  # a step wrote outbox rows without a transition
+        self._buttons_at = 0  # when _button_open was last re-read from the store
         self.scheduler = Scheduler()
         self._lock = threading.RLock()
         self._refresh_lock = threading.Lock()  # one registry refresh at a time
@@ -313,6 +315,8 @@ class Engine:
         """Fire every timer due at ``now_ms`` (default: the clock), in one transaction."""
         with self._lock:
             now = self.clock.now_ms() if now_ms is None else now_ms
+            if now - self._buttons_at >= BUTTONS_RECHECK_MS:
+                self._reconcile_buttons()
             due = self.scheduler.pop_due(now)
             if not due:
                 return []
@@ -371,6 +375,7 @@ class Engine:
         unresolved. An API in another process resolves alarms without telling this engine:
         re-read which lifts have one (../shared/repros r13; at once with the shared store's
         notifications, docs/scaling.md)."""
+        self._buttons_at = self.clock.now_ms()
         open_now = store.lifts_with_unresolved(self.db, "alarm_button")
         for lift_id in self._button_open ^ open_now:
             ctx = self._ctx.get(lift_id)
