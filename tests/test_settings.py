@@ -82,6 +82,11 @@ def test_environment_sets_every_design_key(monkeypatch: pytest.MonkeyPatch) -> N
         ("LIFTWATCH_MQTT_TOPIC_PREFIX", "lifts/#"),
         ("LIFTWATCH_ALERTS_THRESHOLDS", '{"entrapmnt_s": 20}'),  # a typo keeps no default
         ("LIFTWATCH_ALERTS_THRESHOLDS", '{"entrapment_s": -1}'),
+        # FAULTS.md 1.1 #1: durations > 0 and <= 30 days, counts integers 1-1000, finite.
+        ("LIFTWATCH_ALERTS_THRESHOLDS", '{"entrapment_s": 0}'),
+        ("LIFTWATCH_ALERTS_THRESHOLDS", '{"escalation_s": 1e999}'),
+        ("LIFTWATCH_ALERTS_THRESHOLDS", '{"auto_resolve_s": 2592001}'),
+        ("LIFTWATCH_ALERTS_THRESHOLDS", '{"flood_limit": 2.5}'),
     ],
 )
 def test_invalid_settings_name_the_key(
