@@ -68,15 +68,11 @@ RECORD_RETRY_MAX_S: Final = 2.0
 STORE_PAUSE_FIRST_S: Final = 0.1
 STORE_PAUSE_MAX_S: Final = 2.0
 STORE_LOG_EVERY_S: Final = 10.0
-# A recovered receiver gets its backlog at once: when a subscription's receiver answers 2xx,
-# its deliveries waiting for a retry become due now, oldest first, DRAIN_RATE_PER_S apart. A
-# subscription whose receiver is being retried and that has had no attempt for
-# max(PROBE_MIN_S, PROBE_FRACTION x how long its oldest waiting delivery has waited), at most
-# PROBE_MAX_S, gets a probe: its oldest waiting delivery is sent now.
+# A recovered receiver gets its backlog at once: when a subscription's receiver answers 2xx
+# (a fresh delivery, or the scheduled retry of a waiting one: that is the probe), its
+# deliveries waiting for a retry become due now, oldest first, DRAIN_RATE_PER_S apart. No
+# extra request goes to a receiver that keeps failing: the WEBHOOKS.md schedule stays.
 DRAIN_RATE_PER_S: Final = 30.0
-PROBE_MIN_S: Final = 5.0
-PROBE_MAX_S: Final = 300.0
-PROBE_FRACTION: Final = 0.05
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -155,7 +151,6 @@ class Dispatcher:
         attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
         uniform: Callable[[float, float], float] = random.uniform,
         drain_rate_per_s: float = DRAIN_RATE_PER_S,
-        probe_min_s: float = PROBE_MIN_S,
     ) -> None:
         self.db = db
         self.allow_private = allow_private
@@ -168,7 +163,6 @@ class Dispatcher:
         self.attempt_timeout_s = attempt_timeout_s
         self._uniform = uniform
         self.drain_spacing_ms = max(1, round(1000 / drain_rate_per_s))
-        self.probe_min_s = probe_min_s
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         # One thread for the store: commits fsync, which must not stall the event loop the
@@ -343,23 +337,6 @@ class Dispatcher:
                 "retrying %d webhook deliveries left 'delivering' with no attempt in flight",
                 reset,
             )
-        await self._probe(now)
-
-    async def _probe(self, now: int) -> None:
-        """Probe silent subscriptions whose receiver is being retried (see PROBE_MIN_S): if
-        the receiver is back, the probe's 2xx pulls the rest of the backlog forward."""
-        waiting = await self._db(store.waiting_subscriptions, self.db, now)
-        due: list[int] = []
-        for w in waiting:
-            with self._admit:
-                if self._per_sub.get(w.subscription_id):
-                    continue  # an attempt to it is out: its answer will tell
-            waited_s = (now - w.since_ms) / 1000
-            every = min(max(self.probe_min_s, PROBE_FRACTION * waited_s), PROBE_MAX_S)
-            if w.last_attempt_ms is None or now - w.last_attempt_ms >= every * 1000:
-                due.append(w.oldest_id)
-        if due:
-            await self._db(store.probe, self.db, due, now)
 
     def _reserve(self, d: Delivery) -> bool:
         """Admit ``d`` within the limits and count it as in flight (any thread)."""

@@ -572,47 +572,6 @@ def pull_forward(conn: sqlite3.Connection, sub_id: str, now_ms: int, spacing_ms:
     return len(moves)
 
 
-@dataclass(frozen=True, slots=True)
-class Waiting:
-    """A subscription with deliveries waiting for a retry (:func:`waiting_subscriptions`)."""
-
-    subscription_id: str
-    oldest_id: int  # its oldest waiting delivery (a chain head)
-    since_ms: int  # first attempt of its oldest waiting delivery
-    last_attempt_ms: int | None  # its latest attempt of any open delivery
-
-
-def waiting_subscriptions(db: Database, now_ms: int) -> list[Waiting]:
-    """Subscriptions whose receiver is being retried: candidates for a probe."""
-    rows = db.conn.execute(
-        "SELECT w.subscription_id, w.oldest_id, w.since_ms, ("
-        " SELECT MAX(o.last_attempt_at) FROM webhook_deliveries o"
-        " WHERE o.subscription_id = w.subscription_id"
-        " AND o.status IN ('pending', 'delivering')) AS last_attempt_ms"
-        " FROM (SELECT subscription_id, MIN(id) AS oldest_id,"
-        " MIN(IFNULL(first_attempt_at, created_at)) AS since_ms FROM webhook_deliveries"
-        " WHERE status IN ('pending', 'delivering') AND status = 'pending'"
-        " AND next_attempt_at > ? GROUP BY subscription_id) w",
-        (now_ms,),
-    ).fetchall()
-    return [Waiting(r[0], int(r[1]), int(r[2]), r[3]) for r in rows]
-
-
-def probe(db: Database, delivery_ids: Sequence[int], now_ms: int) -> int:
-    """Make these waiting deliveries due now (one per silent subscription: a probe of
-    whether its receiver is back). Returns how many moved."""
-    moved = 0
-    with db.transaction() as conn:
-        for delivery_id in delivery_ids:
-            cur = conn.execute(
-                "UPDATE webhook_deliveries SET next_attempt_at = ?"
-                " WHERE id = ? AND status = 'pending' AND next_attempt_at > ?",
-                (now_ms, delivery_id, now_ms),
-            )
-            moved += cur.rowcount
-    return moved
-
-
 def redeliver(db: Database, delivery_id: int, now_ms: int) -> Delivery | None:
     """Queue a failed delivery again (same webhook-id, a fresh 24 h retry window). None
     when it is not failed."""
