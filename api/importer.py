@@ -22,15 +22,15 @@ from typing import Any
 from pydantic import BaseModel
 
 from api.errors import ApiError, invalid
-from liftwatch.registry import ImportRowError, parse_csv, parse_json
+from liftwatch.registry import ImportRowError, iter_csv, validate_rows
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
 
 CHUNK_ROWS = 100  # one transaction holds the SQLite write lock about 3 ms
-# After each chunk the write lock is left free for 2-6 ms (random, so that no other writer's
+# After each chunk the write lock is left free for 4-10 ms (random, so that no other writer's
 # busy-retry schedule stays in step with the chunks): SQLite's busy handler does not queue
 # waiters, and back-to-back chunks starved an alarm transition for 0.5 s (measured).
-PAUSE_S = (0.002, 0.006)
+PAUSE_S = (0.004, 0.010)
 CHILD_MIN_BYTES = 256 * 1024
 CHILD_TIMEOUT_S = 900.0
 
@@ -45,11 +45,32 @@ class ImportResult(BaseModel):
 
 def run_import(db: Database, kind: str, raw: bytes) -> ImportResult:
     """The whole import, blocking. Raises :class:`ApiError` for a body that cannot be read
-    as a whole (not UTF-8, not JSON, not a list, a CSV header without ``lift_id``)."""
+    as a whole (not UTF-8, not JSON, not a list, a CSV header without ``lift_id``). Rows are
+    parsed, validated and written :data:`CHUNK_ROWS` at a time, so memory holds one chunk of
+    row objects, not the whole file's."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ApiError(400, "bad_request", f"body is not UTF-8 (byte {exc.start})") from exc
+    counts = {"inserted": 0, "updated": 0, "unchanged": 0}
+    errors: list[ImportRowError] = []
+    seen: dict[str, int] = {}  # lift id → first line, for duplicates across chunks
+    written = 0
+
+    def flush(rows: list[Any], lines: list[int]) -> None:
+        nonlocal written
+        valid, bad = validate_rows(rows, lines, seen)
+        errors.extend(bad)
+        if not valid:
+            return
+        if written:
+            time.sleep(random.uniform(*PAUSE_S))  # jitter, not a secret
+        outcomes, refused = reg.import_lifts(db, valid)
+        written += 1
+        for key, done in outcomes.items():
+            counts[key] += len(done)
+        errors.extend(ImportRowError(line=ln, lift_id=lid, error=why) for ln, lid, why in refused)
+
     if kind == "json":
         try:
             data = json.loads(text)
@@ -57,25 +78,28 @@ def run_import(db: Database, kind: str, raw: bytes) -> ImportResult:
             raise ApiError(
                 400, "bad_request", f"body is not JSON: {exc.msg} at line {exc.lineno}"
             ) from exc
+        del text
         if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
             raise invalid("body", "expected a JSON list of lift objects")
-        rows, errors = parse_json(data)
+        for i in range(0, len(data), CHUNK_ROWS):
+            chunk = data[i : i + CHUNK_ROWS]
+            flush(chunk, list(range(i + 1, i + 1 + len(chunk))))
     else:
-        rows, errors = parse_csv(text)
-        if errors and errors[0].error.startswith("bad header"):
-            # Without a usable header no row can be read: the file as a whole is refused.
-            raise invalid("body", errors[0].error)
-    del text
-    counts = {"inserted": 0, "updated": 0, "unchanged": 0}
-    refused: list[tuple[int, str, str]] = []
-    for i in range(0, len(rows), CHUNK_ROWS):
-        if i:
-            time.sleep(random.uniform(*PAUSE_S))  # jitter, not a secret
-        outcomes, bad = reg.import_lifts(db, rows[i : i + CHUNK_ROWS])
-        for key, lines in outcomes.items():
-            counts[key] += len(lines)
-        refused += bad
-    errors += [ImportRowError(line=ln, lift_id=lid, error=why) for ln, lid, why in refused]
+        rows: list[Any] = []
+        lines: list[int] = []
+        for line, item in iter_csv(text):
+            if isinstance(item, ImportRowError):
+                if item.error.startswith("bad header"):
+                    # Without a usable header no row can be read: the file is refused.
+                    raise invalid("body", item.error)
+                errors.append(item)
+                continue
+            rows.append(item)
+            lines.append(line)
+            if len(rows) == CHUNK_ROWS:
+                flush(rows, lines)
+                rows, lines = [], []
+        flush(rows, lines)
     errors.sort(key=lambda e: e.line)
     return ImportResult(**counts, rejected=len(errors), errors=errors)
 

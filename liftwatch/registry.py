@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Final
 
 from pydantic import (
@@ -126,46 +126,63 @@ def _csv_value(column: str, raw: str) -> Any:
 
 def parse_csv(text: str) -> tuple[list[tuple[int, Lift]], list[ImportRowError]]:
     """Parse a registry CSV (header row required). Returns valid rows with their line numbers
-    and the errors of the others; one bad row never stops the rest. Lines may end in LF,
-    CRLF or a bare CR; a row the csv module cannot read (say a field over its 128 KiB limit)
-    is rejected with the reason, and the rows after it are read on."""
+    and the errors of the others; one bad row never stops the rest (see :func:`iter_csv`)."""
+    rows: list[dict[str, Any]] = []
+    errors: list[ImportRowError] = []
+    lines: list[int] = []
+    for line, item in iter_csv(text):
+        if isinstance(item, ImportRowError):
+            errors.append(item)
+        else:
+            rows.append(item)
+            lines.append(line)
+    valid, more = validate_rows(rows, lines)
+    return valid, errors + more
+
+
+def iter_csv(text: str) -> Iterator[tuple[int, dict[str, Any] | ImportRowError]]:
+    """The rows of a registry CSV one by one, as ``(line, row)`` (the row's non-empty cells,
+    not validated yet) or ``(line, error)``; a header that cannot be used yields one error
+    starting "bad header" and nothing else. Lines may end in LF, CRLF or a bare CR; a row the
+    csv module cannot read (say a field over its 128 KiB limit) is an error, and the rows
+    after it are read on."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         header = reader.fieldnames or []
     except csv.Error as exc:
-        return [], [ImportRowError(line=1, lift_id=None, error=f"bad header: {exc}")]
+        yield 1, ImportRowError(line=1, lift_id=None, error=f"bad header: {exc}")
+        return
     missing = "lift_id" not in header
     unknown = [h for h in header if h not in CSV_COLUMNS]
     if missing or unknown:
         detail = "missing column lift_id" if missing else f"unknown columns {unknown}"
-        return [], [ImportRowError(line=1, lift_id=None, error=f"bad header: {detail}")]
-    rows: list[dict[str, Any]] = []
-    errors: list[ImportRowError] = []
-    lines: list[int] = []
+        yield 1, ImportRowError(line=1, lift_id=None, error=f"bad header: {detail}")
+        return
     rows_in = iter(reader)
     while True:
         try:
             raw = next(rows_in)
         except StopIteration:
-            break
+            return
         except csv.Error as exc:  # this row only; the reader goes on with the next line
-            errors.append(ImportRowError(line=reader.line_num, lift_id=None, error=str(exc)))
+            yield (
+                reader.line_num,
+                ImportRowError(line=reader.line_num, lift_id=None, error=str(exc)),
+            )
             continue
         line = reader.line_num
         if None in raw:
-            errors.append(
-                ImportRowError(line=line, lift_id=raw.get("lift_id"), error="too many fields")
+            yield (
+                line,
+                ImportRowError(line=line, lift_id=raw.get("lift_id"), error="too many fields"),
             )
             continue
         try:
             row = {k: _csv_value(k, v or "") for k, v in raw.items()}
         except ValueError as exc:
-            errors.append(ImportRowError(line=line, lift_id=raw.get("lift_id"), error=str(exc)))
+            yield line, ImportRowError(line=line, lift_id=raw.get("lift_id"), error=str(exc))
             continue
-        rows.append({k: v for k, v in row.items() if v is not None})
-        lines.append(line)
-    valid, more = validate_rows(rows, lines)
-    return valid, errors + more
+        yield line, {k: v for k, v in row.items() if v is not None}
 
 
 def parse_json(data: Any) -> tuple[list[tuple[int, Lift]], list[ImportRowError]]:
@@ -176,11 +193,13 @@ def parse_json(data: Any) -> tuple[list[tuple[int, Lift]], list[ImportRowError]]
 
 
 def validate_rows(
-    rows: Iterable[Any], lines: list[int]
+    rows: Iterable[Any], lines: list[int], seen: dict[str, int] | None = None
 ) -> tuple[list[tuple[int, Lift]], list[ImportRowError]]:
+    """Validate rows; a lift id already in ``seen`` (id → first line; pass the same dict
+    to validate a file in chunks) is a duplicate."""
     valid: list[tuple[int, Lift]] = []
     errors: list[ImportRowError] = []
-    seen: dict[str, int] = {}
+    seen = {} if seen is None else seen
     for line, row in zip(lines, rows, strict=True):
         lift_id = row.get("lift_id") if isinstance(row, dict) else None
         try:

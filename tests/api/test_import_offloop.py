@@ -6,6 +6,7 @@ delayed an alarm 35 s). The figures for 32 MiB through the real ``serve`` are me
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import httpx
@@ -42,10 +43,14 @@ async def test_large_import_leaves_event_loop_and_store_responsive(
             loop_lag.append(time.perf_counter() - t - 0.005)
 
     def write_once(i: int) -> float:
+        """How long a writer waits for the SQLite write lock (its commit's fsync aside)."""
+        conn = other.conn
         t = time.perf_counter()
-        with other.transaction() as conn:
-            conn.execute("UPDATE companies SET phone = ? WHERE company_id = 'co-b'", (str(i),))
-        return time.perf_counter() - t
+        conn.execute("BEGIN IMMEDIATE")
+        waited = time.perf_counter() - t
+        conn.execute("UPDATE companies SET phone = ? WHERE company_id = 'co-b'", (str(i),))
+        conn.execute("COMMIT")
+        return waited
 
     async def probe_writes() -> None:
         i = 0
@@ -54,6 +59,12 @@ async def test_large_import_leaves_event_loop_and_store_responsive(
             i += 1
             await asyncio.sleep(0.02)
 
+    # What is measured is the import's effect on the loop. A full garbage collection of this
+    # test process (pytest and every module the session imported) can itself take ~100 ms, and
+    # would then be counted against the import: the objects that exist before the import are
+    # frozen out of collection for the measurement (gc.freeze), new ones are still collected.
+    gc.collect()
+    gc.freeze()
     probes = [asyncio.create_task(probe_loop()), asyncio.create_task(probe_writes())]
     await asyncio.sleep(0.05)
     started = time.perf_counter()
@@ -67,13 +78,14 @@ async def test_large_import_leaves_event_loop_and_store_responsive(
     finally:
         done.set()
         await asyncio.gather(*probes)
+        gc.unfreeze()
     took = time.perf_counter() - started
     print(
         f"import {took:.1f} s: loop lag max {max(loop_lag) * 1000:.1f} ms,"
-        f" write wait max {max(write_wait) * 1000:.1f} ms ({len(write_wait)} writes)"
+        f" write lock wait max {max(write_wait) * 1000:.1f} ms ({len(write_wait)} writes)"
     )
     assert max(loop_lag) < MAX_STALL_S, f"event loop stalled {max(loop_lag) * 1000:.0f} ms"
-    assert max(write_wait) < MAX_STALL_S, f"a write waited {max(write_wait) * 1000:.0f} ms"
+    assert max(write_wait) < MAX_STALL_S, f"a writer waited {max(write_wait) * 1000:.0f} ms"
     assert r.status_code == 200, r.text
     got = r.json()
     assert got["inserted"] == rows - 2 and got["rejected"] == 2
