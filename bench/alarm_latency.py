@@ -263,7 +263,8 @@ def main() -> int:
             "LIFTWATCH_DATA_DIR": str(root / "data"),
             "LIFTWATCH_ALERTS_CLIENT_ID": "bench-alerts",
             "LIFTWATCH_ALERTS_METRICS_PORT": "0",
-            "LIFTWATCH_WEBHOOK_ALLOW_PRIVATE": "true",
+            # The company's subscription reaches the local receiver through the allow-list.
+            "LIFTWATCH_WEBHOOK_PRIVATE_ALLOW": "127.0.0.1",
             "LIFTWATCH_INFLUX_URL": "http://127.0.0.1:9",
         }
         alerts = subprocess.Popen(

@@ -44,7 +44,17 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     admin_token: SecretStr | None = None
-    webhook_allow_private: bool = False
+    webhook_allow_private: bool = False  # dangerous (tests, demos): docs/configuration.md
+    # Private webhook targets the administrator allows: CIDRs with optional ports.
+    webhook_private_allow: str = ""
+
+    @field_validator("webhook_private_allow")
+    @classmethod
+    def _check_private_allow(cls, value: str) -> str:
+        from alerts.webhooks.ssrf import parse_private_allow  # the guard owns the syntax
+
+        parse_private_allow(value)  # a ValueError names the bad entry
+        return value
 
     # --- MQTT consumers ----------------------------------------------------------------------
     mqtt_protocol: Literal["3.1.1", "5"] = "5"

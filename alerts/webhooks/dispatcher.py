@@ -142,7 +142,7 @@ class Dispatcher:
         self,
         db: Database,
         *,
-        allow_private: bool = False,
+        allow_private: bool | ssrf.PrivateTargets = False,
         clock: Clock | None = None,
         client: httpx.AsyncClient | None = None,
         concurrency: int = 64,
@@ -153,7 +153,8 @@ class Dispatcher:
         drain_rate_per_s: float = DRAIN_RATE_PER_S,
     ) -> None:
         self.db = db
-        self.allow_private = allow_private
+        # True: every private target (tests); the processes pass the settings' policy.
+        self.private = ssrf.PrivateTargets.of(allow_private)
         self.clock: Clock = clock or SystemClock()
         self._client = client
         self._owns_client = client is None
@@ -574,7 +575,9 @@ class Dispatcher:
         try:
             async with asyncio.timeout(self.attempt_timeout_s):
                 try:
-                    target, addresses = await ssrf.check_url(sub.url, self.allow_private)
+                    target, addresses = await ssrf.check_url(
+                        sub.url, self.private, company_id=sub.company_id
+                    )
                 except ssrf.UrlRefused as exc:
                     return Result(None, elapsed(), error=f"refused: {exc}")
                 except LookupError as exc:
@@ -646,6 +649,9 @@ class Dispatcher:
                 text = None  # the status line counts; a body cut short does not
             finally:
                 await response.aclose()
+            if ssrf.address_problem(ip) is not None:
+                # An internal service's answer is not for the subscriber to read.
+                text = ssrf.excerpt(text)
             return Result(
                 response.status_code,
                 elapsed(),
@@ -660,7 +666,7 @@ def attach(engine: Any, settings: Settings) -> Dispatcher:
     the engine fans out inside each transaction that writes outbox rows (messages, timers) and
     hands the claimed attempts over after the commit; API transitions the engine hears of
     (``liftwatch serve``) wake the dispatcher's loop instead."""
-    dispatcher = Dispatcher(engine.db, allow_private=settings.webhook_allow_private)
+    dispatcher = Dispatcher(engine.db, allow_private=ssrf.PrivateTargets.from_settings(settings))
     engine.outbox = dispatcher
     return dispatcher
 

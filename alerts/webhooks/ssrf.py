@@ -2,24 +2,35 @@
 
 Only ``http`` and ``https`` URLs, and only to public addresses: every address the host name
 resolves to must be global unicast, else the URL is refused (loopback, link-local, private,
-shared, multicast, unspecified and reserved ranges), unless the operator set
-``LIFTWATCH_WEBHOOK_ALLOW_PRIVATE``. The check runs when a subscription is created or changed
-AND before every attempt, because DNS may change in between; the dispatcher then connects to
-the very address it checked (:func:`pinned`), so a second lookup cannot swap it.
+shared, multicast, unspecified and reserved ranges), unless the operator allows that private
+target (:class:`PrivateTargets`): an administrator-managed allow-list of networks and ports
+(``LIFTWATCH_WEBHOOK_PRIVATE_ALLOW``) for everyone, and — dangerous, for tests and demos —
+``LIFTWATCH_WEBHOOK_ALLOW_PRIVATE=true`` for subscriptions of no company (an administrator's)
+only: a company's subscription (a maintainer's) reaches a private address only through the
+allow-list, else every maintainer token would be an HTTP client of the internal network. The
+check runs when a subscription is created or changed AND before every attempt, because DNS
+may change in between; the dispatcher then connects to the very address it checked
+(:func:`pinned`), so a second lookup cannot swap it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
+if TYPE_CHECKING:
+    from liftwatch.settings import Settings
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_URL_LENGTH: Final = 2000
+PRIVATE_EXCERPT: Final = 64  # characters of a private target's answer that are kept
 
 
 class UrlRefused(ValueError):
@@ -92,6 +103,99 @@ def address_problem(ip: IPAddress) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class AllowedTarget:
+    """One entry of ``LIFTWATCH_WEBHOOK_PRIVATE_ALLOW``: a network, and a port or any."""
+
+    network: Network
+    port: int | None = None
+
+    def matches(self, ip: IPAddress, port: int) -> bool:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip.version != self.network.version or ip not in self.network:
+            return False
+        return self.port is None or self.port == port
+
+    def __str__(self) -> str:
+        net = str(self.network)
+        if self.port is None:
+            return net
+        return f"[{net}]:{self.port}" if self.network.version == 6 else f"{net}:{self.port}"
+
+
+def _allowed_target(entry: str) -> AllowedTarget:
+    port_text: str | None = None
+    if entry.startswith("["):  # [v6 network]:port or [v6 network]
+        net_text, sep, rest = entry[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{entry!r}: write an IPv6 network with a port as [fd00::/8]:443")
+        port_text = rest[1:] if rest else None
+    elif entry.count(":") == 1:  # v4 network:port
+        net_text, port_text = entry.split(":")
+    else:  # a v4 network, or a v6 one without a port
+        net_text = entry
+    try:
+        network = ipaddress.ip_network(net_text, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"{entry!r}: not an IP address or network ({exc})") from None
+    port: int | None = None
+    if port_text is not None:
+        if not (port_text.isascii() and port_text.isdigit() and 0 < int(port_text) <= 65535):
+            raise ValueError(f"{entry!r}: the port must be 1-65535")
+        port = int(port_text)
+    return AllowedTarget(network, port)
+
+
+def parse_private_allow(text: str) -> tuple[AllowedTarget, ...]:
+    """``LIFTWATCH_WEBHOOK_PRIVATE_ALLOW``: entries separated by commas or spaces, each an
+    address or CIDR network with an optional port: ``10.0.0.0/8``, ``127.0.0.1:9000``,
+    ``192.168.10.5/32:8443``, ``fd00::/8``, ``[fd00::5]:443``. Raises ValueError naming the
+    bad entry."""
+    return tuple(_allowed_target(e) for e in re.split(r"[,\s]+", text.strip()) if e)
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateTargets:
+    """Which non-public addresses webhooks may go to (see the module docstring)."""
+
+    allow: tuple[AllowedTarget, ...] = ()
+    # LIFTWATCH_WEBHOOK_ALLOW_PRIVATE=true: any private target, for subscriptions of no company.
+    any_for_admins: bool = False
+    # Any private target for every subscription: ``allow_private=True`` in code (tests), and the
+    # create-time check of callers that only know the flag. Never from the settings.
+    anything: bool = False
+
+    @classmethod
+    def of(cls, value: bool | PrivateTargets) -> PrivateTargets:
+        if isinstance(value, PrivateTargets):
+            return value
+        return cls(anything=True) if value else cls()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PrivateTargets:
+        return cls(
+            allow=parse_private_allow(settings.webhook_private_allow),
+            any_for_admins=settings.webhook_allow_private,
+        )
+
+    def permits(self, ip: IPAddress, port: int, company_id: str | None) -> bool:
+        if self.anything or any(a.matches(ip, port) for a in self.allow):
+            return True
+        return self.any_for_admins and company_id is None
+
+
+def excerpt(text: str | None) -> str | None:
+    """What is kept of a private target's answer: its first PRIVATE_EXCERPT characters, only
+    printable ASCII (anything else becomes ``?``), so that a webhook cannot be used to read
+    an internal service through ``attempts[].response``."""
+    if text is None:
+        return None
+    cut = text[:PRIVATE_EXCERPT]
+    clean = "".join(c if " " <= c <= "~" else "?" for c in cut)
+    return clean + ("…" if len(text) > PRIVATE_EXCERPT else "")
+
+
 def literal_address(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host.strip("[]"))
@@ -119,24 +223,37 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     return found
 
 
-def check_addresses(host: str, addresses: list[IPAddress], allow_private: bool) -> None:
-    """Refuse when any address is not public (a name with one private A record is refused)."""
-    if allow_private:
+def check_addresses(
+    host: str,
+    addresses: list[IPAddress],
+    allow_private: bool | PrivateTargets,
+    *,
+    port: int = 0,
+    company_id: str | None = None,
+) -> None:
+    """Refuse when any address is neither public nor a private target ``allow_private``
+    permits to a subscription of ``company_id`` on ``port`` (a name with one private A record
+    is refused)."""
+    private = PrivateTargets.of(allow_private)
+    if private.anything:
         return
     for ip in addresses:
         problem = address_problem(ip)
-        if problem is not None:
+        if problem is not None and not private.permits(ip, port, company_id):
             raise UrlRefused(
                 f"{host} resolves to {ip}, a {problem} address; webhooks go to public addresses"
-                " only (the operator may set LIFTWATCH_WEBHOOK_ALLOW_PRIVATE=true)"
+                " only, or to private ones the operator lists in LIFTWATCH_WEBHOOK_PRIVATE_ALLOW"
             )
 
 
-async def check_url(url: str, allow_private: bool) -> tuple[Target, list[IPAddress]]:
-    """Parse, resolve and check ``url``. Raises :class:`UrlRefused` or :class:`LookupError`."""
+async def check_url(
+    url: str, allow_private: bool | PrivateTargets, *, company_id: str | None = None
+) -> tuple[Target, list[IPAddress]]:
+    """Parse, resolve and check ``url`` for a subscription of ``company_id`` (None: an
+    administrator's). Raises :class:`UrlRefused` or :class:`LookupError`."""
     target = parse_url(url)
     addresses = await resolve(target.host, target.port)
-    check_addresses(target.host, addresses, allow_private)
+    check_addresses(target.host, addresses, allow_private, port=target.port, company_id=company_id)
     return target, addresses
 
 

@@ -112,7 +112,8 @@ async def stack(mosquitto: Service, unique: str, tmp_path: Path) -> AsyncIterato
         data_dir=tmp_path,
         alerts_thresholds={"entrapment_s": 0.3},
         admin_token=SecretStr(ADMIN),
-        webhook_allow_private=True,
+        webhook_allow_private=True,  # (the API's create-time URL check looks at this flag)
+        webhook_private_allow="127.0.0.1",  # acme's receivers are local: delivery needs this
         influx_url="http://127.0.0.1:9",  # down: alarms and webhooks must not care
     )
     db = Database(settings.sqlite_path)
@@ -243,7 +244,7 @@ async def test_sigkill_with_pending_deliveries_then_restart_loses_nothing(
         "LIFTWATCH_DATA_DIR": str(tmp_path),
         "LIFTWATCH_ALERTS_CLIENT_ID": f"alerts-{unique}",
         "LIFTWATCH_ALERTS_METRICS_PORT": "0",
-        "LIFTWATCH_WEBHOOK_ALLOW_PRIVATE": "true",
+        "LIFTWATCH_WEBHOOK_PRIVATE_ALLOW": "127.0.0.1",  # acme's receiver is local
         "LIFTWATCH_INFLUX_URL": "http://127.0.0.1:9",
     }
     proc = _alerts_process(env)
