@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -69,6 +70,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mib", type=float, default=31.99)
     ap.add_argument("--after", type=float, default=25.0)
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, store)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="lw-import-probe-"))
     mosquitto, influx = Mosquitto(work / "mosquitto"), InfluxDB(work / "influxdb")
@@ -83,7 +85,10 @@ def main() -> int:
         "LIFTWATCH_INFLUX_DATABASE": "probe",
         "LIFTWATCH_DATA_DIR": str(work / "data"),
         "LIFTWATCH_ADMIN_TOKEN": ADMIN,
+        # The company's subscription to the local receiver: accepted by the API (ALLOW_PRIVATE),
+        # delivered through the allow-list (docs/webhooks.md § private targets).
         "LIFTWATCH_WEBHOOK_ALLOW_PRIVATE": "true",
+        "LIFTWATCH_WEBHOOK_PRIVATE_ALLOW": "127.0.0.1",
         "LIFTWATCH_INGEST_METRICS_PORT": "0",
         "LIFTWATCH_ALERTS_METRICS_PORT": "0",
     }
@@ -95,6 +100,8 @@ def main() -> int:
         receiver.close()
         influx.stop()
         mosquitto.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _run(
