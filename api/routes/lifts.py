@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from alerts.thresholds import unusable
 from api.auth import AdminDep, PrincipalDep, WriterDep, company_scope, ensure_admin, visible_lift
 from api.deps import DbDep, EngineDep, InfluxDep, registry_changed
 from api.errors import ApiError, conflict, invalid, not_found, responses, validation_detail
@@ -41,6 +42,22 @@ class LiftPage(BaseModel):
 class LiftDetail(Lift):
     live: LiveState
     open_alarms: list[dict[str, Any]]
+    problems: list[str] = Field(
+        default_factory=list,
+        description="why the alerts engine does not use this entry exactly as stored (stored"
+        " values out of range run on the defaults; no rated_speed: no overspeed check)",
+    )
+
+
+def lift_problems(lift: Lift, stored: str | None) -> list[str]:
+    """FAULTS.md 1.1 #1, #2: what the registry entry shows about its gaps."""
+    out = [stored] if stored else []
+    ignored = unusable(lift.overrides)
+    if ignored:
+        out.append(f"overrides {', '.join(ignored)} out of range or unknown: defaults apply")
+    if lift.rated_speed is None:
+        out.append("rated_speed unknown: not checked for overspeed")
+    return out
 
 
 class LiftPatch(BaseModel):
@@ -171,8 +188,13 @@ async def get_lift(
 ) -> LiftDetail:
     lift = visible_lift(db, principal, lift_id)
     live = await live_state(influx, lift_id)
+    checked = reg.get_lift_checked(db, lift_id)
+    problems = lift_problems(lift, checked[1] if checked is not None else None)
     return LiftDetail(
-        **lift.model_dump(), live=live, open_alarms=open_alarms(db, lift_id, principal)
+        **lift.model_dump(),
+        live=live,
+        open_alarms=open_alarms(db, lift_id, principal),
+        problems=problems,
     )
 
 

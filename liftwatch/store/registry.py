@@ -108,6 +108,14 @@ def checked_lift_from_row(row: sqlite3.Row) -> tuple[Lift, str | None]:
     if not isinstance(overrides, dict):
         problems.append("overrides")
         overrides = {}
+    from alerts.thresholds import unusable  # the rules own the key list (issue 13 moves it)
+
+    ignored = unusable(overrides)
+    if ignored:
+        # Out of range or unknown: the engine would ignore them; leaving them out of the
+        # entry keeps every reader (API answers, the engine) on what is actually in force.
+        overrides = {k: v for k, v in overrides.items() if k not in ignored}
+        problems.append("overrides " + ", ".join(ignored))
     values["overrides"] = overrides
     try:
         lift = Lift.model_validate(values, context=STORED)
