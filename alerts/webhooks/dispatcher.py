@@ -23,6 +23,14 @@ message and the POST, no re-read, no extra wake-up. Rows written elsewhere (API 
 ``webhook.test``, a redelivery) wake the loop through :meth:`Dispatcher.notify`; a slow poll
 picks up rows written by other processes and retries that fall due.
 
+**Backlog.** A 2xx from a subscription's receiver pulls its deliveries waiting for a retry
+forward (oldest first, ``drain_rate_per_s``), in the transaction that records the 2xx.
+
+**Store trouble.** A concluded attempt whose outcome cannot be written is kept in memory and
+written again with backoff (:meth:`Dispatcher._record`); claims left 'delivering' with no task
+here are swept back to pending after the attempt timeout; after a store error the loop rests
+before its next round and logs at most once per ``STORE_LOG_EVERY_S``.
+
 **Admission** (at most ``concurrency`` attempts in all, ``per_subscription`` per subscription,
 one per chain) is reserved under a lock when a delivery is claimed, from whichever thread
 claims it, and released when its task ends or the claiming transaction rolls back.
