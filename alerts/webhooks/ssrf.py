@@ -4,10 +4,11 @@ Only ``http`` and ``https`` URLs, and only to public addresses: every address th
 resolves to must be global unicast, else the URL is refused (loopback, link-local, private,
 shared, multicast, unspecified and reserved ranges), unless the operator allows that private
 target (:class:`PrivateTargets`): an administrator-managed allow-list of networks and ports
-(``LIFTWATCH_WEBHOOK_PRIVATE_ALLOW``) for everyone, and — dangerous, for tests and demos —
-``LIFTWATCH_WEBHOOK_ALLOW_PRIVATE=true`` for subscriptions of no company (an administrator's)
-only: a company's subscription (a maintainer's) reaches a private address only through the
-allow-list, else every maintainer token would be an HTTP client of the internal network. The
+(``LIFTWATCH_WEBHOOK_PRIVATE_ALLOW``), the recommended way; or the contract's switch
+``LIFTWATCH_WEBHOOK_ALLOW_PRIVATE=true`` (DESIGN.md), for tests, demos and on-premises
+receivers, which opens every private address **except liftwatch's own services** (InfluxDB,
+the MQTT broker, its API: :func:`own_services`). Either way only a short, printable excerpt of
+a private target's answer is kept, so a webhook cannot read an internal service. The
 check runs when a subscription is created or changed AND before every attempt, because DNS
 may change in between; the dispatcher then connects to the very address it checked
 (:func:`pinned`), so a second lookup cannot swap it.
@@ -160,11 +161,15 @@ class PrivateTargets:
     """Which non-public addresses webhooks may go to (see the module docstring)."""
 
     allow: tuple[AllowedTarget, ...] = ()
-    # LIFTWATCH_WEBHOOK_ALLOW_PRIVATE=true: any private target, for subscriptions of no company.
-    any_for_admins: bool = False
+    # LIFTWATCH_WEBHOOK_ALLOW_PRIVATE=true (DESIGN.md: "allow webhook URLs on loopback/private
+    # networks"): any private target but liftwatch's own services (``own``).
+    any_private: bool = False
     # Any private target for every subscription: ``allow_private=True`` in code (tests), and the
     # create-time check of callers that only know the flag. Never from the settings.
     anything: bool = False
+    # (address, port) of the services liftwatch itself uses (InfluxDB, the MQTT broker, its
+    # API); None as the address: that port on every loopback or private address.
+    own: tuple[tuple[IPAddress | None, int], ...] = ()
 
     @classmethod
     def of(cls, value: bool | PrivateTargets) -> PrivateTargets:
@@ -176,13 +181,40 @@ class PrivateTargets:
     def from_settings(cls, settings: Settings) -> PrivateTargets:
         return cls(
             allow=parse_private_allow(settings.webhook_private_allow),
-            any_for_admins=settings.webhook_allow_private,
+            any_private=settings.webhook_allow_private,
+            own=own_services(settings),
         )
 
     def permits(self, ip: IPAddress, port: int, company_id: str | None) -> bool:
+        """``company_id`` is kept for callers' clarity: the rule is the same for every
+        subscription, an administrator's or a company's."""
         if self.anything or any(a.matches(ip, port) for a in self.allow):
             return True
-        return self.any_for_admins and company_id is None
+        if not self.any_private:
+            return False
+        return not any(p == port and (a is None or a == ip) for a, p in self.own)
+
+
+def own_services(settings: Settings) -> tuple[tuple[IPAddress | None, int], ...]:
+    """InfluxDB, the broker and liftwatch's API, which no webhook may call even with
+    ``ALLOW_PRIVATE`` (security review #5: a maintainer's webhook dropped the telemetry
+    database through InfluxDB's ``/query``). A service on a loopback, unspecified or named
+    host is matched by its port on any non-public address."""
+    found: list[tuple[IPAddress | None, int]] = []
+    for url, default in (
+        (settings.influx_url, 8086),
+        (settings.mqtt_url, 1883),
+        (f"http://{settings.api_host}:{settings.api_port}", 8000),
+    ):
+        try:
+            parts = urlsplit(url if "://" in url else f"http://{url}")
+            port = parts.port or default
+        except ValueError:
+            continue
+        ip = literal_address(parts.hostname or "")
+        loose = ip is None or ip.is_loopback or ip.is_unspecified
+        found.append((None if loose else ip, port))
+    return tuple(found)
 
 
 def excerpt(text: str | None) -> str | None:
@@ -240,6 +272,11 @@ def check_addresses(
     for ip in addresses:
         problem = address_problem(ip)
         if problem is not None and not private.permits(ip, port, company_id):
+            if private.any_private:
+                raise UrlRefused(
+                    f"{host}:{port} is one of liftwatch's own services (InfluxDB, the MQTT"
+                    " broker or its API): no webhook may call it"
+                )
             raise UrlRefused(
                 f"{host} resolves to {ip}, a {problem} address; webhooks go to public addresses"
                 " only, or to private ones the operator lists in LIFTWATCH_WEBHOOK_PRIVATE_ALLOW"

@@ -26,6 +26,7 @@ from api.deps import DbDep, SettingsDep
 from api.errors import conflict, invalid, not_found, responses
 from liftwatch.protocol import format_ts
 from liftwatch.registry import CompanyId, LiftId
+from liftwatch.settings import Settings
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
 from liftwatch.store import webhooks as store
@@ -214,9 +215,11 @@ def visible_subscription(db: Database, principal: Principal, sub_id: str) -> Sub
     return sub
 
 
-async def _check_url(url: str, allow_private: bool) -> None:
+async def _check_url(url: str, settings: Settings, company_id: str | None) -> None:
+    """The same rule the dispatcher applies before every attempt (alerts/webhooks/ssrf.py)."""
     try:
-        await ssrf.check_url(url, allow_private)
+        private = ssrf.PrivateTargets.from_settings(settings)
+        await ssrf.check_url(url, private, company_id=company_id)
     except ssrf.UrlRefused as exc:
         raise invalid("url", str(exc)) from exc
     except LookupError as exc:
@@ -252,7 +255,7 @@ async def create_webhook(
         owner = body.company_id
         if owner is not None and reg.get_company(db, owner) is None:
             raise invalid("company_id", f"unknown company {owner!r}")
-    await _check_url(body.url, settings.webhook_allow_private)
+    await _check_url(body.url, settings, owner)
     _check_lifts(db, owner, body.filters.lift_ids)
     secret = signing.new_secret()
     sub = await run_in_threadpool(
@@ -303,7 +306,7 @@ async def update_webhook(
 ) -> WebhookInfo:
     sub = visible_subscription(db, principal, webhook_id)
     if body.url is not None:
-        await _check_url(body.url, settings.webhook_allow_private)
+        await _check_url(body.url, settings, sub.company_id)
     if body.filters is not None:
         _check_lifts(db, sub.company_id, body.filters.lift_ids)
     updated = await run_in_threadpool(

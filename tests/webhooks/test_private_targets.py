@@ -2,9 +2,10 @@
 
 With ``LIFTWATCH_WEBHOOK_ALLOW_PRIVATE=true`` every maintainer token was an HTTP client of the
 internal network that could read the answers (``attempts[].response``) and, through InfluxDB's
-``/query``, drop the telemetry database. Now a company's subscription reaches a private address
-only if the administrator lists it in ``LIFTWATCH_WEBHOOK_PRIVATE_ALLOW``, and what is kept of
-a private target's answer is a short, sanitised excerpt.
+``/query``, drop the telemetry database. Now the switch (DESIGN.md: allow webhook URLs on
+loopback/private networks) never opens liftwatch's own services (InfluxDB, broker, API), an
+administrator can list exact private targets in ``LIFTWATCH_WEBHOOK_PRIVATE_ALLOW`` instead,
+and what is kept of a private target's answer is a short, sanitised excerpt.
 
 The dispatcher is built from real settings by :func:`attach` (as ``liftwatch alerts`` does);
 the "internal service" is a real HTTP server on loopback answering like InfluxDB.
@@ -69,15 +70,31 @@ async def settle(seeded: Seeded, d: dmod.Dispatcher, sub_id: str) -> store.Deliv
 
 
 @pytest.mark.integration
-async def test_allow_private_true_does_not_open_the_network_to_maintainers(
+async def test_allow_private_true_never_reaches_liftwatch_own_services(
     seeded: Seeded, internal: RecordingReceiver
 ) -> None:
+    """The review's attack: a maintainer's webhook to InfluxDB's /query. With the contract's
+    switch set, private receivers work, but never liftwatch's own InfluxDB, broker or API."""
     sub = seeded.subscribe(internal.url + "?q=SHOW+DATABASES", company_id="co-a")
-    settings = Settings(webhook_allow_private=True)
+    settings = Settings(webhook_allow_private=True, influx_url=f"http://127.0.0.1:{internal.port}")
     async for d in run_with(seeded, settings):
         dl = await settle(seeded, d, sub.id)
-    assert internal.requests == [], "no request reached the internal service"
-    assert dl.status == "failed" and "LIFTWATCH_WEBHOOK_PRIVATE_ALLOW" in (dl.last_error or "")
+    assert internal.requests == [], "no request reached liftwatch's own InfluxDB"
+    assert dl.status == "failed" and "own services" in (dl.last_error or "")
+
+
+@pytest.mark.integration
+async def test_allow_private_true_delivers_to_a_maintainers_private_receiver_excerpt_only(
+    seeded: Seeded, internal: RecordingReceiver
+) -> None:
+    """DESIGN.md: the switch allows webhook URLs on loopback/private networks (tests,
+    on-premises receivers); the answer is not kept beyond the excerpt."""
+    sub = seeded.subscribe(internal.url + "?q=SHOW+DATABASES", company_id="co-a")
+    async for d in run_with(seeded, Settings(webhook_allow_private=True)):
+        dl = await settle(seeded, d, sub.id)
+    assert dl.status == "delivered" and len(internal.requests) == 1
+    (attempt,) = store.attempts_of(seeded.db, [dl.id])[dl.id]
+    assert attempt.response is not None and "secret_customer_db" not in attempt.response
 
 
 @pytest.mark.integration
@@ -168,18 +185,25 @@ def test_allow_list_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     assert not private.permits(ip("192.168.1.1"), 80, None)
 
 
-def test_allow_private_flag_covers_admin_subscriptions_only() -> None:
-    private = ssrf.PrivateTargets.from_settings(Settings(webhook_allow_private=True))
-    ip = ipaddress.ip_address("127.0.0.1")
-    assert private.permits(ip, 8086, None)
-    assert not private.permits(ip, 8086, "co-a")
+def test_allow_private_flag_opens_private_addresses_but_not_liftwatch_own() -> None:
+    private = ssrf.PrivateTargets.from_settings(
+        Settings(webhook_allow_private=True, influx_url="http://127.0.0.1:8086")
+    )
+    ip = ipaddress.ip_address
+    assert private.permits(ip("127.0.0.1"), 9000, "co-a")
+    assert private.permits(ip("10.1.2.3"), 443, None)
+    for own in (8086, 1883, 8000):  # InfluxDB, the broker, the API (default ports)
+        assert not private.permits(ip("127.0.0.1"), own, "co-a")
+        assert not private.permits(ip("127.0.0.1"), own, None)
+    assert not ssrf.PrivateTargets.from_settings(Settings()).permits(ip("127.0.0.1"), 9000, None)
 
 
 async def test_check_url_for_a_company() -> None:
-    private = ssrf.PrivateTargets.from_settings(
-        Settings(webhook_allow_private=True, webhook_private_allow="127.0.0.1:9000")
-    )
+    private = ssrf.PrivateTargets.from_settings(Settings(webhook_private_allow="127.0.0.1:9000"))
     await ssrf.check_url("http://127.0.0.1:9000/hook", private, company_id="co-a")
-    await ssrf.check_url("http://127.0.0.1:8086/query", private)  # admin, flag set
     with pytest.raises(ssrf.UrlRefused, match="PRIVATE_ALLOW"):
-        await ssrf.check_url("http://127.0.0.1:8086/query", private, company_id="co-a")
+        await ssrf.check_url("http://127.0.0.1:9001/hook", private, company_id="co-a")
+    flag = ssrf.PrivateTargets.from_settings(Settings(webhook_allow_private=True))
+    await ssrf.check_url("http://127.0.0.1:9001/hook", flag, company_id="co-a")
+    with pytest.raises(ssrf.UrlRefused, match="own services"):
+        await ssrf.check_url("http://127.0.0.1:8086/query", flag, company_id="co-a")
