@@ -58,13 +58,16 @@ def test_dead_letters_are_capped_and_cut(tmp_path: Path) -> None:
 
 def test_a_stored_lift_with_an_override_key_refused_today_still_reads(tmp_path: Path) -> None:
     """Input refuses unknown threshold keys; a row an older version stored must still load,
-    or the API and the alerts engine could not read the registry at all."""
+    or the API and the alerts engine could not read the registry at all. The key the rules
+    would ignore is left out of the entry and named as its problem (FAULTS.md 1.1 #1)."""
     db = Database(tmp_path / "s.sqlite3")
     reg.upsert_company(db, Company(company_id="c", name="C"))
     reg.upsert_lift(db, Lift(lift_id="L1", company_id="c"))
     with db.transaction() as conn:
         conn.execute("UPDATE lifts SET overrides = '{\"entrapment\": 20}' WHERE lift_id = 'L1'")
-    lift = reg.get_lift(db, "L1")
-    assert lift is not None and lift.overrides == {"entrapment": 20}
+    checked = reg.get_lift_checked(db, "L1")
+    assert checked is not None
+    lift, problem = checked
+    assert lift.overrides == {} and problem is not None and "entrapment" in problem
     with pytest.raises(ValidationError, match="unknown threshold entrapment"):
         Lift(lift_id="L2", overrides={"entrapment": 20})
