@@ -8,8 +8,8 @@ import logging
 import signal
 import sys
 
-from liftwatch.cli import settings_from
 from liftwatch.mqtt import MqttError
+from liftwatch.settings import settings_from
 
 log = logging.getLogger("liftwatch.alerts")
 

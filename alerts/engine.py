@@ -24,13 +24,12 @@ from typing import Any, Final, Protocol, cast
 import msgspec
 
 from alerts import lifecycle, rules, suppression
-from alerts.codes import info
 from alerts.lifecycle import Change, Policy, Raise
 from alerts.rules import Context, Signal
 from alerts.state import LiftState, alarm_source, latch_key
-from alerts.thresholds import Thresholds, check, resolve, unusable
 from alerts.timers import Scheduler
 from liftwatch.clock import Clock, SystemClock
+from liftwatch.faults import info
 from liftwatch.protocol import Decoded, Rejection, SelftestEvent, Telemetry, decode
 from liftwatch.registry import Lift
 from liftwatch.store import Database
@@ -38,6 +37,7 @@ from liftwatch.store import alarms as store
 from liftwatch.store import registry as reg
 from liftwatch.store.alarms import Alarm
 from liftwatch.store.deadletters import DeadLetter, add_dead_letters_in
+from liftwatch.thresholds import Thresholds, check, resolve, unusable
 
 log = logging.getLogger("liftwatch.alerts")
 

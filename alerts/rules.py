@@ -17,10 +17,9 @@ from typing import Any, Final
 
 import msgspec
 
-from alerts.codes import info, reported_code
 from alerts.lifecycle import Policy
 from alerts.state import CONDITION_SOURCES, LIMIT, CondKey, LiftState, alarm_source
-from alerts.thresholds import Thresholds
+from liftwatch.faults import info, reported_code
 from liftwatch.protocol import (
     AlarmButtonEvent,
     Decoded,
@@ -31,6 +30,7 @@ from liftwatch.protocol import (
     Telemetry,
     format_ts,
 )
+from liftwatch.thresholds import Thresholds
 
 NEVER: Final = 1 << 62
 LATE_SLACK_MS: Final = 2000  # a raise this far behind liftwatch's clock is marked late

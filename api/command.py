@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from liftwatch.cli import EXIT_CONFIG, settings_from
-from liftwatch.settings import Settings
+from liftwatch.settings import EXIT_CONFIG, admin_token_problem, settings_from
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,21 +19,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--host", help="override LIFTWATCH_API_HOST")
     p.add_argument("--port", type=int, help="override LIFTWATCH_API_PORT")
     p.set_defaults(handler=_api)
-
-
-def admin_token_problem(settings: Settings) -> str | None:
-    """Why the API must not start with these settings (the bootstrap admin token), or None."""
-    token = settings.admin_token.get_secret_value().strip() if settings.admin_token else ""
-    if not token:
-        return (
-            "LIFTWATCH_ADMIN_TOKEN is not set; the API refuses to start without a "
-            "bootstrap administrator token. Generate one, e.g. "
-            '`export LIFTWATCH_ADMIN_TOKEN=$(python3 -c "import secrets; '
-            'print(secrets.token_urlsafe(32))")`'
-        )
-    if len(token) < 16:
-        return "LIFTWATCH_ADMIN_TOKEN is too short (16+ characters)"
-    return None
 
 
 def _api(args: argparse.Namespace) -> int:

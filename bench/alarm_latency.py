@@ -268,7 +268,7 @@ def main() -> int:
             "LIFTWATCH_INFLUX_URL": "http://127.0.0.1:9",
         }
         alerts = subprocess.Popen(
-            [sys.executable, "-m", "liftwatch.cli", "alerts"],
+            [sys.executable, "-m", "liftwatch", "alerts"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=open(root / "alerts.log", "wb"),  # noqa: SIM115 - lives as long as the child

@@ -32,11 +32,11 @@ from alerts import rules, worker
 from alerts.engine import Engine
 from alerts.rules import Context
 from alerts.state import LiftState
-from alerts.thresholds import resolve
 from alerts.timers import Scheduler
 from liftwatch.clock import SystemClock
 from liftwatch.protocol import Decoded, decode
 from liftwatch.store import Database
+from liftwatch.thresholds import resolve
 
 T0 = 1_795_000_000_000
 

@@ -211,7 +211,7 @@ def ingest_rate(mqtt_port: int, influx_url: str, data_dir: Path, n: int | None) 
         "LIFTWATCH_INGEST_METRICS_PORT": str(metrics_port),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "liftwatch.cli", "--log-level", "WARNING", "ingest"], env=env
+        [sys.executable, "-m", "liftwatch", "--log-level", "WARNING", "ingest"], env=env
     )
     try:
         deadline = time.monotonic() + 600

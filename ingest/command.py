@@ -11,8 +11,7 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
-from liftwatch.cli import settings_from
-from liftwatch.settings import Settings
+from liftwatch.settings import Settings, settings_from
 
 log = logging.getLogger("ingest")
 

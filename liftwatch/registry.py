@@ -23,6 +23,8 @@ from pydantic import (
     field_validator,
 )
 
+from liftwatch.thresholds import ThresholdError, check
+
 LiftId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 CompanyId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 
@@ -68,7 +70,6 @@ class Lift(BaseModel):
         on input (API, import). Rows read back from the store (``context=STORED``) pass."""
         if isinstance(info.context, dict) and info.context.get("stored"):
             return value
-        from alerts.thresholds import ThresholdError, check  # the rules own the key list
 
         try:
             return check(value, "overrides")

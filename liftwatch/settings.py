@@ -7,15 +7,20 @@ Invalid settings fail at start with a message naming the key (:class:`SettingsEr
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import sys
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from liftwatch.allowlist import parse_private_allow
+from liftwatch.thresholds import ThresholdError, check
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +56,6 @@ class Settings(BaseSettings):
     @field_validator("webhook_private_allow")
     @classmethod
     def _check_private_allow(cls, value: str) -> str:
-        from alerts.webhooks.ssrf import parse_private_allow  # the guard owns the syntax
-
         parse_private_allow(value)  # a ValueError names the bad entry
         return value
 
@@ -118,7 +121,6 @@ class Settings(BaseSettings):
     @field_validator("alerts_thresholds")
     @classmethod
     def _known_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
-        from alerts.thresholds import ThresholdError, check  # the rules own the key list
 
         try:
             return check(value, "thresholds")
@@ -218,3 +220,31 @@ def _describe(exc: ValidationError) -> str:
         else:
             lines.append(f"invalid setting {name}: {err['msg']}")
     return "; ".join(lines)
+
+
+EXIT_CONFIG: Final = 78  # EX_CONFIG from sysexits.h: what systemd units and scripts expect
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Load settings for a command handler (``--config`` FILE); exits with EXIT_CONFIG and a
+    message naming the key when invalid."""
+    try:
+        return load_settings(args.config)
+    except SettingsError as exc:
+        print(f"liftwatch: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def admin_token_problem(settings: Settings) -> str | None:
+    """Why the API must not start with these settings (the bootstrap admin token), or None."""
+    token = settings.admin_token.get_secret_value().strip() if settings.admin_token else ""
+    if not token:
+        return (
+            "LIFTWATCH_ADMIN_TOKEN is not set; the API refuses to start without a "
+            "bootstrap administrator token. Generate one, e.g. "
+            '`export LIFTWATCH_ADMIN_TOKEN=$(python3 -c "import secrets; '
+            'print(secrets.token_urlsafe(32))")`'
+        )
+    if len(token) < 16:
+        return "LIFTWATCH_ADMIN_TOKEN is too short (16+ characters)"
+    return None

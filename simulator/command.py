@@ -12,9 +12,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from liftwatch.cli import settings_from
 from liftwatch.protocol import format_ts
-from liftwatch.settings import MqttTarget, Settings
+from liftwatch.settings import MqttTarget, Settings, settings_from
 from simulator.labels import Label
 from simulator.load import LoadOptions, run_load
 from simulator.model import LinkChange, Output

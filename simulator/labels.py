@@ -23,12 +23,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from alerts.thresholds import DEFAULTS as ALERT_DEFAULTS
+from liftwatch.thresholds import DEFAULTS as ALERT_DEFAULTS
 from simulator.model import LiftModel
 
 Verdict = Literal["raise", "forbid", "allow"]
 
-# Threshold keys are the alerts engine's (alerts/thresholds.py, docs/alarms.md): the same keys
+# Threshold keys are the alerts engine's (liftwatch/thresholds.py, docs/alarms.md): the same keys
 # a lift's registry ``overrides`` and LIFTWATCH_ALERTS_THRESHOLDS set.
 THRESHOLD_KEYS: frozenset[str] = frozenset(ALERT_DEFAULTS)
 

@@ -69,7 +69,7 @@ class ServeProcess:
         self.url: str | None = None
         self._log: IO[str] = log_path.open("a", encoding="utf-8")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "liftwatch.cli", "serve", "--port", str(port)],
+            [sys.executable, "-m", "liftwatch", "serve", "--port", str(port)],
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

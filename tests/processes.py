@@ -14,9 +14,9 @@ from typing import Any
 
 class Child:
     def __init__(self, args: list[str], env: dict[str, str], **popen: Any) -> None:
-        """Run ``python -m liftwatch.cli *args``; stdout and stderr are read together."""
+        """Run ``python -m liftwatch *args``; stdout and stderr are read together."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "liftwatch.cli", *args],
+            [sys.executable, "-m", "liftwatch", *args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

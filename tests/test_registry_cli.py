@@ -18,7 +18,7 @@ def run(data_dir: Path, *args: str, stdin: str | None = None) -> subprocess.Comp
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIFTWATCH_")}
     env["LIFTWATCH_DATA_DIR"] = str(data_dir)
     return subprocess.run(
-        [sys.executable, "-m", "liftwatch.cli", *args],
+        [sys.executable, "-m", "liftwatch", *args],
         env=env,
         input=stdin,
         capture_output=True,

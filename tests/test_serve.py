@@ -145,7 +145,7 @@ def test_serve_stops_every_part_when_one_cannot_start(env: dict[str, str], tmp_p
 def test_serve_refuses_to_start_without_admin_token(env: dict[str, str]) -> None:
     env = {k: v for k, v in env.items() if k != "LIFTWATCH_ADMIN_TOKEN"}
     done = subprocess.run(
-        [sys.executable, "-m", "liftwatch.cli", "serve"],
+        [sys.executable, "-m", "liftwatch", "serve"],
         env=env,
         capture_output=True,
         text=True,

@@ -142,7 +142,7 @@ def test_mqtt_target_defaults_ports() -> None:
 def test_cli_fails_at_start_naming_the_key(tmp_path: Path) -> None:
     env = {"LIFTWATCH_MQTT_URL": "ftp://x", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
-        [sys.executable, "-m", "liftwatch.cli", "decode", "lifts/L1/status", '{"v":1}'],
+        [sys.executable, "-m", "liftwatch", "decode", "lifts/L1/status", '{"v":1}'],
         env=env,
         capture_output=True,
         text=True,

@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from alerts.thresholds import unusable
 from api.auth import AdminDep, PrincipalDep, WriterDep, company_scope, ensure_admin, visible_lift
 from api.deps import DbDep, EngineDep, InfluxDep, registry_changed
 from api.errors import ApiError, conflict, invalid, not_found, responses, validation_detail
@@ -26,6 +25,7 @@ from liftwatch.registry import (
 )
 from liftwatch.store import lift_queries
 from liftwatch.store import registry as reg
+from liftwatch.thresholds import unusable
 
 log = logging.getLogger("liftwatch.api")
 

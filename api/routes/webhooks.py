@@ -17,13 +17,13 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from alerts.codes import CODES
 from alerts.webhooks import signing, ssrf
 from alerts.webhooks.dispatcher import notify_running
 from alerts.webhooks.filters import EVENT_TYPES
 from api.auth import Principal, PrincipalDep, WriterDep
 from api.deps import DbDep, SettingsDep
 from api.errors import conflict, invalid, not_found, responses
+from liftwatch.faults import CODES
 from liftwatch.protocol import format_ts
 from liftwatch.registry import CompanyId, LiftId
 from liftwatch.settings import Settings

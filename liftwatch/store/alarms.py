@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 
-from alerts.codes import names
+from liftwatch.faults import names
 from liftwatch.protocol import format_ts
 from liftwatch.store.db import Database
 

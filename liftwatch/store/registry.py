@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from liftwatch.registry import STORED, Company, Lift
 from liftwatch.store import alarms
 from liftwatch.store.db import Database
+from liftwatch.thresholds import unusable
 
 log = logging.getLogger("liftwatch.store")
 
@@ -108,7 +109,6 @@ def checked_lift_from_row(row: sqlite3.Row) -> tuple[Lift, str | None]:
     if not isinstance(overrides, dict):
         problems.append("overrides")
         overrides = {}
-    from alerts.thresholds import unusable  # the rules own the key list (issue 13 moves it)
 
     ignored = unusable(overrides)
     if ignored:

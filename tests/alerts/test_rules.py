@@ -871,7 +871,7 @@ def test_per_lift_override_and_global_threshold(tmp_path: Path) -> None:
 
 
 def test_unknown_global_threshold_is_refused(tmp_path: Path) -> None:
-    from alerts.thresholds import ThresholdError
+    from liftwatch.thresholds import ThresholdError
 
     with pytest.raises(ThresholdError, match="entrapmnt_s"):
         Rig(tmp_path / "x.sqlite3", thresholds={"entrapmnt_s": 1})

@@ -130,7 +130,7 @@ async def test_scripted_entrapment_over_mqtt_is_one_alarm_with_evidence(
 
 def _liftwatch_alerts(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "liftwatch.cli", "alerts"],
+        [sys.executable, "-m", "liftwatch", "alerts"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

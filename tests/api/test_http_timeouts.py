@@ -153,7 +153,7 @@ async def test_complete_requests_are_served_and_kept_alive(port: int) -> None:
 
 
 def test_serve_uses_the_guarded_protocol() -> None:
-    from liftwatch.serve_command import _api_server
+    from liftwatch.cmd.serve import _api_server
 
     server = _api_server(object(), "127.0.0.1", 0, "INFO")
     assert server.config.http is GuardedH11Protocol
@@ -169,7 +169,7 @@ def api_process(tmp_path: Path) -> Iterator[int]:
         "LIFTWATCH_DATA_DIR": str(tmp_path / "data"),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "liftwatch.cli", "api", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "liftwatch", "api", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

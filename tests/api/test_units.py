@@ -115,7 +115,7 @@ def test_api_refuses_to_start_without_admin_token(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIFTWATCH_")}
     env["LIFTWATCH_DATA_DIR"] = str(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "liftwatch.cli", "api"],
+        [sys.executable, "-m", "liftwatch", "api"],
         env=env,
         capture_output=True,
         text=True,

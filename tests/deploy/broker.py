@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from liftwatch.cli import main
+from liftwatch.cmd.main import main
 from liftwatch.localservices import Mosquitto, free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -217,7 +217,7 @@ def deployed_commands() -> set[str]:
 def registered_commands() -> set[str]:
     import argparse
 
-    from liftwatch.cli import build_parser
+    from liftwatch.cmd.main import build_parser
 
     parser = build_parser()
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
@@ -230,7 +230,7 @@ def test_deployed_commands_are_the_designed_processes() -> None:
 
 def test_split_services_are_liftwatch_subcommands() -> None:
     missing = {"ingest", "alerts", "api"} - registered_commands()
-    assert not missing, f"not registered in liftwatch.cli PARTS: {sorted(missing)}"
+    assert not missing, f"not registered in liftwatch.cmd.main PARTS: {sorted(missing)}"
 
 
 def test_serve_is_a_liftwatch_subcommand() -> None:

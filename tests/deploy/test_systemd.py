@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from liftwatch.cli import EXIT_CONFIG
-from liftwatch.settings import Settings
+from liftwatch.settings import EXIT_CONFIG, Settings
 from tests.deploy.broker import DEPLOY
 
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))

@@ -86,7 +86,7 @@ async def _count_is(client: InfluxClient, n: int) -> bool:
 
 def _start_ingest(settings_env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "liftwatch.cli", "ingest"],
+        [sys.executable, "-m", "liftwatch", "ingest"],
         env={**os.environ, **settings_env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

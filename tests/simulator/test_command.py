@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from liftwatch.cli import main
+from liftwatch.cmd.main import main
 from simulator.runner import read_labels
 
 

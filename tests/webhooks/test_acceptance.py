@@ -206,7 +206,7 @@ async def test_500_for_about_20_s_then_200_delivers_in_order_without_holding_oth
 
 def _alerts_process(env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "liftwatch.cli", "alerts"],
+        [sys.executable, "-m", "liftwatch", "alerts"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

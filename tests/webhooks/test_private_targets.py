@@ -22,6 +22,7 @@ import pytest
 
 from alerts.webhooks import dispatcher as dmod
 from alerts.webhooks import ssrf
+from liftwatch import allowlist
 from liftwatch.settings import Settings, SettingsError, load_settings
 from liftwatch.store import webhooks as store
 from tests.conftest import eventually
@@ -145,23 +146,23 @@ def test_excerpt_is_short_and_printable() -> None:
     ("text", "expected"),
     [
         ("", ()),
-        ("10.0.0.0/8", (ssrf.AllowedTarget(ipaddress.ip_network("10.0.0.0/8")),)),
+        ("10.0.0.0/8", (allowlist.AllowedTarget(ipaddress.ip_network("10.0.0.0/8")),)),
         (
             "127.0.0.1:9000, fd00::/8 [fd00::5]:443",
             (
-                ssrf.AllowedTarget(ipaddress.ip_network("127.0.0.1/32"), 9000),
-                ssrf.AllowedTarget(ipaddress.ip_network("fd00::/8")),
-                ssrf.AllowedTarget(ipaddress.ip_network("fd00::5/128"), 443),
+                allowlist.AllowedTarget(ipaddress.ip_network("127.0.0.1/32"), 9000),
+                allowlist.AllowedTarget(ipaddress.ip_network("fd00::/8")),
+                allowlist.AllowedTarget(ipaddress.ip_network("fd00::5/128"), 443),
             ),
         ),
         (
             "192.168.10.5/32:8443",
-            (ssrf.AllowedTarget(ipaddress.ip_network("192.168.10.5/32"), 8443),),
+            (allowlist.AllowedTarget(ipaddress.ip_network("192.168.10.5/32"), 8443),),
         ),
     ],
 )
-def test_allow_list_syntax(text: str, expected: tuple[ssrf.AllowedTarget, ...]) -> None:
-    assert ssrf.parse_private_allow(text) == expected
+def test_allow_list_syntax(text: str, expected: tuple[allowlist.AllowedTarget, ...]) -> None:
+    assert allowlist.parse_private_allow(text) == expected
 
 
 @pytest.mark.parametrize(

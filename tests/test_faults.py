@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alerts.codes import BY_GB24476, BY_GB38656, CODES, names, reported_code
+from liftwatch.faults import BY_GB24476, BY_GB38656, CODES, names, reported_code
 
 FAULTS_MD_CODES = {
     "entrapment": "critical",

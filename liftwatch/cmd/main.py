@@ -1,35 +1,41 @@
-"""The ``liftwatch`` command line.
+"""The ``liftwatch`` command line (the entry point of pyproject's ``liftwatch`` script).
 
-Each part contributes its subcommands through a ``register(subparsers)`` function in the
-module named in :data:`PARTS`, so ``--help`` lists exactly the subcommands that exist.
-A handler receives the parsed arguments and returns the process exit code.
+Each part contributes its subcommands through a ``register(subparsers)`` function of the
+modules in :data:`PARTS`, so ``--help`` lists exactly the subcommands that exist. A handler
+receives the parsed arguments and returns the process exit code. ``liftwatch/cmd/`` is the one
+place in the shared kernel that names the parts (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
+from alerts import command as alerts_command
+from api import command as api_command
+from ingest import command as ingest_command
 from liftwatch import __version__
-from liftwatch.settings import Settings, SettingsError, load_settings
+from liftwatch.cmd import admin, devices, serve
+from simulator import command as simulator_command
+from simulator import demo
 
-PARTS: tuple[str, ...] = (
-    "liftwatch.commands",
-    "api.command",
-    "liftwatch.devices_command",
-    "simulator.command",
-    "alerts.command",
-    "ingest.command",
-    "liftwatch.serve_command",
-    "liftwatch.demo_command",
+# In --help order.
+PARTS: tuple[ModuleType, ...] = (
+    admin,
+    api_command,
+    devices,
+    simulator_command,
+    alerts_command,
+    ingest_command,
+    serve,
+    demo,
 )
 
 EXIT_USAGE = 2
-EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h: what systemd units and scripts expect
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,18 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in PARTS:
-        importlib.import_module(name).register(sub)
+    for part in PARTS:
+        part.register(sub)
     return parser
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    """Load settings for a handler; exits with a message naming the key when invalid."""
-    try:
-        return load_settings(args.config)
-    except SettingsError as exc:
-        print(f"liftwatch: {exc}", file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,9 +10,9 @@ from typing import Any
 
 import msgspec
 
-from liftwatch.cli import settings_from
 from liftwatch.protocol import Rejection, decode, format_ts
 from liftwatch.registry import Company, ImportRowError, parse_csv, parse_json
+from liftwatch.settings import settings_from
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
 

@@ -8,7 +8,6 @@ import shlex
 import sys
 from pathlib import Path
 
-from liftwatch.cli import settings_from
 from liftwatch.provision import (
     DEFAULT_ACL_FILE,
     DEFAULT_PASSWORD_FILE,
@@ -22,6 +21,7 @@ from liftwatch.provision import (
     read_text,
     reload_broker,
 )
+from liftwatch.settings import settings_from
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
 

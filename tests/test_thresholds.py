@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from alerts.thresholds import DEFAULTS, ThresholdError, check, resolve
 from liftwatch.registry import Lift
+from liftwatch.thresholds import DEFAULTS, ThresholdError, check, resolve
 from tests.alerts.rig import Rig
 
 

@@ -20,8 +20,7 @@ import sys
 from collections.abc import Callable, Generator
 from typing import Any
 
-from liftwatch.cli import EXIT_CONFIG, settings_from
-from liftwatch.settings import Settings
+from liftwatch.settings import EXIT_CONFIG, Settings, admin_token_problem, settings_from
 
 log = logging.getLogger("liftwatch.serve")
 
@@ -41,7 +40,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from api.command import admin_token_problem
 
     settings = settings_from(args)
     problem = admin_token_problem(settings)

@@ -1,0 +1,1 @@
+"""Entry points: the only package of the shared kernel that imports the parts."""
