@@ -57,15 +57,12 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-if __package__ in (None, ""):  # run as a script: make the repository (tests/) importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from liftwatch.localservices import Mosquitto
 from liftwatch.registry import Company, Lift
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
 from liftwatch.store import webhooks as store
-from tests.receiver import Received, RecordingReceiver, Responder
+from simulator.receiver import Received, RecordingReceiver, Responder
 
 PREFIX = "bench"
 IDLE = {

@@ -9,55 +9,17 @@ servers instead; tests that must stop or restart a service then get a private on
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Protocol
 
 import pytest
 
 from liftwatch.influx import InfluxClient
 from liftwatch.localservices import InfluxDB, Mosquitto
-from tests.receiver import RecordingReceiver
-
-
-class Service(Protocol):
-    @property
-    def url(self) -> str: ...
-
-
-class External:
-    """A service the suite did not start: it may be used, never stopped or restarted."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-
-class Services:
-    """Starts private services for one test; stops every one it started."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.started: list[Mosquitto | InfluxDB] = []
-
-    def mosquitto(self, extra_conf: str = "") -> Mosquitto:
-        svc = Mosquitto(self.root / f"mosquitto-{len(self.started)}", extra_conf=extra_conf)
-        svc.start()
-        self.started.append(svc)
-        return svc
-
-    def influxdb(self) -> InfluxDB:
-        svc = InfluxDB(self.root / f"influxdb-{len(self.started)}")
-        svc.start()
-        self.started.append(svc)
-        return svc
-
-    def stop_all(self) -> None:
-        for svc in reversed(self.started):
-            svc.stop()
+from simulator.receiver import RecordingReceiver
+from tests.support.harness import External, Service, Services
 
 
 @pytest.fixture(scope="session")
@@ -112,22 +74,3 @@ def receiver() -> Iterator[RecordingReceiver]:
     recv = RecordingReceiver()
     yield recv
     recv.close()
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]] | Callable[[], bool],
-    timeout: float = 10.0,  # noqa: ASYNC109 - a poll deadline, not a cancellation scope
-    interval: float = 0.02,
-    what: str = "condition",
-) -> None:
-    """Poll ``check`` until it is true or the deadline passes (then fail, naming ``what``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(interval)

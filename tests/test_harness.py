@@ -9,8 +9,8 @@ import pytest
 
 from liftwatch.influx import InfluxClient
 from liftwatch.settings import MqttTarget
-from tests.conftest import Service, Services
-from tests.receiver import RecordingReceiver
+from simulator.receiver import RecordingReceiver
+from tests.support.harness import Service, Services
 
 pytestmark = pytest.mark.integration
 

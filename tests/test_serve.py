@@ -17,10 +17,10 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from simulator.receiver import RecordingReceiver
 from simulator.stack import ServeProcess
-from tests.alerts.test_worker import TRAPPED, publish
-from tests.conftest import Service
-from tests.receiver import RecordingReceiver
+from tests.support.harness import Service
+from tests.support.mqtt import TRAPPED, publish
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from tests.alerts.rig import Rig
-from tests.conftest import eventually
-from tests.ingest.smallfs import fill, small_fs
+from tests.support.harness import eventually
+from tests.support.smallfs import fill, small_fs
 
 
 async def test_an_alarm_waits_for_a_full_disk_and_is_recorded_when_space_returns(

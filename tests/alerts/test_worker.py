@@ -12,9 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.worker import build_engine, run
 from liftwatch.influx import InfluxClient
@@ -23,33 +21,10 @@ from liftwatch.settings import Settings
 from liftwatch.store import Database
 from liftwatch.store import alarms as store
 from liftwatch.store import registry as reg
-from tests.conftest import Service, Services, eventually
+from tests.support.harness import Service, Services, eventually
+from tests.support.mqtt import TRAPPED, publish
 
 pytestmark = pytest.mark.integration
-
-TRAPPED: dict[str, Any] = {
-    "service_mode": "normal",
-    "car_status": "stopped",
-    "direction": "none",
-    "floor": "7",
-    "door_zone": False,
-    "doors_closed": True,
-    "passenger_present": True,
-    "speed": 0.0,
-}
-
-
-def publish(url: str, items: list[tuple[str, bytes]]) -> None:
-    host, port = url.removeprefix("mqtt://").split(":")
-    client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv311)
-    client.connect(host, int(port))
-    client.loop_start()
-    try:
-        for info in [client.publish(t, p, qos=1) for t, p in items]:
-            info.wait_for_publish(10)
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 def telemetry(seq: int, **changes: Any) -> bytes:

@@ -8,23 +8,17 @@ ask "as whom" with ``world.h("maintainer_a")``.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
 from api.app import create_app
-from api.auth import hash_token, new_token
 from liftwatch.influx import InfluxClient
-from liftwatch.registry import Company, Lift
 from liftwatch.settings import Settings, load_settings
 from liftwatch.store import Database
-from liftwatch.store import registry as reg
-from liftwatch.store import tokens as tok
-from tests.conftest import Service
-
-ADMIN_TOKEN = "test-admin-token-0123456789"
+from tests.support.api import ADMIN_TOKEN, World, seed_world
+from tests.support.harness import Service
 
 
 @pytest.fixture
@@ -55,39 +49,6 @@ async def client(
         yield c
 
 
-@dataclass
-class World:
-    """Two companies (a, b), their lifts, an unassigned lift, and a token per role."""
-
-    db: Database
-    tokens: dict[str, str] = field(default_factory=dict)
-    token_ids: dict[str, str] = field(default_factory=dict)
-    lift_a: str = "LA-1"
-    lift_a2: str = "LA-2"
-    lift_b: str = "LB-1"
-    lift_none: str = "LX-1"
-    alarm_a: str = ""
-    window_a: int = 0
-
-    def h(self, who: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[who]}"}
-
-    def add_token(self, who: str, role: str, company_id: str | None = None) -> None:
-        token_id, secret, digest = new_token()
-        assert digest == hash_token(secret)
-        tok.add_token(
-            self.db,
-            token_id=token_id,
-            token_hash=digest,
-            name=who,
-            role=role,
-            company_id=company_id,
-            created_by="test",
-        )
-        self.tokens[who] = secret
-        self.token_ids[who] = token_id
-
-
 @pytest.fixture
 def world(db: Database, unique: str) -> World:
     w = World(
@@ -98,69 +59,3 @@ def world(db: Database, unique: str) -> World:
         lift_none=f"LX1-{unique}",
     )
     return seed_world(w)
-
-
-def seed_world(w: World) -> World:
-    db = w.db
-    reg.upsert_company(db, Company(company_id="co-a", name="Alpha Lifts"))
-    reg.upsert_company(db, Company(company_id="co-b", name="Beta Elevators"))
-    reg.upsert_lift(db, Lift(lift_id=w.lift_a, company_id="co-a", name="A one", rated_speed=1.5))
-    reg.upsert_lift(db, Lift(lift_id=w.lift_a2, company_id="co-a", name="A two", urban=False))
-    reg.upsert_lift(db, Lift(lift_id=w.lift_b, company_id="co-b", name="B one"))
-    reg.upsert_lift(db, Lift(lift_id=w.lift_none, name="unassigned"))
-    w.tokens["admin"] = ADMIN_TOKEN
-    w.token_ids["admin"] = "bootstrap-admin"
-    w.add_token("admin2", "admin")
-    w.add_token("inspector", "inspector")
-    w.add_token("maintainer_a", "maintainer", "co-a")
-    w.add_token("maintainer_b", "maintainer", "co-b")
-    return w
-
-
-def assert_error(response: httpx.Response, status: int, code: str | None = None) -> None:
-    """The one error shape, with no stack trace."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) >= {"error"}, body
-    assert set(body["error"]) == {"code", "message", "detail"}, body
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    if code is not None:
-        assert body["error"]["code"] == code, body
-    assert "Traceback" not in response.text
-
-
-def raise_alarm(
-    db: Database,
-    lift_id: str,
-    code: str,
-    *,
-    at: int,
-    severity: str = "critical",
-    company_id: str | None = None,
-    subtype: str | None = None,
-    deadline_ms: int | None = None,
-    suppressed_reason: str | None = None,
-) -> str:
-    """Raise an alarm through the alerts engine's own lifecycle API; returns its id."""
-    from alerts.lifecycle import Change, Policy, Raise, raise_condition
-
-    out: list[Change] = []
-    with db.transaction() as conn:
-        alarm = raise_condition(
-            conn,
-            Raise(
-                lift_id=lift_id,
-                code=code,
-                subtype=subtype,
-                severity=severity,
-                source="rule",
-                at=at,
-                evidence={"car_status": "stopped", "floor": "3"},
-                company_id=company_id,
-                deadline_ms=deadline_ms,
-                suppressed_reason=suppressed_reason,
-            ),
-            Policy(flood_limit=10_000),
-            out,
-        )
-    return alarm.alarm_id

@@ -34,8 +34,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from liftwatch.localservices import InfluxDB, Mosquitto
+from simulator.receiver import Received, RecordingReceiver
 from simulator.stack import ServeProcess
-from tests.receiver import Received, RecordingReceiver
 
 ADMIN = "probe-admin-token-0123456789"
 PREFIX = "probe"

@@ -17,8 +17,8 @@ from api.httpserver import redact_query, server_options
 from liftwatch.localservices import free_port
 from liftwatch.settings import Settings
 from liftwatch.store import Database
-from tests.api.conftest import ADMIN_TOKEN
-from tests.conftest import eventually
+from tests.support.api import ADMIN_TOKEN
+from tests.support.harness import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ from api.timeparams import now_ms
 from liftwatch.protocol import format_ts
 from liftwatch.store import Database
 from liftwatch.store import alarms as store
-from tests.api.conftest import World, assert_error, raise_alarm
+from tests.support.api import World, assert_error, raise_alarm
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from liftwatch.store import Database
-from tests.api.conftest import ADMIN_TOKEN, World, assert_error
+from tests.support.api import ADMIN_TOKEN, World, assert_error
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from api.app import create_app
 from liftwatch.influx import InfluxClient
 from liftwatch.settings import Settings
 from liftwatch.store import Database
-from tests.api.conftest import World, assert_error
+from tests.support.api import World, assert_error
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ from liftwatch.settings import Settings
 from liftwatch.store import Database
 from liftwatch.store import alarms as store
 from liftwatch.store import registry as reg
-from tests.api.conftest import World, assert_error, raise_alarm
+from tests.support.api import World, assert_error, raise_alarm
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from liftwatch.lineprotocol import line
 from liftwatch.protocol import format_ts
 from liftwatch.settings import load_settings
 from liftwatch.store import Database
-from tests.api.conftest import ADMIN_TOKEN, World, assert_error
-from tests.conftest import Services
+from tests.support.api import ADMIN_TOKEN, World, assert_error
+from tests.support.harness import Services
 
 pytestmark = pytest.mark.integration
 

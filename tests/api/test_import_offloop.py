@@ -16,8 +16,8 @@ from api.importer import CHILD_MIN_BYTES
 from liftwatch.registry import Company
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
-from tests.api.conftest import World, assert_error
 from tests.api.probe_import_stall import registry_csv
+from tests.support.api import World, assert_error
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from api.app import create_app
 from liftwatch.settings import load_settings
 from liftwatch.store import Database
 from liftwatch.store.deadletters import DeadLetter, add_dead_letters
-from tests.api.conftest import ADMIN_TOKEN, World, assert_error
-from tests.conftest import Services
+from tests.support.api import ADMIN_TOKEN, World, assert_error
+from tests.support.harness import Services
 
 pytestmark = pytest.mark.integration
 

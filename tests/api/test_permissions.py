@@ -19,7 +19,7 @@ import pytest
 from api.timeparams import now_ms
 from liftwatch.store import Database
 from liftwatch.store import alarms as store
-from tests.api.conftest import World, assert_error, raise_alarm
+from tests.support.api import World, assert_error, raise_alarm
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
-from tests.api.conftest import World, assert_error
+from tests.support.api import World, assert_error
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 
 from liftwatch.store import Database
-from tests.api.conftest import World
+from tests.support.api import World
 
 
 async def test_lift_without_rated_speed_shows_the_overspeed_gap(

@@ -21,8 +21,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from api.app import create_app
 from liftwatch.settings import load_settings
 from liftwatch.store import Database
-from tests.api.conftest import ADMIN_TOKEN, World, seed_world
-from tests.conftest import Service
+from tests.support.api import ADMIN_TOKEN, World, seed_world
+from tests.support.harness import Service
 
 pytestmark = pytest.mark.integration
 

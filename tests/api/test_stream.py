@@ -24,8 +24,8 @@ from liftwatch.store import Database
 from liftwatch.store import registry as reg
 from liftwatch.store import tokens as tok
 from liftwatch.store.alarm_queries import last_outbox_id
-from tests.api.conftest import World, raise_alarm
-from tests.conftest import eventually
+from tests.support.api import World, raise_alarm
+from tests.support.harness import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -30,7 +30,6 @@ from liftwatch.registry import Company, Lift
 from liftwatch.settings import Settings
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
-from tests.conftest import eventually
 from tests.deploy.broker import (
     DEPLOY,
     SecuredMosquitto,
@@ -40,6 +39,7 @@ from tests.deploy.broker import (
     temp_root,
 )
 from tests.deploy.mqtt import NOT_AUTHORIZED, Client, RefusedError
+from tests.support.harness import eventually
 
 pytestmark = pytest.mark.integration
 

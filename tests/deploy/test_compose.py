@@ -18,8 +18,8 @@ import yaml
 
 from liftwatch.localservices import free_port
 from liftwatch.settings import Settings
+from simulator.receiver import RecordingReceiver
 from tests.deploy.broker import DEPLOY, REPO
-from tests.receiver import RecordingReceiver
 
 COMPOSE = DEPLOY / "compose.yaml"
 LIFTWATCH_SERVICES = ("ingest", "alerts", "api")

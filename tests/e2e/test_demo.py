@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import Child
+from tests.support.processes import Child
 
 pytestmark = pytest.mark.integration
 

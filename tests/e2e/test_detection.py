@@ -11,7 +11,7 @@ import pytest
 
 from simulator.detection import run_detection
 from simulator.labels import CODES
-from tests.conftest import Service
+from tests.support.harness import Service
 
 pytestmark = pytest.mark.integration
 

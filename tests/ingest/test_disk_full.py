@@ -18,9 +18,8 @@ from liftwatch.localservices import free_port
 from liftwatch.protocol import Reason
 from liftwatch.store.db import Database
 from liftwatch.store.deadletters import DeadLetter, count_dead_letters
-from tests.conftest import Service, eventually
-from tests.ingest.smallfs import fill, small_fs
-from tests.ingest.support import (
+from tests.support.harness import Service, eventually
+from tests.support.ingest import (
     count,
     ingest_settings,
     now_ms,
@@ -28,6 +27,7 @@ from tests.ingest.support import (
     running_ingest,
     telemetry,
 )
+from tests.support.smallfs import fill, small_fs
 
 pytestmark = pytest.mark.integration
 

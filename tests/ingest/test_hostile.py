@@ -15,9 +15,9 @@ from liftwatch.influx import InfluxClient
 from liftwatch.protocol import Reason
 from liftwatch.store.db import Database
 from liftwatch.store.deadletters import count_dead_letters, list_dead_letters
-from tests.conftest import Service, eventually
-from tests.ingest.support import count, event, ingest_settings, now_ms, publish, running_ingest
-from tests.ingest.support import telemetry as tel
+from tests.support.harness import Service, eventually
+from tests.support.ingest import count, event, ingest_settings, now_ms, publish, running_ingest
+from tests.support.ingest import telemetry as tel
 
 pytestmark = pytest.mark.integration
 

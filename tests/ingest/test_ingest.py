@@ -12,8 +12,8 @@ from liftwatch.influx import InfluxClient
 from liftwatch.protocol import Reason
 from liftwatch.store.db import Database
 from liftwatch.store.deadletters import count_dead_letters, list_dead_letters
-from tests.conftest import Service, eventually
-from tests.ingest.support import (
+from tests.support.harness import Service, eventually
+from tests.support.ingest import (
     count,
     event,
     ingest_settings,

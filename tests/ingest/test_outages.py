@@ -17,8 +17,8 @@ from ingest.spool import Spool
 from ingest.writer import INFLUX_REJECTED, InfluxWriter
 from liftwatch.influx import InfluxClient
 from liftwatch.store.deadletters import DeadLetter
-from tests.conftest import Service, Services, eventually
-from tests.ingest.support import count, ingest_settings, now_ms, publish, running_ingest, telemetry
+from tests.support.harness import Service, Services, eventually
+from tests.support.ingest import count, ingest_settings, now_ms, publish, running_ingest, telemetry
 
 pytestmark = pytest.mark.integration
 

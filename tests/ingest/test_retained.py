@@ -14,9 +14,9 @@ from prometheus_client import REGISTRY
 from ingest.worker import LastStatus
 from liftwatch.influx import InfluxClient
 from liftwatch.mqtt import ConsumerStats
-from tests.conftest import Service, eventually
-from tests.ingest.support import ingest_settings, publish, running_ingest
-from tests.ingest.test_mqtt import Collector, run, settings_for
+from tests.support.harness import Service, eventually
+from tests.support.ingest import ingest_settings, publish, running_ingest
+from tests.support.mqtt import Collector, run, settings_for
 
 pytestmark = pytest.mark.integration
 

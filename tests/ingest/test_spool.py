@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ingest.spool import MAGIC, Spool, SpoolFull, decode_records, encode_record, read_segment
-from tests.ingest.smallfs import fill, small_fs
+from tests.support.smallfs import fill, small_fs
 
 
 def test_records_round_trip_lines_with_newlines() -> None:

@@ -16,7 +16,7 @@ from simulator.model import Message, Output
 from simulator.publisher import OFFLINE, ONLINE, Publisher
 from simulator.runner import Simulation, run_realtime
 from simulator.scenario import load_scenario
-from tests.conftest import Service, eventually
+from tests.support.harness import Service, eventually
 
 pytestmark = pytest.mark.integration
 

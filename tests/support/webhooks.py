@@ -1,28 +1,20 @@
-"""Fixtures for webhook tests: a real SQLite store seeded with two companies, alarms raised
-through the real lifecycle (so outbox rows are exactly what the engine writes), and a running
-:class:`Dispatcher` posting to real HTTP receivers (``tests/receiver.py``)."""
+"""Helpers of the webhook tests: a seeded store and ways to read what a receiver got.
+Fixtures live in tests/alerts/webhooks/conftest.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from alerts import lifecycle
 from alerts.webhooks import signing
-from alerts.webhooks.dispatcher import Dispatcher
-from liftwatch.registry import Company, Lift
 from liftwatch.store import Database
-from liftwatch.store import registry as reg
 from liftwatch.store import webhooks as store
 from liftwatch.store.webhooks import Subscription
-from tests.receiver import Received
+from simulator.receiver import Received
 
 
 @dataclass
@@ -60,26 +52,6 @@ class Seeded:
         with self.db.transaction() as conn:
             alarm = lifecycle.raise_condition(conn, req, lifecycle.Policy(), out)
         return alarm.alarm_id
-
-
-@pytest.fixture
-def seeded(tmp_path: Path, unique: str) -> Seeded:
-    db = Database(tmp_path / "liftwatch.sqlite3")
-    reg.upsert_company(db, Company(company_id="co-a", name="Alpha"))
-    reg.upsert_company(db, Company(company_id="co-b", name="Beta"))
-    s = Seeded(db, f"LA-{unique}", f"LB-{unique}")
-    reg.upsert_lift(db, Lift(lift_id=s.lift_a, company_id="co-a", name="A"))
-    reg.upsert_lift(db, Lift(lift_id=s.lift_b, company_id="co-b", name="B"))
-    return s
-
-
-@pytest.fixture
-async def dispatcher(seeded: Seeded) -> AsyncIterator[Dispatcher]:
-    d = Dispatcher(seeded.db, allow_private=True, poll_interval_s=0.2)
-    task = asyncio.create_task(d.run())
-    yield d
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 def body_of(r: Received) -> dict[str, Any]:

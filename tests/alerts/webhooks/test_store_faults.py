@@ -3,7 +3,7 @@
 A real SQLite store on a small tmpfs the fixture mounts (and unmounts), filled up for real so
 that writes fail with ``database or disk is full``; or a second connection holding the write
 lock while the dispatcher's connection has a short busy timeout (``database is locked``). The
-dispatcher, the receiver (``tests/receiver.py``) and the store are the real ones.
+dispatcher, the receiver (``simulator/receiver.py``) and the store are the real ones.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from liftwatch.registry import Company, Lift
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
 from liftwatch.store import webhooks as store
-from tests.conftest import eventually
-from tests.receiver import Received, RecordingReceiver
-from tests.webhooks.conftest import Seeded, body_of
+from simulator.receiver import Received, RecordingReceiver
+from tests.support.harness import eventually
+from tests.support.webhooks import Seeded, body_of
 
 pytestmark = pytest.mark.integration
 

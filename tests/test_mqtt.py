@@ -4,7 +4,6 @@ sessions, redelivery after a failed batch, backpressure, shared subscriptions, r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 
@@ -12,51 +11,15 @@ from liftwatch.mqtt import (
     ConsumerStats,
     RawMessage,
     connect_packet,
-    consume,
     puback_bytes,
     subscribe_packet,
 )
 from liftwatch.settings import Settings
-from tests.conftest import Service, eventually
-from tests.ingest.support import publish
+from tests.support.harness import Service, eventually
+from tests.support.ingest import publish
+from tests.support.mqtt import Collector, run, settings_for
 
 pytestmark = pytest.mark.integration
-
-
-def settings_for(url: str, prefix: str, protocol: str = "5", **kw: object) -> Settings:
-    return Settings(mqtt_url=url, mqtt_topic_prefix=prefix, mqtt_protocol=protocol, **kw)  # type: ignore[arg-type]
-
-
-class Collector:
-    def __init__(self, until: int, fail_on: Callable[[list[RawMessage]], bool] | None = None):
-        self.messages: list[RawMessage] = []
-        self.batches = 0
-        self.until = until
-        self.fail_on = fail_on
-        self.stop = asyncio.Event()
-        self.connected = asyncio.Event()
-
-    async def handle(self, batch: list[RawMessage]) -> None:
-        if self.fail_on is not None and self.fail_on(batch):
-            raise RuntimeError("handler failed on purpose")
-        self.batches += 1
-        self.messages.extend(batch)
-        if len(self.messages) >= self.until:
-            self.stop.set()
-
-
-async def run(settings: Settings, client_id: str, collector: Collector, **kw: object) -> None:
-    await asyncio.wait_for(
-        consume(
-            settings,
-            client_id=client_id,
-            handle_batch=collector.handle,
-            stop=collector.stop,
-            on_connect=collector.connected.set,
-            **kw,  # type: ignore[arg-type]
-        ),
-        60,
-    )
 
 
 async def subscribe_then_stop(settings: Settings, client_id: str) -> None:

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from liftwatch.mqtt import BACKOFF_MAX_S, BACKOFF_MIN_S, ConsumerStats, backoff_delay
-from tests.conftest import eventually
-from tests.ingest.test_mqtt import Collector, run, settings_for
+from tests.support.harness import eventually
+from tests.support.mqtt import Collector, run, settings_for
 
 
 def test_cap_is_low_for_the_alarm_path() -> None:

@@ -15,9 +15,9 @@ from alerts.webhooks.dispatcher import Dispatcher
 from api.app import create_app
 from liftwatch.settings import load_settings
 from liftwatch.store import Database
-from tests.api.conftest import ADMIN_TOKEN, World, assert_error, seed_world
-from tests.conftest import eventually
-from tests.receiver import Received, RecordingReceiver
+from simulator.receiver import Received, RecordingReceiver
+from tests.support.api import ADMIN_TOKEN, World, assert_error, seed_world
+from tests.support.harness import eventually
 
 pytestmark = pytest.mark.integration
 

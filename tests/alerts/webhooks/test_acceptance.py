@@ -31,9 +31,9 @@ from liftwatch.store import Database
 from liftwatch.store import registry as reg
 from liftwatch.store import tokens as tok
 from liftwatch.store import webhooks as store
-from tests.alerts.test_worker import TRAPPED, publish
-from tests.conftest import Service, Services, eventually
-from tests.receiver import Received, RecordingReceiver
+from simulator.receiver import Received, RecordingReceiver
+from tests.support.harness import Service, Services, eventually
+from tests.support.mqtt import TRAPPED, publish
 
 pytestmark = pytest.mark.integration
 

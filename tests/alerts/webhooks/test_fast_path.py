@@ -19,8 +19,8 @@ from liftwatch.registry import Company, Lift
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
 from liftwatch.store import webhooks as store
-from tests.conftest import eventually
-from tests.receiver import Received, RecordingReceiver
+from simulator.receiver import Received, RecordingReceiver
+from tests.support.harness import eventually
 
 pytestmark = pytest.mark.integration
 

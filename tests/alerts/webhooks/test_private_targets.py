@@ -25,9 +25,9 @@ from alerts.webhooks import ssrf
 from liftwatch import allowlist
 from liftwatch.settings import Settings, SettingsError, load_settings
 from liftwatch.store import webhooks as store
-from tests.conftest import eventually
-from tests.receiver import Received, RecordingReceiver
-from tests.webhooks.conftest import Seeded
+from simulator.receiver import Received, RecordingReceiver
+from tests.support.harness import eventually
+from tests.support.webhooks import Seeded
 
 SECRET_ANSWER = (
     '{"results":[{"statement_id":0,"series":[{"name":"databases","columns":["name"],'

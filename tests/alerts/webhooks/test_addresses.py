@@ -22,9 +22,9 @@ import pytest
 from alerts.webhooks import ssrf
 from alerts.webhooks.dispatcher import Dispatcher
 from liftwatch.store import webhooks as store
-from tests.conftest import eventually
-from tests.receiver import RecordingReceiver
-from tests.webhooks.conftest import Seeded
+from simulator.receiver import RecordingReceiver
+from tests.support.harness import eventually
+from tests.support.webhooks import Seeded
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import time
 from alerts import lifecycle
 from alerts.webhooks.dispatcher import route
 from liftwatch.store import webhooks as store
-from tests.webhooks.conftest import Seeded
+from tests.support.webhooks import Seeded
 
 
 def _now() -> int:

@@ -12,9 +12,9 @@ from standardwebhooks.webhooks import Webhook
 from alerts import lifecycle
 from alerts.webhooks.dispatcher import USER_AGENT, Dispatcher
 from liftwatch.store import webhooks as store
-from tests.conftest import eventually
-from tests.receiver import Received, RecordingReceiver
-from tests.webhooks.conftest import Seeded, body_of, of_type
+from simulator.receiver import Received, RecordingReceiver
+from tests.support.harness import eventually
+from tests.support.webhooks import Seeded, body_of, of_type
 
 pytestmark = pytest.mark.integration
 
@@ -136,7 +136,7 @@ async def test_status_handling_410_4xx_redirect(seeded: Seeded, dispatcher: Disp
         (d_bad,) = store.list_deliveries(seeded.db, s_bad.id)
         (attempt,) = store.attempts_of(seeded.db, [d_bad.id])[d_bad.id]
         # A loopback (private) receiver's answer is kept as a short excerpt only (security
-        # review #5); a public one's first 1 KiB (store.RESPONSE_KEEP, tests/webhooks/test_store).
+        # review #5); a public one's first 1 KiB (store.RESPONSE_KEEP, webhooks/test_store).
         assert attempt.status_code == 400 and attempt.response == "x" * 64 + "…"
         assert target.requests == [], "redirects are not followed"
         after = store.get_subscription(seeded.db, s_gone.id)

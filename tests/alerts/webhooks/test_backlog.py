@@ -20,9 +20,9 @@ from alerts.webhooks.dispatcher import Dispatcher
 from liftwatch.registry import Lift
 from liftwatch.store import registry as reg
 from liftwatch.store import webhooks as store
-from tests.conftest import eventually
-from tests.receiver import Received, RecordingReceiver
-from tests.webhooks.conftest import Seeded, body_of
+from simulator.receiver import Received, RecordingReceiver
+from tests.support.harness import eventually
+from tests.support.webhooks import Seeded, body_of
 
 pytestmark = pytest.mark.integration
 
