@@ -1,8 +1,9 @@
-"""One clock abstraction for every timer in liftwatch.
+"""One clock abstraction for every timer and timestamp in liftwatch.
 
 Rules and schedulers take a :class:`Clock` so unit tests can drive them in virtual time
 (:class:`ManualClock`) without sleeping, while production uses the monotonic and wall
-clocks of :class:`SystemClock`.
+clocks of :class:`SystemClock`. Code that only needs "now" for a record calls
+:func:`now_ms` (the system clock), never its own ``time.time_ns() // 1_000_000``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ class Clock(Protocol):
         ...
 
 
+def now_ms() -> int:
+    """The system's wall-clock time in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
 class SystemClock:
     def now_ms(self) -> int:
-        return time.time_ns() // 1_000_000
+        return now_ms()
 
     def monotonic(self) -> float:
         return time.monotonic()
