@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -28,6 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.deps import DbDep
 from api.errors import ApiError, forbidden, not_found
+from liftwatch.clock import now_ms
 from liftwatch.registry import Lift
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
@@ -91,7 +91,7 @@ def authenticate(db: Database, token: str, admin_token_hash: str | None) -> Prin
         return None
     if record.company_id is not None and not record.company_active:
         raise TokenRefused(f"the token's company {record.company_id!r} is deactivated")
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     if record.last_used_at is None or now - record.last_used_at > 60_000:
         tok.touch_token(db, record.token_id)
     role: Role = record.role  # type: ignore[assignment]  # CHECK constraint in the table

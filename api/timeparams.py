@@ -6,18 +6,14 @@ past 2262 and answered such queries with an error the API could only report as 5
 
 from __future__ import annotations
 
-import time
-
 from api.errors import invalid
+from liftwatch import clock
 from liftwatch.protocol import parse_ts
 
 EXAMPLE = "2026-11-26T20:01:02Z or 1795723262000"
+now_ms = clock.now_ms  # the API modules take "now" from here
 MIN_MS = 0  # 1970-01-01T00:00:00Z
 MAX_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z (exclusive)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def parse_time(value: str | None, field: str, default: int) -> int:

@@ -22,6 +22,8 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from liftwatch import clock
+
 PROTOCOL_VERSION: Final = 1
 MAX_PAYLOAD_BYTES: Final = 16 * 1024
 FUTURE_TOLERANCE_MS: Final = 5 * 60 * 1000
@@ -324,7 +326,7 @@ def _decode(
 
     if body.v != PROTOCOL_VERSION:
         return _unsupported(topic, lift_id, body.v)
-    now_ms = received_ms if received_ms is not None else time.time_ns() // 1_000_000
+    now_ms = received_ms if received_ms is not None else clock.now_ms()
     truncated = _truncate_strings(body)
     if isinstance(body, Status):
         return Decoded(lift_id=lift_id, kind=kind, body=body, ts_ms=now_ms, received_ms=now_ms)

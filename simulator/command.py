@@ -7,11 +7,11 @@ import json
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from liftwatch.clock import now_ms
 from liftwatch.protocol import format_ts
 from liftwatch.settings import MqttTarget, Settings, settings_from
 from simulator.labels import Label
@@ -169,7 +169,7 @@ def _scenario(args: argparse.Namespace) -> int:
     if args.time_scale <= 0:
         print("liftwatch simulate: --time-scale must be > 0", file=sys.stderr)
         return EXIT_BAD_INPUT
-    start_ms = time.time_ns() // 1_000_000
+    start_ms = now_ms()
     sim = Simulation(scn, start_ms, seed=args.seed, compress_idle_s=args.compress_idle)
     log = None if args.quiet else _LiveLog(sim)
     if log:
@@ -263,7 +263,7 @@ def _dump(item: Output, prefix: str) -> dict[str, Any]:
 
 def _check(args: argparse.Namespace) -> int:
     scn = _load_or_exit(args.file)
-    sim = Simulation(scn, time.time_ns() // 1_000_000)
+    sim = Simulation(scn, now_ms())
     sim.run_all()
     print(
         f"{scn.name}: {len(scn.lifts)} lifts, {len(scn.steps)} steps, {scn.duration_s:g} s; "

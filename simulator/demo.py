@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 
 from alerts.webhooks.signing import SecretError, verify
+from liftwatch.clock import now_ms
 from liftwatch.localservices import ServiceError
 from simulator.model import LinkChange, Output
 from simulator.runner import Simulation
@@ -100,7 +101,7 @@ class _Say:
 
     def __call__(self, text: str, at_ms: int | None = None) -> None:
         if self.story_start_ms is not None:
-            now = time.time_ns() // 1_000_000 if at_ms is None else at_ms
+            now = now_ms() if at_ms is None else at_ms
             text = f"[{(now - self.story_start_ms) / 1000:6.1f}s] {text}"
         with self._lock:
             print(text, flush=True)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+from liftwatch import clock
 from simulator.model import LiftConfig, LiftModel
 from simulator.runner import Sink, lift_rng
 
@@ -130,7 +131,7 @@ def run_load(
     should_stop: Callable[[], bool] = lambda: False,
     out: TextIO = sys.stderr,
 ) -> LoadResult:
-    start_ms = time.time_ns() // 1_000_000
+    start_ms = clock.now_ms()
     fleet = build_fleet(opts, start_ms)
     heap = [(m.next_event_ms(), i) for i, m in enumerate(fleet)]
     heapq.heapify(heap)

@@ -32,6 +32,7 @@ from typing import IO, Any
 
 import httpx
 
+from liftwatch.clock import now_ms
 from liftwatch.localservices import InfluxDB, Mosquitto
 from liftwatch.settings import MqttTarget
 from simulator.model import Output
@@ -311,7 +312,7 @@ def run_scenario(
     )
     pub.start([lift.id for lift in scenario.lifts])
     try:
-        sim = Simulation(scenario, time.time_ns() // 1_000_000)
+        sim = Simulation(scenario, now_ms())
         sim.on_step = on_step
         if on_start is not None:
             on_start(sim)

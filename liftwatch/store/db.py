@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+
+from liftwatch.clock import now_ms
 
 
 class StoreError(Exception):
@@ -102,7 +103,7 @@ class Database:
                     conn.execute(statement)
                 conn.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                    (version, name, int(time.time() * 1000)),
+                    (version, name, now_ms()),
                 )
                 applied.append(name)
         return applied

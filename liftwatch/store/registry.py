@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import time
 from typing import Any, Final, Literal
 
 from pydantic import ValidationError
 
+from liftwatch.clock import now_ms
 from liftwatch.registry import STORED, Company, Lift
 from liftwatch.store import alarms
 from liftwatch.store.db import Database
@@ -18,10 +18,6 @@ from liftwatch.thresholds import unusable
 log = logging.getLogger("liftwatch.store")
 
 Outcome = Literal["inserted", "updated", "unchanged"]
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def upsert_company(db: Database, company: Company) -> Outcome:
@@ -33,7 +29,7 @@ def _upsert_company(conn: sqlite3.Connection, company: Company) -> Outcome:
     row = conn.execute(
         "SELECT * FROM companies WHERE company_id = ?", (company.company_id,)
     ).fetchone()
-    now = _now_ms()
+    now = now_ms()
     if row is None:
         conn.execute(
             "INSERT INTO companies"
@@ -172,7 +168,7 @@ def upsert_lift_in(conn: sqlite3.Connection, lift: Lift) -> Outcome:
     belongs to another lift.
     """
     row = conn.execute("SELECT * FROM lifts WHERE lift_id = ?", (lift.lift_id,)).fetchone()
-    now = _now_ms()
+    now = now_ms()
     values: dict[str, Any] = lift.model_dump()
     values["overrides"] = json.dumps(lift.overrides, sort_keys=True)
     values["urban"] = int(lift.urban)
@@ -254,7 +250,7 @@ def set_lift_active(db: Database, lift_id: str, active: bool) -> bool:
     with db.transaction() as conn:
         cur = conn.execute(
             "UPDATE lifts SET active = ?, updated_at = ?, change_seq = ? WHERE lift_id = ?",
-            (int(active), _now_ms(), next_change_seq(conn), lift_id),
+            (int(active), now_ms(), next_change_seq(conn), lift_id),
         )
         return cur.rowcount > 0
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from dataclasses import dataclass, replace
 
+from liftwatch.clock import now_ms
 from liftwatch.store.db import Database
 
 
@@ -22,10 +22,6 @@ class TokenRecord:
     # Whether the token's company is active (None: the token has no company); filled by
     # find_active_token, which authentication calls on every request.
     company_active: bool | None = None
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _record(row: sqlite3.Row) -> TokenRecord:
@@ -52,7 +48,7 @@ def add_token(
     created_by: str,
 ) -> TokenRecord:
     """Insert a token. Raises ``sqlite3.IntegrityError`` for an unknown company."""
-    now = _now_ms()
+    now = now_ms()
     with db.transaction() as conn:
         conn.execute(
             "INSERT INTO api_tokens"
@@ -96,7 +92,7 @@ def token_in_force(db: Database, token_id: str) -> bool:
 
 def touch_token(db: Database, token_id: str, *, min_interval_ms: int = 60_000) -> None:
     """Record use, at most once a minute per token, so reads do not each cost a write."""
-    now = _now_ms()
+    now = now_ms()
     with db.transaction() as conn:
         conn.execute(
             "UPDATE api_tokens SET last_used_at = ? WHERE token_id = ?"
@@ -128,6 +124,6 @@ def revoke_token(db: Database, token_id: str) -> bool:
             return False
         if row["revoked_at"] is None:
             conn.execute(
-                "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ?", (_now_ms(), token_id)
+                "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ?", (now_ms(), token_id)
             )
         return True
