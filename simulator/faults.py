@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
+from liftwatch.faults import BY_GB24476
 from simulator.labels import MARGIN_S, SEVERITY, Label, Verdict, suppressed, threshold
 from simulator.model import LiftModel, LinkChange, Message, Run
 
@@ -24,16 +25,7 @@ Seconds = Annotated[float, Field(ge=0, le=7 * 86_400)]
 PosSeconds = Annotated[float, Field(gt=0, le=7 * 86_400)]
 
 # GB/T 24476-2017 fault codes 1–8 (FAULTS.md): anything else is a `controller_fault`.
-GB24476_CODES: dict[int, str] = {
-    1: "safety_circuit_open",
-    2: "door_close_fault",
-    3: "door_open_fault",
-    4: "stopped_outside_zone",
-    5: "unintended_car_movement",
-    6: "motor_runtime_limiter",
-    7: "position_lost",
-    8: "restart_prevented",
-}
+GB24476_CODES: dict[int, str] = {n: code for n, code in BY_GB24476.items() if 1 <= n <= 8}
 # Codes 4 and 7 share a FAULTS.md row with a 10 s derived threshold; a reported fault may
 # be raised at once or after it, so the label accepts either.
 _REPORTED_THRESHOLD_S = {4: 10.0, 7: 10.0}

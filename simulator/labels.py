@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from liftwatch.faults import CODES as FAULT_CODES
 from liftwatch.thresholds import DEFAULTS as ALERT_DEFAULTS
 from simulator.model import LiftModel
 
@@ -32,30 +33,7 @@ Verdict = Literal["raise", "forbid", "allow"]
 # a lift's registry ``overrides`` and LIFTWATCH_ALERTS_THRESHOLDS set.
 THRESHOLD_KEYS: frozenset[str] = frozenset(ALERT_DEFAULTS)
 
-SEVERITY: dict[str, str] = {
-    "entrapment": "critical",
-    "alarm_button": "critical",
-    "unintended_car_movement": "critical",
-    "door_open_while_running": "critical",
-    "overspeed": "critical",
-    "overtravel_top": "critical",
-    "overtravel_bottom": "critical",
-    "stopped_outside_zone": "major",
-    "safety_circuit_open": "major",
-    "door_close_fault": "major",
-    "door_open_fault": "major",
-    "motor_runtime_limiter": "major",
-    "position_lost": "major",
-    "restart_prevented": "major",
-    "run_timeout": "major",
-    "power_failure": "major",
-    "device_offline": "major",
-    "controller_fault": "major",
-    "door_cycling": "minor",
-    "door_open_too_long": "minor",
-    "alarm_test_overdue": "minor",
-    "backup_battery_low": "minor",
-}
+SEVERITY: dict[str, str] = {code: c.severity for code, c in FAULT_CODES.items()}  # FAULTS.md
 CODES: tuple[str, ...] = tuple(SEVERITY)
 
 SPECIAL_MODES = frozenset(

@@ -22,34 +22,13 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
-from liftwatch.protocol import format_ts
+from liftwatch.protocol import Kind, ServiceMode, format_ts
 
-Kind = Literal["telemetry", "event", "status"]
-ServiceMode = Literal[
-    "normal",
-    "inspection",
-    "out_of_service",
-    "fire_return",
-    "firefighter",
-    "emergency_power",
-    "earthquake",
-    "unknown",
-]
-SERVICE_MODES: tuple[str, ...] = (
-    "normal",
-    "inspection",
-    "out_of_service",
-    "fire_return",
-    "firefighter",
-    "emergency_power",
-    "earthquake",
-    "unknown",
-)
-PowerSource = Literal["mains", "battery", "other"]
+SERVICE_MODES: tuple[str, ...] = get_args(ServiceMode)
 
 # A final limit switch sits this far beyond the terminal landing (EN 81-20 5.12.2: it must
 # operate before the car touches the buffers, i.e. within the overtravel).

@@ -15,9 +15,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from liftwatch.protocol import ServiceMode
 from simulator.faults import BadDevice, Context, Fault, _Fault, _once
 from simulator.labels import THRESHOLD_KEYS
-from simulator.model import LiftConfig, LiftModel, ServiceMode
+from simulator.model import LiftConfig, LiftModel
 
 LiftId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 FloorRef = int | str

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from liftwatch.protocol import Rejection, decode, format_ts
-from liftwatch.registry import Company, ImportRowError, parse_csv, parse_json
+from liftwatch.registry import CSV_COLUMNS, Company, ImportRowError, parse_csv, parse_json
 from liftwatch.settings import settings_from
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
@@ -46,22 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "import",
         help="load lifts from CSV or JSON, idempotently",
         description="Columns: "
-        + ", ".join(
-            [
-                "lift_id (required)",
-                "registration_code",
-                "rescue_code",
-                "name",
-                "address",
-                "area_code",
-                "company_id",
-                "rated_speed",
-                "floors",
-                "urban",
-                "active",
-                "overrides (JSON)",
-            ]
-        )
+        + ", ".join(_COLUMN_NOTES.get(c, c) for c in CSV_COLUMNS)
         + ". See docs/registry.md. Bad rows are reported with their line numbers; the "
         "good rows are still imported. Exit 0 when every row was imported, 1 otherwise.",
     )
@@ -158,3 +143,6 @@ def _lifts_import(args: argparse.Namespace) -> int:
         f"unchanged={len(outcomes['unchanged'])} rejected={len(errors)}"
     )
     return 0 if not errors else 1
+
+
+_COLUMN_NOTES = {"lift_id": "lift_id (required)", "overrides": "overrides (JSON)"}
