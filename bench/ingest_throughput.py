@@ -58,7 +58,7 @@ from ingest.worker import Ingest
 from ingest.writer import InfluxWriter
 from liftwatch.influx import InfluxClient
 from liftwatch.localservices import InfluxDB, Mosquitto, free_port
-from liftwatch.mqtt import RawMessage, _packet, _str
+from liftwatch.mqtt import RawMessage, encode_str, packet
 from liftwatch.settings import Settings
 from liftwatch.store.db import Database
 
@@ -111,8 +111,8 @@ def publish(port: int, items: list[tuple[str, bytes]]) -> None:
     """QoS 1 over a raw socket, all packets in large writes, then wait for every PUBACK."""
     packets = bytearray()
     for i, (topic, payload) in enumerate(items):
-        packets += _packet(0x32, _str(topic) + (i % 65535 + 1).to_bytes(2, "big") + payload)
-    connect = _packet(0x10, _str("MQTT") + b"\x04\x02\x00\x3c" + _str("bench-publisher"))
+        packets += packet(0x32, encode_str(topic) + (i % 65535 + 1).to_bytes(2, "big") + payload)
+    connect = packet(0x10, encode_str("MQTT") + b"\x04\x02\x00\x3c" + encode_str("bench-publisher"))
     with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
         sock.sendall(connect)
         if sock.recv(4)[:1] != b"\x20":

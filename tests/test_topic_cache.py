@@ -8,8 +8,9 @@ import tracemalloc
 
 import pytest
 
-from liftwatch import mqtt, protocol
-from liftwatch.mqtt import _Chunk, _Connection, _packet
+from liftwatch import protocol
+from liftwatch.mqtt import connection, packet
+from liftwatch.mqtt.connection import Chunk, Connection
 from liftwatch.protocol import Rejection, parse_topic, topic_cache_bytes
 
 
@@ -56,10 +57,10 @@ class _Sink:
     protocol = "3.1.1"
 
     def __init__(self) -> None:
-        self.chunk = _Chunk(1)
+        self.chunk = Chunk(1)
         self.received = 0
 
-    def chunk_for(self, gen: int) -> _Chunk:
+    def chunk_for(self, gen: int) -> Chunk:
         return self.chunk
 
     def on_received(self, n: int) -> None:
@@ -68,7 +69,7 @@ class _Sink:
 
 def _publish(topic: bytes, mid: int) -> bytes:
     body = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + b"{}"
-    return _packet(0x32, body)
+    return packet(0x32, body)
 
 
 async def test_connection_topic_cache_skips_long_topics_and_is_bounded_by_bytes(
@@ -76,14 +77,14 @@ async def test_connection_topic_cache_skips_long_topics_and_is_bounded_by_bytes(
 ) -> None:
     """Async only because a connection is made inside a running event loop."""
     sink = _Sink()
-    conn = _Connection(sink, 1)  # type: ignore[arg-type]
+    conn = Connection(sink, 1)
     long_topics = [b"lifts/%d" % i + b"x" * 60_000 + b"/telemetry" for i in range(50)]
     for i, topic in enumerate(long_topics):
         conn.data_received(_publish(topic, i + 1))
     assert [m.topic.encode() for m in sink.chunk.messages] == long_topics
     assert conn.topics == {} and conn.topic_bytes == 0  # 678cc9a: every 60 KB topic kept
 
-    monkeypatch.setattr(mqtt, "TOPIC_CACHE_MAX_BYTES", 100_000)
+    monkeypatch.setattr(connection, "TOPIC_CACHE_MAX_BYTES", 100_000)
     for i in range(5_000):
         conn.data_received(_publish(b"lifts/L%05d/status" % i, i % 65535 + 1))
         assert conn.topic_bytes <= 100_000

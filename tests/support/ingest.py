@@ -14,7 +14,7 @@ from typing import Any
 
 from ingest.worker import run_ingest
 from liftwatch.influx import InfluxClient
-from liftwatch.mqtt import ConsumerStats, _packet, _str, connect_packet
+from liftwatch.mqtt import ConsumerStats, connect_packet, encode_str, packet
 from liftwatch.settings import Settings
 
 
@@ -50,8 +50,8 @@ def publish(
     packets = bytearray()
     n = 0
     for n, (topic, payload) in enumerate(items, 1):
-        body = _str(topic) + ((n % 65535 + 1).to_bytes(2, "big") if qos else b"") + payload
-        packets += _packet(0x30 | (qos << 1) | int(retain), body)
+        body = encode_str(topic) + ((n % 65535 + 1).to_bytes(2, "big") if qos else b"") + payload
+        packets += packet(0x30 | (qos << 1) | int(retain), body)
     with socket.create_connection((host, int(port)), timeout=60) as sock:
         sock.sendall(
             connect_packet(
