@@ -258,7 +258,7 @@ class _Story:
         self.outside[lift] = outside
 
 
-class _Dispatcher(threading.Thread):
+class _DispatcherBot(threading.Thread):
     """The maintenance company's dispatcher: acknowledges every critical alarm through the
     API with the maintainer token (FAULTS.md: a critical alarm escalates until acknowledged)."""
 
@@ -395,7 +395,7 @@ def _run(stack: Stack, scenario: Scenario, once: bool, say: _Say, parts: list[An
     lifts = ", ".join(spec.id for spec in scenario.lifts)
     say(f"setup    registered company {COMPANY[0]!r} and its lifts {lifts}; tokens created")
 
-    dispatcher = _Dispatcher(stack, maintainer, say)
+    dispatcher = _DispatcherBot(stack, maintainer, say)
     receiver = _Receiver(dispatcher.on_event, say)
     parts += [receiver, dispatcher]
     with stack.client(maintainer) as api:

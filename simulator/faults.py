@@ -32,7 +32,7 @@ _REPORTED_THRESHOLD_S = {4: 10.0, 7: 10.0}
 
 
 @dataclass
-class Context:
+class FaultContext:
     """What an injection needs besides the lift: where labels go and the lift's overrides."""
 
     lift_id: str
@@ -94,7 +94,7 @@ def _idle_at_landing(m: LiftModel) -> bool:
     return not m.car_running and m.door_state == "locked" and m.door_zone
 
 
-def _end_of_alarm(model: LiftModel, ctx: Context, after_s: float | None) -> None:
+def _end_of_alarm(model: LiftModel, ctx: FaultContext, after_s: float | None) -> None:
     if after_s is None:
         return
 
@@ -108,7 +108,7 @@ def _end_of_alarm(model: LiftModel, ctx: Context, after_s: float | None) -> None
 class _Fault(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         raise NotImplementedError
 
 
@@ -120,7 +120,7 @@ class StuckBetweenFloors(_Fault):
     end_of_alarm_after_s: Seconds | None = 5
     with_passengers: bool = True  # wait for a run with someone inside
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         def stop() -> None:
             model.emergency_stop()
             model.halted = True
@@ -144,7 +144,7 @@ class DoorsWontOpen(_Fault):
     report_code: bool = False
     end_of_alarm_after_s: Seconds | None = 5
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         def armed() -> None:
             model.doors_blocked = True
             _once(model, lambda m: m.stationary and m.door_zone and bool(m.riders), arrived)
@@ -173,7 +173,7 @@ class UnintendedMovement(_Fault):
     report_code: bool = False
     end_of_alarm_after_s: Seconds | None = 10
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         def creep() -> None:
             model.door_hold = True
             model.door_until = None
@@ -204,7 +204,7 @@ class DoorOpenWhileRunning(_Fault):
     hold_s: PosSeconds = 3
     end_of_alarm_after_s: Seconds | None = 10
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         def open_() -> None:
             model.door_state = "not_fully_closed"
             model.doors_forced_open = True
@@ -226,7 +226,7 @@ class Overspeed(_Fault):
     factor: Annotated[float, Field(gt=1, le=3)] = 1.3
     end_of_alarm_after_s: Seconds | None = 20
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         def boost() -> None:
             run = model.run
             assert run is not None
@@ -254,7 +254,7 @@ class Overtravel(_Fault):
     hold_s: PosSeconds = 15
     end_of_alarm_after_s: Seconds | None = 5
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         def go() -> None:
             target = (
                 model.top_mm + self.beyond_mm
@@ -282,7 +282,7 @@ class SafetyCircuitOpen(_Fault):
     hold_s: PosSeconds = 6
     report_code: bool = False
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         def trip() -> None:
             model.emergency_stop()
             model.safety = "open"
@@ -313,7 +313,7 @@ class PowerFailure(_Fault):
     hold_s: PosSeconds = 20
     when: Literal["now", "mid_run"] = "now"
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         def cut() -> None:
             model.emergency_stop()
             model.power = "battery"
@@ -336,7 +336,7 @@ class TractionSlip(_Fault):
     kind: Literal["traction_slip"]
     hold_s: PosSeconds = 50
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         def slip() -> None:
             model.slipping = True
             model.run_started_closed = True
@@ -355,7 +355,7 @@ class PositionLost(_Fault):
     kind: Literal["position_lost"]
     hold_s: PosSeconds = 15
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         def lose() -> None:
             model.position_lost = True
             model.after(self.hold_s, found)
@@ -366,7 +366,7 @@ class PositionLost(_Fault):
         _once(model, lambda m: not m.car_running, lose)
 
 
-class ControllerFault(_Fault):
+class ReportedControllerFault(_Fault):
     """The controller reports a fault code (event + telemetry list) and clears it later."""
 
     kind: Literal["controller_fault"]
@@ -376,7 +376,7 @@ class ControllerFault(_Fault):
     hold_s: PosSeconds = 20
     end_of_alarm_after_s: Seconds | None = 5
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         _report(model, ctx, self.namespace, self.code, True, self.text)
 
         def clear() -> None:
@@ -399,7 +399,7 @@ def alarm_code(namespace: str, code: int | str) -> str:
 
 def _report(
     model: LiftModel,
-    ctx: Context,
+    ctx: FaultContext,
     namespace: str,
     code: int | str,
     active: bool,
@@ -440,7 +440,7 @@ class DeviceSilent(_Fault):
     kind: Literal["device_silent"]
     hold_s: PosSeconds = 30
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         model.silent = True
 
         def wake() -> None:
@@ -456,7 +456,7 @@ class ConnectionLost(_Fault):
     kind: Literal["connection_lost"]
     hold_s: PosSeconds = 70
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         model.link_up = False
         model.out.append(LinkChange(model.cfg.lift_id, model.t, up=False))
 
@@ -474,7 +474,7 @@ class DoorCycling(_Fault):
     kind: Literal["door_cycling"]
     cycles: Annotated[int, Field(ge=1, le=100)] = 5
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         def start() -> None:
             model.door_cycles_left = self.cycles
             model.open_doors()
@@ -488,7 +488,7 @@ class HoldDoors(_Fault):
     kind: Literal["hold_doors"]
     hold_s: PosSeconds = 125
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         def hold() -> None:
             model.hold_doors(True)
             model.after(self.hold_s, lambda: model.hold_doors(False))
@@ -503,7 +503,7 @@ class BatteryLow(_Fault):
     level: Annotated[int, Field(ge=0, le=100)] = 25
     hold_s: PosSeconds = 70
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         model.battery_pinned = float(self.level)
         model.battery = float(self.level)
 
@@ -519,7 +519,7 @@ class SelftestMissing(_Fault):
 
     kind: Literal["selftest_missing"]
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         model.next_selftest_ms = 2**62
 
 
@@ -529,7 +529,7 @@ class SelftestFail(_Fault):
     kind: Literal["selftest_fail"]
     detail: str = "alarm line test failed"
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         model.emit_event("selftest", result="fail", detail=self.detail)
 
 
@@ -548,7 +548,7 @@ class AlarmButton(_Fault):
     # Send each press event twice (same seq and ts): liftwatch must count it once.
     duplicate: bool = False
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         def press(n: int) -> None:
             now = model.t
             window = threshold(ctx.overrides, "alarm_button_repeat_s") * 1000
@@ -612,7 +612,7 @@ class EndOfAlarm(_Fault):
     kind: Literal["end_of_alarm"]
     by: str = "simulator technician"
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         model.emit_event("end_of_alarm", by=self.by)
         ctx.unresolved.clear()
 
@@ -628,7 +628,7 @@ Fault = Annotated[
     | PowerFailure
     | TractionSlip
     | PositionLost
-    | ControllerFault
+    | ReportedControllerFault
     | DeviceSilent
     | ConnectionLost
     | DoorCycling
@@ -698,7 +698,7 @@ class Duplicate(_Fault):
     kind: Literal["duplicate"]
     count: Annotated[int, Field(ge=1, le=10_000)] = 3
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         _quirks(model).duplicates += self.count
 
 
@@ -708,7 +708,7 @@ class OutOfOrder(_Fault):
     kind: Literal["out_of_order"]
     count: Annotated[int, Field(ge=1, le=10_000)] = 2
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         _quirks(model).late += self.count
 
 
@@ -718,7 +718,7 @@ class ClockSkew(_Fault):
     kind: Literal["clock_skew"]
     offset_s: Annotated[float, Field(ge=-30 * 86_400, le=30 * 86_400)]
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         model.skew_ms = round(self.offset_s * 1000)
 
 
@@ -727,7 +727,7 @@ class Reboot(_Fault):
 
     kind: Literal["reboot"]
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         model.seq = 0
         model.next_selftest_ms = model.t
         model.next_telemetry_ms = model.t
@@ -740,7 +740,7 @@ class Malformed(_Fault):
     count: Annotated[int, Field(ge=1, le=10_000)] = len(MALFORMED_VARIANTS)
     variants: list[MalformedVariant] = Field(default_factory=lambda: list(MALFORMED_VARIANTS))
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         for i in range(self.count):
             variant = self.variants[i % len(self.variants)]
             model.out.append(malformed_message(model, variant))

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import msgspec
 
 from liftwatch.protocol import format_ts
-from simulator.faults import Context
+from simulator.faults import FaultContext
 from simulator.labels import Label, LiftTruth, forbid_everything
 from simulator.model import LiftModel, LinkChange, Message, Output
 from simulator.scenario import Scenario, Step, compress_timeline
@@ -62,14 +62,14 @@ class Simulation:
         self._next_step = 0
         self.models = {}
         self.truths: dict[str, LiftTruth] = {}
-        self.contexts: dict[str, Context] = {}
+        self.contexts: dict[str, FaultContext] = {}
         for spec in self.scenario.lifts:
             model = LiftModel(spec.config(), lift_rng(seed, spec.id), self.start_ms)
             truth = LiftTruth(spec.id, spec.overrides, self.labels)
             model.watchers.append(truth)
             self.models[spec.id] = model
             self.truths[spec.id] = truth
-            self.contexts[spec.id] = Context(spec.id, self.labels, spec.overrides)
+            self.contexts[spec.id] = FaultContext(spec.id, self.labels, spec.overrides)
             model.settle()  # the boot snapshot (and self-test) at the very start
         self.now_ms = self.start_ms
         self.finished = False

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from liftwatch.protocol import ServiceMode
-from simulator.faults import BadDevice, Context, Fault, _Fault, _once
+from simulator.faults import BadDevice, Fault, FaultContext, _Fault, _once
 from simulator.labels import THRESHOLD_KEYS
 from simulator.model import LiftConfig, LiftModel
 
@@ -140,7 +140,7 @@ class Call(_Fault):
     to: FloorRef
     passengers: Annotated[int, Field(ge=1, le=50)] = 1
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         model.add_passengers(_floor(model, self.origin), _floor(model, self.to), self.passengers)
 
 
@@ -158,7 +158,7 @@ class Move(_Fault):
             raise ValueError("give exactly one of `to` (a floor) or `by_mm`")
         return self
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         if model.car_running or model.door_state != "locked":
             # Busy: the request waits, as a registered car call would, until the car is free.
             _once(model, lambda m: not m.car_running and m.door_state == "locked", self._go(model))
@@ -185,7 +185,7 @@ class Mode(_Fault):
     kind: Literal["mode"]
     mode: ServiceMode
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         if model.mode == "fire_return" and self.mode != "fire_return":
             model.hold_doors(False)
         model.mode = self.mode
@@ -197,7 +197,7 @@ class Power(_Fault):
     kind: Literal["power"]
     source: Literal["mains", "battery", "other"]
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         if self.source != "mains":
             model.emergency_stop()
         model.power = self.source
@@ -209,7 +209,7 @@ class Traffic(_Fault):
     kind: Literal["traffic"]
     calls_per_hour: Annotated[float, Field(ge=0, le=3600)]
 
-    def apply(self, model: LiftModel, ctx: Context) -> None:
+    def apply(self, model: LiftModel, ctx: FaultContext) -> None:
         from dataclasses import replace
 
         model.cfg = replace(model.cfg, calls_per_hour=self.calls_per_hour)
