@@ -1,5 +1,5 @@
 """Cost of decoding one typical telemetry message: liftwatch's msgspec decoder against the
-same rules written with pydantic v2 + orjson (the alternative the foundation issue names).
+same rules written with pydantic v2 + orjson (the alternative DESIGN.md weighed).
 
     .venv/bin/python bench/decoder_cost.py
 

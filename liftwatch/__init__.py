@@ -1,9 +1,10 @@
 """liftwatch: elevator remote fault-alarm monitoring.
 
-The ``liftwatch`` package is the shared home of what every part uses: the device-protocol
-decoder, settings, the command line, the SQLite store, the InfluxDB client and the clock.
-The parts themselves live in the top-level packages ``ingest``, ``alerts``, ``api`` and
-``simulator``.
+The ``liftwatch`` package is the shared kernel every part uses: the device protocol and its one
+decoder, the FAULTS.md vocabulary (faults, thresholds), settings, the clock, the MQTT consumer,
+the SQLite store, the InfluxDB client. It imports no part: the parts live in the top-level
+packages ``ingest``, ``alerts``, ``api`` and ``simulator``, and only ``liftwatch.cmd`` (the
+entry points) names them (docs/architecture.md).
 """
 
 __version__ = "0.1.0"

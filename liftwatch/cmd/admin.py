@@ -1,4 +1,4 @@
-"""Foundation subcommands: ``decode``, ``companies``, ``lifts``."""
+"""Registry subcommands of the kernel: ``decode``, ``companies``, ``lifts``."""
 
 from __future__ import annotations
 

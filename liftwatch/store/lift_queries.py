@@ -1,4 +1,4 @@
-"""Lift listing queries for the API (filters the foundation's ``registry`` module lacks)."""
+"""Lift listing queries for the API (filters the kernel's ``registry`` module lacks)."""
 
 from __future__ import annotations
 
