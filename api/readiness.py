@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -13,6 +12,7 @@ import aiomqtt
 from liftwatch.influx import InfluxClient
 from liftwatch.settings import Settings
 from liftwatch.store import Database
+from liftwatch.tls import broker_tls_context
 
 CheckResult = tuple[bool, str]
 Check = Callable[[], Awaitable[CheckResult]]
@@ -26,11 +26,7 @@ def broker_check(settings: Settings) -> Check:
 
     async def check() -> CheckResult:
         target = settings.mqtt
-        tls: ssl.SSLContext | None = None
-        if target.tls:
-            tls = ssl.create_default_context(
-                cafile=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None
-            )
+        tls = broker_tls_context(settings)
         try:
             async with aiomqtt.Client(
                 target.host,

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,6 +28,7 @@ from liftwatch.mqtt.packets import (
     subscribe_packet,
 )
 from liftwatch.settings import MqttTarget, Settings
+from liftwatch.tls import broker_tls_context
 
 log = logging.getLogger("liftwatch.mqtt")
 
@@ -153,10 +153,7 @@ class _Consumer:
         self.gen += 1
         gen = self.gen
         conn = Connection(self, gen)
-        ctx: ssl.SSLContext | None = None
-        if self.target.tls:
-            ca = self.settings.mqtt_ca_file
-            ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
+        ctx = broker_tls_context(self.settings)
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             await loop.create_connection(
                 lambda: conn,
