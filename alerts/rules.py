@@ -457,26 +457,17 @@ def _durations(st: LiftState, now: int, ctx: Context, out: list[Signal], new_mes
     due = NEVER
     if st.btn_pending and st.btn_pressed:
         hold_due = st.btn_since + p.alarm_button_hold_ms
+        # FAULTS.md 1.1 #3: judged while held; once the car is neither running normally nor
+        # open at a landing the press counts now, else after the hold.
+        why = None
         if not _button_filtered(st.tel):
-            # FAULTS.md 1.1 #3: judged while held; the car stopped outside normal running or
-            # closed its doors, so the press counts now.
-            st.btn_pending = False
-            _raise(
-                st,
-                ("alarm_button", None, "device"),
-                out,
-                extra={"held_since": format_ts(st.btn_since)},
-                note="filter ended while the button was held",
-            )
+            why = "filter ended while the button was held"
         elif now >= hold_due:
+            why = "filter bypassed: held"
+        if why is not None:
             st.btn_pending = False
-            _raise(
-                st,
-                ("alarm_button", None, "device"),
-                out,
-                extra={"held_since": format_ts(st.btn_since)},
-                note="filter bypassed: held",
-            )
+            held = {"held_since": format_ts(st.btn_since)}
+            _raise(st, ("alarm_button", None, "device"), out, extra=held, note=why)
         elif hold_due < due:
             due = hold_due
     tel = st.tel
