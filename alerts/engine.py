@@ -143,7 +143,7 @@ class Engine:
             for lift, problem in reg.all_lifts_checked(self.db):
                 self.lifts[lift.lift_id] = lift
                 self._flag(lift.lift_id, problem)
-            self._created = store.lifts_with_created_at(self.db)
+            self._created = reg.lifts_with_created_at(self.db)
             self._marks = store.lift_marks(self.db)
             self._inactive = {lift.lift_id for lift in self.lifts.values() if not lift.active}
             for lift in self.lifts.values():

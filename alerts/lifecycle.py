@@ -21,6 +21,7 @@ from typing import Any, Final, Protocol
 
 from liftwatch.protocol import format_ts
 from liftwatch.store import alarms as store
+from liftwatch.store import outbox
 from liftwatch.store.alarms import Alarm, Transition
 from liftwatch.store.db import Database
 
@@ -104,7 +105,7 @@ def _record(
     t = Transition(alarm.alarm_id, at, event, from_state, to_state, actor, note)
     t = store.add_transition(conn, t)
     if notify is not None and notifies(alarm):
-        store.add_outbox(conn, alarm, notify, at, extra=extra)
+        outbox.add_outbox(conn, alarm, notify, at, extra=extra)
     out.append(Change(replace(alarm), t))
 
 
@@ -351,7 +352,7 @@ def send_summary(
         }
     }
     latest = store.get_alarm(conn, last.alarm_id) or last
-    store.add_outbox(conn, latest, "alarm.summary", at, extra=extra)
+    outbox.add_outbox(conn, latest, "alarm.summary", at, extra=extra)
     store.mark_notified(conn, [a.alarm_id for a in collapsed], at)
     return True
 

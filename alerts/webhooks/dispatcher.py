@@ -58,7 +58,8 @@ from liftwatch.clock import Clock, SystemClock
 from liftwatch.settings import Settings
 from liftwatch.store import Database
 from liftwatch.store import webhooks as store
-from liftwatch.store.webhooks import Delivery, FanOut, OutboxEvent, Subscription
+from liftwatch.store.outbox import OutboxRow
+from liftwatch.store.webhooks import Delivery, FanOut, Subscription
 
 log = logging.getLogger("liftwatch.webhooks")
 
@@ -108,7 +109,7 @@ class Result:
     retryable: bool = False
 
 
-def route(event: OutboxEvent, subs: Sequence[Subscription]) -> list[Subscription]:
+def route(event: OutboxRow, subs: Sequence[Subscription]) -> list[Subscription]:
     """The subscriptions an outbox row goes to (``filters.matches``)."""
     ev = filters.Event(
         event.event_type, event.lift_id, event.company_id, event.code, event.severity

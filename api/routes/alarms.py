@@ -25,11 +25,13 @@ from api.deps import DbDep, EngineDep
 from api.errors import conflict, invalid, not_found, responses
 from api.timeparams import EXAMPLE, parse_time
 from liftwatch.protocol import format_ts
-from liftwatch.store import Database
+from liftwatch.store import Database, outbox
 from liftwatch.store import alarm_queries as aq
 from liftwatch.store import alarms as store
+from liftwatch.store import registry as reg
 from liftwatch.store import tokens as tok
 from liftwatch.store.alarms import Alarm
+from liftwatch.views import alarm_view
 
 router = APIRouter(prefix="/alarms", tags=["alarms"], responses=responses(401, 403, 422))
 
@@ -126,8 +128,8 @@ def _views(db: Database, alarms: list[Alarm]) -> list[dict[str, Any]]:
     out = []
     for a in alarms:
         if a.lift_id not in cards:
-            cards[a.lift_id] = store.lift_card(db, a.lift_id)
-        out.append(store.alarm_view(a, cards[a.lift_id]))
+            cards[a.lift_id] = reg.lift_card(db, a.lift_id)
+        out.append(alarm_view(a, cards[a.lift_id]))
     return out
 
 
@@ -162,7 +164,7 @@ async def _feed(
             last_check = time.monotonic()
             if not await asyncio.to_thread(tok.token_in_force, db, token_id):
                 return  # the client's reconnect is answered 401 with the reason
-        events = await asyncio.to_thread(aq.outbox_after, db, after, company_id=company_id)
+        events = await asyncio.to_thread(outbox.outbox_after, db, after, company_id=company_id)
         for e in events:
             after = e.id
             yield f"id: {e.id}\nevent: {e.event_type}\ndata: {e.payload}\n\n".encode()
@@ -206,7 +208,7 @@ async def stream(
     if start is None and last_event_id:
         start = _event_id(last_event_id)
     if start is None:
-        start = await asyncio.to_thread(aq.last_outbox_id, db)
+        start = await asyncio.to_thread(outbox.last_outbox_id, db)
     company = principal.company_id if principal.role == "maintainer" else None
     poll_s = request.app.state.settings.api_sse_poll_ms / 1000
     token_id = None if principal.token_id == BOOTSTRAP_ID else principal.token_id
@@ -348,7 +350,7 @@ def list_alarms(
 )
 def get_alarm(alarm_id: AlarmPath, db: DbDep, principal: PrincipalDep) -> dict[str, Any]:
     alarm = visible_alarm(db, principal, alarm_id)
-    view = store.alarm_view(alarm, store.lift_card(db, alarm.lift_id))
+    view = alarm_view(alarm, reg.lift_card(db, alarm.lift_id))
     view["transitions"] = [
         {
             "id": t.id,
@@ -398,7 +400,7 @@ def _act(
         raise conflict(str(exc), {"status": exc.status, "wanted": exc.wanted}) from exc
     except lifecycle.InvalidOutcome as exc:
         raise invalid("outcome", str(exc)) from exc
-    return store.alarm_view(alarm, store.lift_card(db, alarm.lift_id))
+    return alarm_view(alarm, reg.lift_card(db, alarm.lift_id))
 
 
 _ACTION_ERRORS = responses(400, 404, 409, 413)

@@ -1,6 +1,6 @@
 """Alarm queries for the API that ``alarms.py`` (owned by the alerts engine) does not have:
-filtered listing in either order with a cursor, report rows, maintenance-window lookup, and
-the outbox feed behind the server-sent-events stream. Read-only."""
+filtered listing in either order with a cursor, report rows, maintenance-window lookup.
+Read-only. (The outbox feed behind the server-sent-events stream is in ``outbox.py``.)"""
 
 from __future__ import annotations
 
@@ -144,36 +144,3 @@ def _window(row: sqlite3.Row) -> MaintenanceWindow:
         created_by=row["created_by"],
         created_at=row["created_at"],
     )
-
-
-@dataclass(frozen=True, slots=True)
-class FeedEvent:
-    id: int
-    event_type: str
-    company_id: str | None
-    payload: str
-
-
-def last_outbox_id(db: Database) -> int:
-    row = db.conn.execute("SELECT MAX(id) FROM outbox").fetchone()
-    return int(row[0] or 0)
-
-
-def outbox_after(
-    db: Database, after_id: int, *, company_id: str | None = None, limit: int = 500
-) -> list[FeedEvent]:
-    """Notifications (the webhook bodies) after ``after_id``, in order; a maintainer's feed
-    passes its company. Suppressed alarms never reach the outbox, so never the stream."""
-    if company_id is None:
-        rows = db.conn.execute(
-            "SELECT id, event_type, company_id, payload FROM outbox WHERE id > ?"
-            " ORDER BY id LIMIT ?",
-            (after_id, limit),
-        )
-    else:
-        rows = db.conn.execute(
-            "SELECT id, event_type, company_id, payload FROM outbox WHERE id > ?"
-            " AND company_id = ? ORDER BY id LIMIT ?",
-            (after_id, company_id, limit),
-        )
-    return [FeedEvent(*r) for r in rows]

@@ -1,8 +1,8 @@
-"""SQL for alarms, their transitions, maintenance windows and the webhook outbox.
+"""SQL for alarms, their transitions, maintenance windows and per-lift marks.
 
 The lifecycle logic lives in ``alerts/lifecycle.py``; this module only reads and writes rows.
 Functions taking a ``sqlite3.Connection`` run inside the caller's transaction, so a transition,
-its history row and its outbox row commit together (WEBHOOKS.md § Durable).
+its history row and its outbox row (``outbox.py``) commit together (WEBHOOKS.md § Durable).
 """
 
 from __future__ import annotations
@@ -15,24 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 
-from liftwatch.faults import names
-from liftwatch.protocol import format_ts
 from liftwatch.store.db import Database
+from liftwatch.store.outbox import OutboxRow as OutboxRow  # re-exported: tests read it here
+from liftwatch.store.outbox import add_outbox
+from liftwatch.store.outbox import outbox_rows as outbox_rows  # re-exported: tests
 
 STATUSES: Final = ("open", "acknowledged", "on_site", "resolved")
 STATUS_RANK: Final = {s: i for i, s in enumerate(STATUSES)}
 OUTCOMES: Final = ("rescued", "repaired", "false_alarm", "test")
-EVENT_TYPES: Final = (
-    "alarm.raised",
-    "alarm.acknowledged",
-    "alarm.on_site",
-    "alarm.condition_cleared",
-    "alarm.condition_returned",
-    "alarm.escalated",
-    "alarm.overdue",
-    "alarm.resolved",
-    "alarm.summary",
-)
 
 _CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -304,164 +294,6 @@ def transitions_of(db: Database | sqlite3.Connection, alarm_id: str) -> list[Tra
     ]
 
 
-# --- the view shared by webhooks and the API ------------------------------------------------
-
-
-def lift_card(conn: sqlite3.Connection | Database, lift_id: str) -> dict[str, Any] | None:
-    """The registry fields a webhook body carries about the lift; None if unregistered."""
-    c = conn.conn if isinstance(conn, Database) else conn
-    row = c.execute(
-        "SELECT name, address, company_id, rescue_code FROM lifts WHERE lift_id = ?", (lift_id,)
-    ).fetchone()
-    if row is None:
-        return None
-    return {
-        "name": row["name"],
-        "address": row["address"],
-        "company_id": row["company_id"],
-        "rescue_code": row["rescue_code"],
-    }
-
-
-def _ts(ms: int | None) -> str | None:
-    return None if ms is None else format_ts(ms)
-
-
-def alarm_view(alarm: Alarm, lift: dict[str, Any] | None) -> dict[str, Any]:
-    """The alarm's full current view: WEBHOOKS.md ``data``, also the API's alarm resource.
-
-    ``lift`` is :func:`lift_card` (None for an unregistered lift: its fields are then null,
-    with the company the alarm was raised under)."""
-    card = lift or {
-        "name": None,
-        "address": None,
-        "company_id": alarm.company_id,
-        "rescue_code": None,
-    }
-    return {
-        "alarm_id": alarm.alarm_id,
-        "lift_id": alarm.lift_id,
-        "code": alarm.code,
-        "subtype": alarm.subtype,
-        "name": names(alarm.code, alarm.subtype),
-        "severity": alarm.severity,
-        "source": alarm.source,
-        "status": alarm.status,
-        "condition": alarm.condition,
-        "suspected": alarm.suspected,
-        "occurrences": alarm.occurrences,
-        "raised_at": format_ts(alarm.raised_at),
-        "acknowledged_at": _ts(alarm.acknowledged_at),
-        "on_site_at": _ts(alarm.on_site_at),
-        "resolved_at": _ts(alarm.resolved_at),
-        "outcome": alarm.outcome,
-        "resolved_by": alarm.resolved_by,
-        "cleared_at": _ts(alarm.cleared_at),
-        "escalations": alarm.escalations,
-        "deadline_at": _ts(alarm.deadline_at),
-        "overdue": alarm.overdue,
-        "suppressed": alarm.suppressed,
-        "suppressed_reason": alarm.suppressed_reason,
-        "unregistered": alarm.unregistered,
-        # FAULTS.md 1.1 #7: raised on evidence that arrived late in a burst.
-        "late": alarm.evidence.get("late") is True,
-        "company_id": alarm.company_id,
-        "evidence": alarm.evidence,
-        "lift": card,
-    }
-
-
-def view(db: Database | sqlite3.Connection, alarm_id: str) -> dict[str, Any] | None:
-    """:func:`alarm_view` of one stored alarm, or None."""
-    c = db.conn if isinstance(db, Database) else db
-    alarm = get_alarm(c, alarm_id)
-    return None if alarm is None else alarm_view(alarm, lift_card(c, alarm.lift_id))
-
-
-# --- outbox ----------------------------------------------------------------------------------
-
-
-def add_outbox(
-    conn: sqlite3.Connection,
-    alarm: Alarm,
-    event_type: str,
-    at: int,
-    *,
-    extra: dict[str, Any] | None = None,
-) -> int:
-    """Write one notification (WEBHOOKS.md body) in the caller's transaction."""
-    if event_type not in EVENT_TYPES:
-        raise ValueError(f"unknown event type {event_type!r}")
-    data = alarm_view(alarm, lift_card(conn, alarm.lift_id))
-    if extra:
-        data.update(extra)
-    body = {"type": event_type, "timestamp": format_ts(at), "data": data}
-    cur = conn.execute(
-        "INSERT INTO outbox"
-        " (alarm_id, lift_id, company_id, event_type, severity, code, created_at, payload)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            alarm.alarm_id,
-            alarm.lift_id,
-            alarm.company_id,
-            event_type,
-            alarm.severity,
-            alarm.code,
-            at,
-            json.dumps(body, ensure_ascii=False, separators=(",", ":")),
-        ),
-    )
-    return int(cur.lastrowid or 0)
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    id: int
-    alarm_id: str
-    lift_id: str
-    company_id: str | None
-    event_type: str
-    severity: str
-    code: str
-    created_at: int
-    payload: str
-    dispatched_at: int | None
-
-
-def _outbox_row(r: sqlite3.Row) -> OutboxRow:
-    return OutboxRow(**{k: r[k] for k in r.keys()})  # noqa: SIM118 - sqlite3.Row
-
-
-def pending_outbox(db: Database, *, after_id: int = 0, limit: int = 500) -> list[OutboxRow]:
-    rows = db.conn.execute(
-        "SELECT * FROM outbox WHERE dispatched_at IS NULL AND id > ? ORDER BY id LIMIT ?",
-        (after_id, limit),
-    ).fetchall()
-    return [_outbox_row(r) for r in rows]
-
-
-def outbox_rows(
-    db: Database | sqlite3.Connection, *, alarm_id: str | None = None, lift_id: str | None = None
-) -> list[OutboxRow]:
-    c = db.conn if isinstance(db, Database) else db
-    sql = "SELECT * FROM outbox WHERE 1=1"
-    params: list[object] = []
-    if alarm_id is not None:
-        sql += " AND alarm_id = ?"
-        params.append(alarm_id)
-    if lift_id is not None:
-        sql += " AND lift_id = ?"
-        params.append(lift_id)
-    return [_outbox_row(r) for r in c.execute(sql + " ORDER BY id", params)]
-
-
-def mark_dispatched(db: Database, ids: list[int], at: int) -> None:
-    if not ids:
-        return
-    with db.transaction() as conn:
-        conn.executemany("UPDATE outbox SET dispatched_at = ? WHERE id = ?", [(at, i) for i in ids])
-
-
 # --- flood control --------------------------------------------------------------------------
 
 
@@ -592,8 +424,3 @@ def lift_marks(db: Database) -> dict[str, tuple[int | None, int | None]]:
     """``lift_id -> (selftest_ok_at, first_seen_at)``."""
     rows = db.conn.execute("SELECT lift_id, selftest_ok_at, first_seen_at FROM alarm_lift_marks")
     return {r[0]: (r[1], r[2]) for r in rows}
-
-
-def lifts_with_created_at(db: Database) -> dict[str, int]:
-    """Registered lifts and when they were registered (the self-test clock's origin)."""
-    return {r[0]: r[1] for r in db.conn.execute("SELECT lift_id, created_at FROM lifts")}

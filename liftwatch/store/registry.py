@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from liftwatch.clock import now_ms
-from liftwatch.registry import STORED, Company, Lift
+from liftwatch.registry import CSV_COLUMNS, STORED, Company, Lift
 from liftwatch.store import alarms
 from liftwatch.store.db import Database
 from liftwatch.thresholds import unusable
@@ -94,7 +94,7 @@ def checked_lift_from_row(row: sqlite3.Row) -> tuple[Lift, str | None]:
     by the rules), and never let one bad row stop the API or the alerts engine from reading
     (FAULTS.md 1.1 #1): a field that does not validate falls back to its default, and the
     returned reason says which (the engine flags that lift)."""
-    values: dict[str, Any] = {k: row[k] for k in _LIFT_COLUMNS if k != "overrides"}
+    values: dict[str, Any] = {k: row[k] for k in CSV_COLUMNS if k != "overrides"}
     values["urban"] = bool(row["urban"])
     values["active"] = bool(row["active"])
     problems: list[str] = []
@@ -138,22 +138,6 @@ def checked_lift_from_row(row: sqlite3.Row) -> tuple[Lift, str | None]:
     reason = "stored " + ", ".join(problems) + " unusable: defaults apply"
     log.warning("lift %s: %s", row["lift_id"], reason)
     return lift, reason
-
-
-_LIFT_COLUMNS: Final = (
-    "lift_id",
-    "registration_code",
-    "rescue_code",
-    "name",
-    "address",
-    "area_code",
-    "company_id",
-    "rated_speed",
-    "floors",
-    "urban",
-    "active",
-    "overrides",
-)
 
 
 def upsert_lift(db: Database, lift: Lift) -> Outcome:
@@ -286,3 +270,24 @@ def _integrity_reason(exc: sqlite3.IntegrityError, lift: Lift) -> str:
     if "registration_code" in text:
         return f"registration_code {lift.registration_code!r} already belongs to another lift"
     return text
+
+
+def lift_card(conn: sqlite3.Connection | Database, lift_id: str) -> dict[str, Any] | None:
+    """The registry fields a webhook body carries about the lift; None if unregistered."""
+    c = conn.conn if isinstance(conn, Database) else conn
+    row = c.execute(
+        "SELECT name, address, company_id, rescue_code FROM lifts WHERE lift_id = ?", (lift_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    return {
+        "name": row["name"],
+        "address": row["address"],
+        "company_id": row["company_id"],
+        "rescue_code": row["rescue_code"],
+    }
+
+
+def lifts_with_created_at(db: Database) -> dict[str, int]:
+    """Registered lifts and when they were registered (the self-test clock's origin)."""
+    return {r[0]: r[1] for r in db.conn.execute("SELECT lift_id, created_at FROM lifts")}

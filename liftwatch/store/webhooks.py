@@ -1,4 +1,5 @@
-"""SQL for webhook subscriptions, deliveries and attempts (WEBHOOKS.md).
+"""SQL for webhook subscriptions, deliveries and attempts (WEBHOOKS.md); the outbox rows
+they are made from are read and marked through ``outbox.py``.
 
 The dispatcher (``alerts/webhooks/dispatcher.py``) and the API route (``api/routes/webhooks.py``)
 are the only callers. A delivery moves ``pending`` → ``delivering`` → ``delivered`` or back to
@@ -16,7 +17,9 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from liftwatch.store import outbox
 from liftwatch.store.db import Database
+from liftwatch.store.outbox import OutboxRow
 
 OPEN: Final = ("pending", "delivering")
 RESPONSE_KEEP: Final = 1024
@@ -267,21 +270,7 @@ class Attempt:
     error: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    """The columns of an outbox row that routing looks at."""
-
-    id: int
-    alarm_id: str
-    lift_id: str
-    company_id: str | None
-    event_type: str
-    severity: str
-    code: str
-    payload: str
-
-
-Router = Callable[[OutboxEvent, Sequence[Subscription]], list[Subscription]]
+Router = Callable[[OutboxRow, Sequence[Subscription]], list[Subscription]]
 
 
 Claim = Callable[[Delivery], bool]
@@ -319,19 +308,14 @@ def fan_out_in(
     and alarm) and that ``claim`` accepts start their first attempt in that same transaction:
     the fast path of a fresh alarm. If the transaction then rolls back, the claims are void
     (the caller releases whatever ``claim`` reserved)."""
-    rows = conn.execute(
-        "SELECT id, alarm_id, lift_id, company_id, event_type, severity, code, payload"
-        " FROM outbox WHERE dispatched_at IS NULL ORDER BY id LIMIT ?",
-        (limit,),
-    ).fetchall()
+    rows = outbox.undispatched(conn, limit=limit)
     if not rows:
         return FanOut(0, [])
     subs = enabled_subscriptions(conn)
     by_id = {s.id: s for s in subs}
     started: list[tuple[Delivery, Subscription]] = []
     created = 0
-    for r in rows:
-        event = OutboxEvent(**{k: r[k] for k in r.keys()})  # noqa: SIM118 - sqlite3.Row
+    for event in rows:
         for sub in route(event, subs):
             cur = conn.execute(
                 "INSERT OR IGNORE INTO webhook_deliveries (webhook_id, subscription_id,"
@@ -356,9 +340,7 @@ def fan_out_in(
             d = _claim_head(conn, cur.lastrowid, now_ms, claim)
             if d is not None:
                 started.append((d, by_id[sub.id]))
-    conn.executemany(
-        "UPDATE outbox SET dispatched_at = ? WHERE id = ?", [(now_ms, r["id"]) for r in rows]
-    )
+    outbox.mark_dispatched(conn, [r.id for r in rows], now_ms)
     return FanOut(len(rows), started, created)
 
 

@@ -23,7 +23,7 @@ from liftwatch.settings import Settings
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
 from liftwatch.store import tokens as tok
-from liftwatch.store.alarm_queries import last_outbox_id
+from liftwatch.store.outbox import last_outbox_id
 from tests.support.api import World, raise_alarm
 from tests.support.harness import eventually
 
