@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 
 from liftwatch.mqtt import MqttError
+from liftwatch.runner import run_until_signal
 from liftwatch.settings import settings_from
 
 log = logging.getLogger("liftwatch.alerts")
@@ -38,15 +38,11 @@ def _alerts(args: argparse.Namespace) -> int:
         except OSError as exc:
             log.warning("metrics port %d unavailable: %s", settings.alerts_metrics_port, exc)
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+    async def main(stop: asyncio.Event) -> None:
         await worker.run(settings, stop=stop)
 
     try:
-        asyncio.run(main())
+        run_until_signal(main)
     except MqttError as exc:
         print(f"liftwatch alerts: {exc}", file=sys.stderr)
         return 1

@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
-from collections.abc import Coroutine
-from typing import Any
 
 from prometheus_client import start_http_server
 
+from liftwatch.runner import run_until_signal
 from liftwatch.settings import Settings, settings_from
 
 log = logging.getLogger("ingest")
@@ -41,26 +39,13 @@ def _ingest(args: argparse.Namespace) -> int:
         return 1
     log.info("event=metrics_listening port=%d", server.server_port)
     try:
-        _run(_main(settings))
+        run_until_signal(lambda stop: _main(settings, stop))
     finally:
         server.shutdown()
     return 0
 
 
-def _run(main: Coroutine[Any, Any, None]) -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
-
-
-async def _main(settings: Settings) -> None:
+async def _main(settings: Settings, stop: asyncio.Event) -> None:
     from ingest.worker import run_ingest
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await run_ingest(settings, stop)

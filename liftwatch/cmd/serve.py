@@ -15,11 +15,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 import sys
 from collections.abc import Callable, Generator
 from typing import Any
 
+from liftwatch.runner import run_until_signal
 from liftwatch.settings import EXIT_CONFIG, Settings, admin_token_problem, settings_from
 
 log = logging.getLogger("liftwatch.serve")
@@ -50,20 +50,10 @@ def _serve(args: argparse.Namespace) -> int:
     host = args.host or settings.api_host
     port = args.port if args.port is not None else settings.api_port
 
-    async def main() -> bool:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+    async def main(stop: asyncio.Event) -> bool:
         return await serve(settings, stop, host=host, port=port, log_level=args.log_level)
 
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        ok = asyncio.run(main())
-    else:
-        ok = uvloop.run(main())
-    return 0 if ok else 1
+    return 0 if run_until_signal(main) else 1
 
 
 def _api_server(app: Any, host: str, port: int, log_level: str) -> Any:
