@@ -11,7 +11,7 @@ from prometheus_client import start_http_server
 from liftwatch.runner import run_until_signal
 from liftwatch.settings import Settings, settings_from
 
-log = logging.getLogger("ingest")
+log = logging.getLogger("liftwatch.ingest")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

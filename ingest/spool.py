@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-log = logging.getLogger("ingest.spool")
+log = logging.getLogger("liftwatch.ingest.spool")
 
 MAGIC: Final = b"\xff\xfeLS"
 _HEAD: Final = struct.Struct(">4sII")

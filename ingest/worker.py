@@ -27,7 +27,7 @@ from liftwatch.settings import Settings
 from liftwatch.store.db import Database
 from liftwatch.store.deadletters import DeadLetter, add_dead_letters
 
-log = logging.getLogger("ingest.worker")
+log = logging.getLogger("liftwatch.ingest.worker")
 
 UNENCODABLE = "unencodable"
 

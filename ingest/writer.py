@@ -29,7 +29,7 @@ from liftwatch.influx import InfluxClient, InfluxError
 from liftwatch.protocol import Rejection, parse_topic
 from liftwatch.store.deadletters import DeadLetter
 
-log = logging.getLogger("ingest.writer")
+log = logging.getLogger("liftwatch.ingest.writer")
 
 INFLUX_REJECTED = "influx_rejected"
 DeadLetterSink = Callable[[list[DeadLetter]], Awaitable[None]]

@@ -101,7 +101,7 @@ async def test_spool_disk_full_while_influxdb_down_loses_nothing_acknowledged(
     torn_before = _metric("liftwatch_ingest_spool_torn_records_total")
     up = InfluxClient(influxdb.url, database)
     replayer = InfluxWriter(up, Spool(spool_dir), dead_letter=_no_dead_letters, batch_size=5000)
-    caplog.set_level(logging.INFO, logger="ingest.writer")
+    caplog.set_level(logging.INFO, logger="liftwatch.ingest.writer")
     await replayer.start()
     try:
 
