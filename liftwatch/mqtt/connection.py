@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Final, Protocol, cast
 
+from liftwatch import clock
 from liftwatch.mqtt.packets import (
     CONNACK,
     DISCONNECT,
@@ -96,7 +97,7 @@ class Connection(asyncio.Protocol):
         chunk = consumer.chunk_for(self.gen)
         out = chunk.messages
         before = len(out)
-        now_ms = time.time_ns() // 1_000_000
+        now_ms = clock.now_ms()
         topics = self.topics
         v5 = self.v5
         while n - pos >= 2:
