@@ -21,7 +21,7 @@ from typing import Any, Final, Protocol
 
 from liftwatch.protocol import format_ts
 from liftwatch.store import alarms as store
-from liftwatch.store import outbox
+from liftwatch.store import maintenance, outbox
 from liftwatch.store.alarms import Alarm, Transition
 from liftwatch.store.db import Database
 
@@ -243,7 +243,7 @@ def raise_condition(
     if (
         reason is None
         and req.maintenance_applies
-        and store.in_maintenance(conn, req.lift_id, req.at)
+        and maintenance.in_maintenance(conn, req.lift_id, req.at)
     ):
         reason = "maintenance_window"
     existing = store.find_unresolved(conn, req.lift_id, req.code, req.subtype)

@@ -13,10 +13,8 @@ from api.deps import DbDep
 from api.errors import ApiError, invalid, not_found, responses
 from api.timeparams import EXAMPLE, now_ms, parse_time
 from liftwatch.protocol import format_ts
-from liftwatch.store import Database
-from liftwatch.store import alarm_queries as aq
-from liftwatch.store import alarms as store
-from liftwatch.store.alarms import MaintenanceWindow
+from liftwatch.store import Database, maintenance
+from liftwatch.store.maintenance import MaintenanceWindow
 
 router = APIRouter(tags=["maintenance-windows"], responses=responses(401, 403, 422))
 LiftPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
@@ -95,7 +93,7 @@ def list_windows(
     company, _ = company_scope(principal, None)
     if lift_id is not None:
         visible_lift(db, principal, lift_id)
-    windows = aq.search_maintenance_windows(
+    windows = maintenance.search_maintenance_windows(
         db,
         lift_id=lift_id,
         company_id=company,
@@ -135,7 +133,7 @@ def _create(
         raise invalid("ends_at", "must be after starts_at")
     if ends - starts > MAX_WINDOW_MS:
         raise invalid("ends_at", "a window lasts at most 31 days")
-    window = store.add_maintenance_window(
+    window = maintenance.add_maintenance_window(
         db, lift_id, starts, ends, reason=reason, created_by=principal.actor
     )
     return _out(window)
@@ -177,12 +175,12 @@ def create_lift_window(
 def delete_window(
     window_id: Annotated[int, Path(ge=1, le=2**62)], db: DbDep, principal: WriterDep
 ) -> Response:
-    window = aq.get_maintenance_window(db, window_id)
+    window = maintenance.get_maintenance_window(db, window_id)
     if window is None:
         raise not_found("maintenance window", str(window_id))
     try:
         visible_lift(db, principal, window.lift_id)
     except ApiError as exc:  # another company's lift: the window does not exist for you
         raise not_found("maintenance window", str(window_id)) from exc
-    store.delete_maintenance_window(db, window_id)
+    maintenance.delete_maintenance_window(db, window_id)
     return Response(status_code=204)

@@ -1,15 +1,14 @@
 """Alarm queries for the API that ``alarms.py`` (owned by the alerts engine) does not have:
-filtered listing in either order with a cursor, report rows, maintenance-window lookup.
+filtered listing in either order with a cursor, report rows.
 Read-only. (The outbox feed behind the server-sent-events stream is in ``outbox.py``.)"""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from liftwatch.store.alarms import Alarm, MaintenanceWindow, alarm_from_row
+from liftwatch.store.alarms import Alarm, alarm_from_row
 from liftwatch.store.db import Database
 
 
@@ -98,49 +97,3 @@ def report_rows(db: Database, f: AlarmFilter) -> Iterator[ReportRow]:
     cur = db.conn.cursor()
     cur.row_factory = None  # plain tuples: this scan reads thousands of rows per report
     yield from map(ReportRow._make, cur.execute(sql, params))
-
-
-def get_maintenance_window(db: Database, window_id: int) -> MaintenanceWindow | None:
-    row = db.conn.execute(
-        "SELECT * FROM maintenance_windows WHERE window_id = ?", (window_id,)
-    ).fetchone()
-    return None if row is None else _window(row)
-
-
-def search_maintenance_windows(
-    db: Database,
-    *,
-    lift_id: str | None = None,
-    company_id: str | None = None,
-    ending_after: int | None = None,
-    limit: int = 1000,
-) -> list[MaintenanceWindow]:
-    """Windows of a lift, or of every lift of a company (through the registry)."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if lift_id is not None:
-        clauses.append("w.lift_id = ?")
-        params.append(lift_id)
-    if company_id is not None:
-        clauses.append("l.company_id = ?")
-        params.append(company_id)
-    if ending_after is not None:
-        clauses.append("w.ends_at > ?")
-        params.append(ending_after)
-    where = " AND ".join(clauses) or "1=1"
-    joined = "maintenance_windows w LEFT JOIN lifts l ON l.lift_id = w.lift_id"
-    sql = f"SELECT w.* FROM {joined} WHERE {where} ORDER BY w.starts_at, w.window_id LIMIT ?"  # noqa: S608
-    rows = db.conn.execute(sql, [*params, limit]).fetchall()
-    return [_window(r) for r in rows]
-
-
-def _window(row: sqlite3.Row) -> MaintenanceWindow:
-    return MaintenanceWindow(
-        window_id=row["window_id"],
-        lift_id=row["lift_id"],
-        starts_at=row["starts_at"],
-        ends_at=row["ends_at"],
-        reason=row["reason"],
-        created_by=row["created_by"],
-        created_at=row["created_at"],
-    )

@@ -1,4 +1,4 @@
-"""SQL for alarms, their transitions, maintenance windows and per-lift marks.
+"""SQL for alarms, their transitions, flood-control counts and per-lift marks.
 
 The lifecycle logic lives in ``alerts/lifecycle.py``; this module only reads and writes rows.
 Functions taking a ``sqlite3.Connection`` run inside the caller's transaction, so a transition,
@@ -16,9 +16,14 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 
 from liftwatch.store.db import Database
-from liftwatch.store.outbox import OutboxRow as OutboxRow  # re-exported: tests read it here
+from liftwatch.store.maintenance import add_maintenance_window as add_maintenance_window
+from liftwatch.store.maintenance import in_maintenance as in_maintenance
+from liftwatch.store.outbox import OutboxRow as OutboxRow
 from liftwatch.store.outbox import add_outbox
-from liftwatch.store.outbox import outbox_rows as outbox_rows  # re-exported: tests
+from liftwatch.store.outbox import outbox_rows as outbox_rows
+
+# The ``x as x`` names above are re-exported for tests that reach them through this module;
+# their SQL lives in maintenance.py and outbox.py.
 
 STATUSES: Final = ("open", "acknowledged", "on_site", "resolved")
 STATUS_RANK: Final = {s: i for i, s in enumerate(STATUSES)}
@@ -331,73 +336,6 @@ def mark_notified(conn: sqlite3.Connection, alarm_ids: Sequence[str], at: int) -
         "UPDATE alarms SET notified_at = ? WHERE alarm_id = ? AND notified_at IS NULL",
         [(at, a) for a in alarm_ids],
     )
-
-
-# --- maintenance windows --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class MaintenanceWindow:
-    window_id: int
-    lift_id: str
-    starts_at: int
-    ends_at: int
-    reason: str
-    created_by: str
-    created_at: int
-
-
-def add_maintenance_window(
-    db: Database,
-    lift_id: str,
-    starts_at: int,
-    ends_at: int,
-    *,
-    reason: str = "",
-    created_by: str,
-) -> MaintenanceWindow:
-    if ends_at <= starts_at:
-        raise ValueError("a maintenance window must end after it starts")
-    now = time.time_ns() // 1_000_000
-    with db.transaction() as conn:
-        cur = conn.execute(
-            "INSERT INTO maintenance_windows"
-            " (lift_id, starts_at, ends_at, reason, created_by, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (lift_id, starts_at, ends_at, reason, created_by, now),
-        )
-        window_id = int(cur.lastrowid or 0)
-    return MaintenanceWindow(window_id, lift_id, starts_at, ends_at, reason, created_by, now)
-
-
-def list_maintenance_windows(
-    db: Database, *, lift_id: str | None = None, active_at: int | None = None
-) -> list[MaintenanceWindow]:
-    sql = "SELECT * FROM maintenance_windows WHERE 1=1"
-    params: list[object] = []
-    if lift_id is not None:
-        sql += " AND lift_id = ?"
-        params.append(lift_id)
-    if active_at is not None:
-        sql += " AND starts_at <= ? AND ends_at > ?"
-        params += [active_at, active_at]
-    rows = db.conn.execute(sql + " ORDER BY starts_at, window_id", params).fetchall()
-    return [MaintenanceWindow(**{k: r[k] for k in r.keys()}) for r in rows]  # noqa: SIM118
-
-
-def delete_maintenance_window(db: Database, window_id: int) -> bool:
-    with db.transaction() as conn:
-        cur = conn.execute("DELETE FROM maintenance_windows WHERE window_id = ?", (window_id,))
-        return cur.rowcount > 0
-
-
-def in_maintenance(conn: sqlite3.Connection, lift_id: str, at: int) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM maintenance_windows WHERE lift_id = ? AND starts_at <= ? AND ends_at > ?"
-        " LIMIT 1",
-        (lift_id, at, at),
-    ).fetchone()
-    return row is not None
 
 
 # --- per-lift marks ---------------------------------------------------------------------------

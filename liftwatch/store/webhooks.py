@@ -199,13 +199,6 @@ def rotate_secret(
     return get_subscription(db, sub_id) if cur.rowcount else None
 
 
-def disable_subscription(db: Database, sub_id: str, reason: str, now_ms: int) -> None:
-    """Stop a subscription (a receiver answered 410 Gone); its open deliveries fail, so they
-    can be redelivered once it is enabled again."""
-    with db.transaction() as conn:
-        _disable(conn, sub_id, reason, now_ms)
-
-
 def _disable(conn: sqlite3.Connection, sub_id: str, reason: str, now_ms: int) -> None:
     conn.execute(
         "UPDATE webhook_subscriptions SET enabled = 0, disabled_reason = ?, updated_at = ?"
@@ -586,13 +579,6 @@ def list_deliveries(
     sql += " ORDER BY id DESC LIMIT ?"
     params.append(limit)
     return [_delivery(r) for r in db.conn.execute(sql, params)]
-
-
-def deliveries_of_outbox(db: Database, outbox_id: int) -> list[Delivery]:
-    rows = db.conn.execute(
-        "SELECT * FROM webhook_deliveries WHERE outbox_id = ? ORDER BY id", (outbox_id,)
-    )
-    return [_delivery(r) for r in rows]
 
 
 def attempts_of(db: Database, delivery_ids: Sequence[int]) -> dict[int, list[Attempt]]:

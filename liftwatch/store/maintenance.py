@@ -1,0 +1,107 @@
+"""SQL for maintenance windows (FAULTS.md § Suppression): planned work per lift, inside which
+derived alarms are recorded as suppressed. The alerts engine asks :func:`in_maintenance` in
+its transaction; the API creates, lists and deletes windows."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from liftwatch.store.db import Database
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceWindow:
+    window_id: int
+    lift_id: str
+    starts_at: int
+    ends_at: int
+    reason: str
+    created_by: str
+    created_at: int
+
+
+def add_maintenance_window(
+    db: Database,
+    lift_id: str,
+    starts_at: int,
+    ends_at: int,
+    *,
+    reason: str = "",
+    created_by: str,
+) -> MaintenanceWindow:
+    if ends_at <= starts_at:
+        raise ValueError("a maintenance window must end after it starts")
+    now = time.time_ns() // 1_000_000
+    with db.transaction() as conn:
+        cur = conn.execute(
+            "INSERT INTO maintenance_windows"
+            " (lift_id, starts_at, ends_at, reason, created_by, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (lift_id, starts_at, ends_at, reason, created_by, now),
+        )
+        window_id = int(cur.lastrowid or 0)
+    return MaintenanceWindow(window_id, lift_id, starts_at, ends_at, reason, created_by, now)
+
+
+def delete_maintenance_window(db: Database, window_id: int) -> bool:
+    with db.transaction() as conn:
+        cur = conn.execute("DELETE FROM maintenance_windows WHERE window_id = ?", (window_id,))
+        return cur.rowcount > 0
+
+
+def in_maintenance(conn: sqlite3.Connection, lift_id: str, at: int) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM maintenance_windows WHERE lift_id = ? AND starts_at <= ? AND ends_at > ?"
+        " LIMIT 1",
+        (lift_id, at, at),
+    ).fetchone()
+    return row is not None
+
+
+def get_maintenance_window(db: Database, window_id: int) -> MaintenanceWindow | None:
+    row = db.conn.execute(
+        "SELECT * FROM maintenance_windows WHERE window_id = ?", (window_id,)
+    ).fetchone()
+    return None if row is None else _window(row)
+
+
+def search_maintenance_windows(
+    db: Database,
+    *,
+    lift_id: str | None = None,
+    company_id: str | None = None,
+    ending_after: int | None = None,
+    limit: int = 1000,
+) -> list[MaintenanceWindow]:
+    """Windows of a lift, or of every lift of a company (through the registry)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if lift_id is not None:
+        clauses.append("w.lift_id = ?")
+        params.append(lift_id)
+    if company_id is not None:
+        clauses.append("l.company_id = ?")
+        params.append(company_id)
+    if ending_after is not None:
+        clauses.append("w.ends_at > ?")
+        params.append(ending_after)
+    where = " AND ".join(clauses) or "1=1"
+    joined = "maintenance_windows w LEFT JOIN lifts l ON l.lift_id = w.lift_id"
+    sql = f"SELECT w.* FROM {joined} WHERE {where} ORDER BY w.starts_at, w.window_id LIMIT ?"  # noqa: S608
+    rows = db.conn.execute(sql, [*params, limit]).fetchall()
+    return [_window(r) for r in rows]
+
+
+def _window(row: sqlite3.Row) -> MaintenanceWindow:
+    return MaintenanceWindow(
+        window_id=row["window_id"],
+        lift_id=row["lift_id"],
+        starts_at=row["starts_at"],
+        ends_at=row["ends_at"],
+        reason=row["reason"],
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+    )
