@@ -38,7 +38,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from liftwatch.settings import MqttTarget
 from simulator.model import LinkChange, Message, Output
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("liftwatch.simulator.publisher")
 ONLINE = msgspec.json.encode({"v": 1, "state": "online"})
 OFFLINE = msgspec.json.encode({"v": 1, "state": "offline"})
 _BACKLOG_MAX = 10_000

@@ -397,7 +397,7 @@ def test_shipped_config_paths_match_the_provision_defaults() -> None:
 async def test_liftwatch_mqtt_client_over_tls_with_password(
     setup: Setup, protocol: Literal["3.1.1", "5"], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """liftwatch's own consumer (liftwatch/mqtt.py, used by ingest and alerts) against the
+    """liftwatch's own consumer (liftwatch/mqtt/, used by ingest and alerts) against the
     shipped broker configuration: mqtts:// with the private CA, the ingest user's password,
     MQTT 3.1.1 and 5; a wrong password is refused and never counts as connected."""
     marker = uuid.uuid4().hex
