@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from ingest import metrics
 from ingest.points import PRECISION
 from ingest.spool import Spool, SpoolFull
+from liftwatch.clock import now_ms
 from liftwatch.influx import InfluxClient, InfluxError
 from liftwatch.protocol import Rejection, parse_topic
 from liftwatch.store.deadletters import DeadLetter
@@ -206,7 +207,7 @@ class InfluxWriter:
         await self.dead_letter(
             [
                 DeadLetter(
-                    received_at=time.time_ns() // 1_000_000,
+                    received_at=now_ms(),
                     topic=topic,
                     lift_id=lift_id,
                     reason=INFLUX_REJECTED,
