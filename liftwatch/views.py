@@ -1,4 +1,5 @@
-"""The webhook and API view of an alarm: WEBHOOKS.md ``data``, also the API's alarm resource.
+"""The webhook and API view of an alarm: WEBHOOKS.md ``data``, also the API's alarm resource,
+and the WEBHOOKS.md event types.
 
 A contract, not SQL: the store's outbox writer (``liftwatch/store/outbox.py``) and the API
 routes build it from an :class:`~liftwatch.store.alarms.Alarm` and the lift's registry card
@@ -7,13 +8,30 @@ routes build it from an :class:`~liftwatch.store.alarms.Alarm` and the lift's re
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from liftwatch.faults import names
 from liftwatch.protocol import format_ts
 
 if TYPE_CHECKING:
     from liftwatch.store.alarms import Alarm
+
+# What an alarm's transitions announce (the outbox holds only these) ...
+AlarmEventType = Literal[
+    "alarm.raised",
+    "alarm.acknowledged",
+    "alarm.on_site",
+    "alarm.condition_cleared",
+    "alarm.condition_returned",
+    "alarm.escalated",
+    "alarm.overdue",
+    "alarm.resolved",
+    "alarm.summary",
+]
+# ... and every type a subscription may filter on or receive.
+EventType = Literal[AlarmEventType, "webhook.test"]
+ALARM_EVENT_TYPES: Final[tuple[str, ...]] = get_args(AlarmEventType)
+EVENT_TYPES: Final[tuple[str, ...]] = get_args(EventType)
 
 
 def ts(ms: int | None) -> str | None:

@@ -8,21 +8,9 @@ its filters say; an administrator's (``company_id`` None) may span all companies
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
-SEVERITY_RANK: Final = {"minor": 0, "major": 1, "critical": 2}
-EVENT_TYPES: Final = (
-    "alarm.raised",
-    "alarm.acknowledged",
-    "alarm.on_site",
-    "alarm.condition_cleared",
-    "alarm.condition_returned",
-    "alarm.escalated",
-    "alarm.overdue",
-    "alarm.resolved",
-    "alarm.summary",
-    "webhook.test",
-)
+from liftwatch.faults import SEVERITY_RANK
 
 
 @dataclass(frozen=True, slots=True)

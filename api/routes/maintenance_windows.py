@@ -25,22 +25,6 @@ MAX_WINDOW_MS = 31 * 86_400_000
 TimeValue = Annotated[str, StringConstraints(max_length=40)] | Annotated[int, Field(ge=0)]
 
 
-class WindowCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-    lift_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")] | None = Field(
-        default=None, description="required here unless the path names the lift"
-    )
-    starts_at: TimeValue = Field(
-        description=f"time ({EXAMPLE})", validation_alias=AliasChoices("starts_at", "start")
-    )
-    ends_at: TimeValue = Field(
-        description="after starts_at; at most 31 days later",
-        validation_alias=AliasChoices("ends_at", "end"),
-    )
-    reason: Annotated[str, StringConstraints(max_length=500)] = ""
-
-
 class WindowInput(BaseModel):
     """The body under ``/lifts/{lift_id}/maintenance-windows`` (the path names the lift)."""
 
@@ -54,6 +38,15 @@ class WindowInput(BaseModel):
         validation_alias=AliasChoices("ends_at", "end"),
     )
     reason: Annotated[str, StringConstraints(max_length=500)] = ""
+
+
+class WindowCreate(WindowInput):
+    # The body of POST /maintenance-windows: WindowInput and the lift (a comment, not a
+    # docstring, so the schema's description stays as it was).
+
+    lift_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")] | None = Field(
+        default=None, description="required here unless the path names the lift"
+    )
 
 
 class WindowOut(BaseModel):

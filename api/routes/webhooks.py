@@ -19,7 +19,6 @@ from starlette.concurrency import run_in_threadpool
 
 from alerts.webhooks import signing, ssrf
 from alerts.webhooks.dispatcher import notify_running
-from alerts.webhooks.filters import EVENT_TYPES
 from api.auth import Principal, PrincipalDep, WriterDep
 from api.deps import DbDep, SettingsDep
 from api.errors import conflict, invalid, not_found, responses
@@ -31,25 +30,13 @@ from liftwatch.store import Database
 from liftwatch.store import registry as reg
 from liftwatch.store import webhooks as store
 from liftwatch.store.webhooks import Attempt, Delivery, Subscription
+from liftwatch.views import EventType, ts
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"], responses=responses(401, 403, 422))
 
 ROTATION_OVERLAP_MS = 24 * 3600 * 1000
 WebhookId = Annotated[str, Path(pattern=r"^wh_[0-9a-f]{1,64}$")]
 DeliveryId = Annotated[int, Path(ge=1, le=2**62)]
-EventType = Literal[
-    "alarm.raised",
-    "alarm.acknowledged",
-    "alarm.on_site",
-    "alarm.condition_cleared",
-    "alarm.condition_returned",
-    "alarm.escalated",
-    "alarm.overdue",
-    "alarm.resolved",
-    "alarm.summary",
-    "webhook.test",
-]
-assert set(EVENT_TYPES) == set(EventType.__args__)  # type: ignore[attr-defined]
 Url = Annotated[str, StringConstraints(min_length=8, max_length=ssrf.MAX_URL_LENGTH)]
 
 
@@ -155,10 +142,6 @@ class DeliveryInfo(BaseModel):
     attempts: list[AttemptInfo]
 
 
-def _ts(ms: int | None) -> str | None:
-    return None if ms is None else format_ts(ms)
-
-
 def _info(sub: Subscription) -> WebhookInfo:
     until = sub.previous_until if sub.previous_until and sub.previous_until > _now() else None
     return WebhookInfo(
@@ -172,8 +155,8 @@ def _info(sub: Subscription) -> WebhookInfo:
         created_by=sub.created_by,
         created_at=format_ts(sub.created_at),
         updated_at=format_ts(sub.updated_at),
-        secret_rotated_at=_ts(sub.secret_rotated_at),
-        previous_secret_valid_until=_ts(until),
+        secret_rotated_at=ts(sub.secret_rotated_at),
+        previous_secret_valid_until=ts(until),
     )
 
 
@@ -187,10 +170,10 @@ def _delivery(d: Delivery, attempts: list[Attempt]) -> DeliveryInfo:
         status=d.status,  # type: ignore[arg-type]  # CHECK constraint in the table
         attempt_count=d.attempts,
         created_at=format_ts(d.created_at),
-        first_attempt_at=_ts(d.first_attempt_at),
-        last_attempt_at=_ts(d.last_attempt_at),
-        next_attempt_at=_ts(d.next_attempt_at) if d.status == "pending" else None,
-        delivered_at=_ts(d.delivered_at),
+        first_attempt_at=ts(d.first_attempt_at),
+        last_attempt_at=ts(d.last_attempt_at),
+        next_attempt_at=ts(d.next_attempt_at) if d.status == "pending" else None,
+        delivered_at=ts(d.delivered_at),
         last_status_code=d.last_status_code,
         last_error=d.last_error,
         payload=json.loads(d.payload),

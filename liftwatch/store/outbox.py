@@ -12,26 +12,14 @@ import json
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from liftwatch.protocol import format_ts
 from liftwatch.store.db import Database
-from liftwatch.views import alarm_view
+from liftwatch.views import ALARM_EVENT_TYPES, alarm_view
 
 if TYPE_CHECKING:
     from liftwatch.store.alarms import Alarm
-
-EVENT_TYPES: Final = (
-    "alarm.raised",
-    "alarm.acknowledged",
-    "alarm.on_site",
-    "alarm.condition_cleared",
-    "alarm.condition_returned",
-    "alarm.escalated",
-    "alarm.overdue",
-    "alarm.resolved",
-    "alarm.summary",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +55,7 @@ def add_outbox(
     # re-announces its alarms), so a top-level import would close that loop at import time.
     from liftwatch.store import registry
 
-    if event_type not in EVENT_TYPES:
+    if event_type not in ALARM_EVENT_TYPES:
         raise ValueError(f"unknown event type {event_type!r}")
     data = alarm_view(alarm, registry.lift_card(conn, alarm.lift_id))
     if extra:
