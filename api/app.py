@@ -59,6 +59,7 @@ def create_app(
     db: Database | None = None,
     influx: InfluxClient | None = None,
     engine: Any = None,
+    dispatcher: Any = None,
     broker_check: Check | None = None,
 ) -> FastAPI:
     """Build the API. Resources not given are created from ``settings`` (the InfluxDB client
@@ -83,6 +84,7 @@ def create_app(
     app.state.influx = influx
     app.state.owns_influx = False
     app.state.engine = engine
+    app.state.dispatcher = dispatcher  # else the engine's (api/deps.py get_dispatcher)
     app.state.broker_check = broker_check
     app.state.admin_token_hash = (
         hash_token(settings.admin_token.get_secret_value()) if settings.admin_token else None

@@ -46,7 +46,19 @@ def registry_changed(engine: Any) -> None:
         engine.refresh_registry()
 
 
+def get_dispatcher(request: Request) -> Any:
+    """The webhook dispatcher running in this process, to wake after queueing a delivery: the
+    one given to ``create_app``, else the in-process alerts engine's ``outbox`` hook
+    (``liftwatch serve``). None in a separate ``liftwatch api``: the dispatcher of ``liftwatch
+    alerts`` then finds the delivery by its poll."""
+    state = request.app.state
+    if state.dispatcher is not None:
+        return state.dispatcher
+    return getattr(state.engine, "outbox", None)
+
+
 DbDep = Annotated[Database, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 InfluxDep = Annotated[InfluxClient, Depends(get_influx)]
 EngineDep = Annotated[Any, Depends(get_engine)]
+DispatcherDep = Annotated[Any, Depends(get_dispatcher)]

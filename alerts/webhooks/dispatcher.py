@@ -34,6 +34,12 @@ before its next round and logs at most once per ``STORE_LOG_EVERY_S``.
 **Admission** (at most ``concurrency`` attempts in all, ``per_subscription`` per subscription,
 one per chain) is reserved under a lock when a delivery is claimed, from whichever thread
 claims it, and released when its task ends or the claiming transaction rolls back.
+
+The stages live apart, as Alertmanager's notify pipeline: routing is ``filters.route``,
+admission ``admission.py``, one HTTP attempt and its outcome ``attempt.py``; this module keeps
+the scheduling loop, the engine's fast path and the record of each outcome. The processes hand
+the running dispatcher to whoever must wake it (the engine's ``outbox`` hook, which the API
+inside ``liftwatch serve`` reaches); there is no registry of running dispatchers.
 """
 
 from __future__ import annotations
@@ -43,29 +49,26 @@ import contextlib
 import logging
 import random
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Final, ParamSpec, TypeVar
 
 import httpx
 
-from alerts.webhooks import backoff, filters, signing, ssrf
-from liftwatch import __version__
+from alerts.webhooks import backoff, ssrf
+from alerts.webhooks.admission import Admission
+from alerts.webhooks.attempt import ATTEMPT_TIMEOUT_S, Result, build_client, classify
+from alerts.webhooks.attempt import attempt as post_attempt
+from alerts.webhooks.filters import route
 from liftwatch.clock import Clock, SystemClock
 from liftwatch.settings import Settings
 from liftwatch.store import Database
 from liftwatch.store import webhooks as store
-from liftwatch.store.outbox import OutboxRow
 from liftwatch.store.webhooks import Delivery, FanOut, Subscription
 
 log = logging.getLogger("liftwatch.webhooks")
 
-USER_AGENT: Final = f"liftwatch/{__version__}"
-ATTEMPT_TIMEOUT_S: Final = 5.0
-READ_LIMIT: Final = 64 * 1024  # read (and discard) this much so the connection can be reused
 FAN_OUT: Final = 500  # outbox rows per fan-out transaction
 # Recording a concluded attempt is retried (the outcome kept in memory) from the first wait,
 # doubling up to the last, until the store takes it: the engine's commit does the same.
@@ -86,67 +89,11 @@ DRAIN_RATE_PER_S: Final = 30.0
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# Dispatchers running in this process, so that the API inside ``liftwatch serve`` can wake
-# them after queueing a test or a redelivery (another process's dispatcher finds it by polling).
-_running: set[Dispatcher] = set()
-
-
-def notify_running() -> None:
-    """Wake every dispatcher running in this process (none: a no-op)."""
-    for dispatcher in list(_running):
-        dispatcher.notify()
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """How one attempt ended."""
-
-    status_code: int | None
-    latency_ms: int
-    response: str | None = None
-    error: str | None = None
-    retry_after: str | None = None
-    retryable: bool = False
-
-
-def route(event: OutboxRow, subs: Sequence[Subscription]) -> list[Subscription]:
-    """The subscriptions an outbox row goes to (``filters.matches``)."""
-    ev = filters.Event(
-        event.event_type, event.lift_id, event.company_id, event.code, event.severity
-    )
-    return [
-        s
-        for s in subs
-        if filters.matches(
-            filters.Subscriber(s.company_id, filters.Filters.from_json(s.filters)), ev
-        )
-    ]
-
-
-def classify(status_code: int) -> str:
-    """``delivered``, ``retry``, ``gone`` or ``failed`` for an HTTP answer (WEBHOOKS.md)."""
-    if 200 <= status_code < 300:
-        return "delivered"
-    if status_code == 429 or status_code >= 500:
-        return "retry"
-    if status_code == 410:
-        return "gone"
-    # Other 4xx, and 3xx too: redirects are not followed, and retrying would not change the
-    # answer.
-    return "failed"
-
-
-def build_client(concurrency: int) -> httpx.AsyncClient:
-    """The one pooled client every delivery shares."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(ATTEMPT_TIMEOUT_S),
-        follow_redirects=False,
-        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        trust_env=False,  # a proxy from the environment would defeat the SSRF guard
-    )
-
 
 class Dispatcher:
+    """Schedules deliveries (the loop) and takes the engine's fast path; admission control is
+    :class:`~alerts.webhooks.admission.Admission`, one attempt :mod:`alerts.webhooks.attempt`."""
+
     def __init__(
         self,
         db: Database,
@@ -179,12 +126,8 @@ class Dispatcher:
         # alerts engine shares, and one thread keeps our own writes from contending.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhooks-db")
         self._inflight: dict[int, asyncio.Task[None]] = {}  # loop thread only
-        # Admission bookkeeping, shared with the engine's thread (fan_out_in): under _admit.
-        self._admit = threading.Lock()
-        self._busy = 0
-        self._ids: set[int] = set()
-        self._chains: set[tuple[str, str]] = set()
-        self._per_sub: dict[str, int] = {}
+        # Shared with the engine's thread (fan_out_in): it locks itself.
+        self.admission = Admission(concurrency=concurrency, per_subscription=per_subscription)
         self._accepting = False
         self._next_sweep = 0.0  # clock.monotonic() of the next stale-claim sweep
         # Store trouble (loop thread): consecutive errors, the rest they impose (monotonic
@@ -224,7 +167,6 @@ class Dispatcher:
         self._loop = asyncio.get_running_loop()
         if self._client is None:
             self._client = build_client(self.concurrency)
-        _running.add(self)
         stopper = asyncio.create_task(_relay(stop, self._wake)) if stop is not None else None
         try:
             resumed = await self._db(store.reset_in_flight, self.db)
@@ -256,7 +198,6 @@ class Dispatcher:
                     return
         finally:
             self._accepting = False
-            _running.discard(self)
             if stopper is not None:
                 stopper.cancel()
             await self._shutdown()
@@ -275,10 +216,10 @@ class Dispatcher:
                     route,
                     now_ms=now,
                     limit=FAN_OUT,
-                    claim=self._claimer(claimed),
+                    claim=self.admission.claimer(claimed),
                 )
             except BaseException:
-                self._release_all(claimed)
+                self.admission.release_all(claimed)
                 raise
             for d, sub in result.started:
                 self._spawn(d, sub)
@@ -288,7 +229,7 @@ class Dispatcher:
             store.due_heads, self.db, now, per_subscription=self.per_subscription
         )
         for d in heads:
-            if self._reserve(d):
+            if self.admission.reserve(d):
                 self._spawn(d)
         next_due = await self._db(store.next_due_at, self.db)
         if next_due is None:
@@ -338,8 +279,7 @@ class Dispatcher:
         if mono < self._next_sweep:
             return
         self._next_sweep = mono + self.poll_interval_s
-        with self._admit:
-            keep = frozenset(self._ids)  # reserved: a task (or its claim) owns them
+        keep = self.admission.reserved_ids()  # reserved: a task (or its claim) owns them
         before = now - round(self.attempt_timeout_s * 1000)
         reset = await self._db(store.reset_stale, self.db, before_ms=before, keep=keep, now_ms=now)
         if reset:
@@ -348,50 +288,6 @@ class Dispatcher:
                 reset,
             )
 
-    def _reserve(self, d: Delivery) -> bool:
-        """Admit ``d`` within the limits and count it as in flight (any thread)."""
-        with self._admit:
-            if self._busy >= self.concurrency:
-                return False
-            if d.id in self._ids or d.chain in self._chains:
-                return False
-            if self._per_sub.get(d.subscription_id, 0) >= self.per_subscription:
-                return False
-            self._busy += 1
-            self._ids.add(d.id)
-            self._chains.add(d.chain)
-            self._per_sub[d.subscription_id] = self._per_sub.get(d.subscription_id, 0) + 1
-            return True
-
-    def _release(self, d: Delivery) -> None:
-        with self._admit:
-            if d.id not in self._ids:
-                return
-            self._busy -= 1
-            self._ids.discard(d.id)
-            self._chains.discard(d.chain)
-            left = self._per_sub.get(d.subscription_id, 1) - 1
-            if left:
-                self._per_sub[d.subscription_id] = left
-            else:
-                self._per_sub.pop(d.subscription_id, None)
-
-    def _release_all(self, claimed: Sequence[Delivery]) -> None:
-        for d in claimed:
-            self._release(d)
-
-    def _claimer(self, claimed: list[Delivery]) -> Callable[[Delivery], bool]:
-        """For ``store.fan_out``/``fan_out_in``: reserve each claim, remembering it in
-        ``claimed`` so that a rolled-back transaction can give the reservations back."""
-
-        def claim(d: Delivery) -> bool:
-            if not self._reserve(d):
-                return False
-            claimed.append(d)
-            return True
-
-        return claim
-
     def _spawn(self, d: Delivery, started_for: Subscription | None = None) -> None:
         """Start the task of a reserved delivery (loop thread)."""
         task = asyncio.create_task(self._deliver(d, started_for), name=f"webhook-{d.id}")
@@ -399,7 +295,7 @@ class Dispatcher:
 
         def done(_: asyncio.Task[None]) -> None:
             self._inflight.pop(d.id, None)
-            self._release(d)
+            self.admission.release(d)
             self._wake.set()
 
         task.add_done_callback(done)
@@ -414,10 +310,10 @@ class Dispatcher:
         claimed: list[Delivery] = []
         try:
             return store.fan_out_in(
-                conn, route, now_ms=now_ms, limit=FAN_OUT, claim=self._claimer(claimed)
+                conn, route, now_ms=now_ms, limit=FAN_OUT, claim=self.admission.claimer(claimed)
             )
         except BaseException:
-            self._release_all(claimed)
+            self.admission.release_all(claimed)
             raise
 
     def hand_over(self, result: FanOut | None) -> None:
@@ -442,7 +338,7 @@ class Dispatcher:
     def abandon(self, result: FanOut) -> None:
         """The transaction of :meth:`fan_out_in` rolled back (or its claims cannot be started):
         give the reservations back."""
-        self._release_all([d for d, _ in result.started])
+        self.admission.release_all([d for d, _ in result.started])
 
     def _start_handed(self, result: FanOut) -> None:
         if not self._accepting:
@@ -575,99 +471,16 @@ class Dispatcher:
             wait = min(wait * 2, RECORD_RETRY_MAX_S)
 
     async def attempt(self, sub: Subscription, d: Delivery) -> Result:
-        """One signed POST of ``d`` to ``sub``; never raises for network trouble."""
-        started = self.clock.monotonic()
-
-        def elapsed() -> int:
-            return round((self.clock.monotonic() - started) * 1000)
-
-        try:
-            async with asyncio.timeout(self.attempt_timeout_s):
-                try:
-                    target, addresses = await ssrf.check_url(
-                        sub.url, self.private, company_id=sub.company_id
-                    )
-                except ssrf.UrlRefused as exc:
-                    return Result(None, elapsed(), error=f"refused: {exc}")
-                except LookupError as exc:
-                    return Result(None, elapsed(), error=str(exc), retryable=True)
-                return await self._post(sub, d, target, addresses, elapsed)
-        except TimeoutError:
-            return Result(
-                None,
-                elapsed(),
-                error=f"timeout after {self.attempt_timeout_s:g} s",
-                retryable=True,
-            )
-
-    async def _post(
-        self,
-        sub: Subscription,
-        d: Delivery,
-        target: ssrf.Target,
-        addresses: list[ssrf.IPAddress],
-        elapsed: Callable[[], int],
-    ) -> Result:
+        """One signed POST of ``d`` to ``sub`` (:func:`alerts.webhooks.attempt.attempt`)."""
         assert self._client is not None
-        body = d.payload.encode("utf-8")
-        last_error = "no address"
-        begin = time.monotonic()
-        for i, ip in enumerate(addresses):
-            url, host, sni = ssrf.pinned(sub.url, target, ip)
-            # A blackholed address must not eat the whole attempt: each address left gets an
-            # equal share of the time left for connecting (the last one all of it).
-            left = max(0.05, self.attempt_timeout_s - (time.monotonic() - begin))
-            timeout = httpx.Timeout(self.attempt_timeout_s, connect=left / (len(addresses) - i))
-            timestamp = self.clock.now_ms() // 1000
-            headers = {
-                "host": host,
-                "content-type": "application/json",
-                "user-agent": USER_AGENT,
-                "webhook-id": d.webhook_id,
-                "webhook-timestamp": str(timestamp),
-                "webhook-signature": signing.signature_header(
-                    sub.signing_secrets(self.clock.now_ms()), d.webhook_id, timestamp, body
-                ),
-            }
-            extensions: dict[str, Any] = {"sni_hostname": sni} if sni else {}
-            request = self._client.build_request(
-                "POST", url, content=body, headers=headers, extensions=extensions, timeout=timeout
-            )
-            try:
-                response = await self._client.send(request, stream=True)
-            except httpx.ConnectError as exc:
-                # Try the next address the name resolved to (::1 refused, 127.0.0.1 listening).
-                last_error = f"connection error: {exc or type(exc).__name__}"
-                continue
-            except httpx.ConnectTimeout:
-                # Blackholed (SYNs dropped): the next address may answer.
-                last_error = f"connect timeout to {ip}"
-                continue
-            except httpx.TimeoutException:
-                return Result(None, elapsed(), error="timeout", retryable=True)
-            except httpx.TransportError as exc:
-                return Result(
-                    None,
-                    elapsed(),
-                    error=f"transport error: {exc or type(exc).__name__}",
-                    retryable=True,
-                )
-            try:
-                text = await _read_head(response)
-            except httpx.TransportError:
-                text = None  # the status line counts; a body cut short does not
-            finally:
-                await response.aclose()
-            if ssrf.address_problem(ip) is not None:
-                # An internal service's answer is not for the subscriber to read.
-                text = ssrf.excerpt(text)
-            return Result(
-                response.status_code,
-                elapsed(),
-                response=text,
-                retry_after=response.headers.get("retry-after"),
-            )
-        return Result(None, elapsed(), error=last_error, retryable=True)
+        return await post_attempt(
+            self._client,
+            sub,
+            d,
+            private=self.private,
+            clock=self.clock,
+            timeout_s=self.attempt_timeout_s,
+        )
 
 
 def attach(engine: Any, settings: Settings) -> Dispatcher:
@@ -693,16 +506,3 @@ async def _rest(seconds: float, stop: asyncio.Event | None) -> None:
 async def _relay(stop: asyncio.Event, wake: asyncio.Event) -> None:
     await stop.wait()
     wake.set()
-
-
-async def _read_head(response: httpx.Response) -> str:
-    """The first 1 KiB of the answer; reads up to READ_LIMIT so the connection is reusable."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= READ_LIMIT:
-            break
-    raw = b"".join(chunks)[: store.RESPONSE_KEEP]
-    return raw.decode("utf-8", errors="replace")

@@ -7,10 +7,15 @@ its filters say; an administrator's (``company_id`` None) may span all companies
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from liftwatch.faults import SEVERITY_RANK
+
+if TYPE_CHECKING:
+    from liftwatch.store.outbox import OutboxRow
+    from liftwatch.store.webhooks import Subscription
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,3 +81,9 @@ def matches(sub: Subscriber, event: Event) -> bool:
     if f.min_severity is not None:
         return SEVERITY_RANK.get(event.severity, -1) >= SEVERITY_RANK[f.min_severity]
     return True
+
+
+def route(event: OutboxRow, subs: Sequence[Subscription]) -> list[Subscription]:
+    """The subscriptions an outbox row goes to (:func:`matches`)."""
+    ev = Event(event.event_type, event.lift_id, event.company_id, event.code, event.severity)
+    return [s for s in subs if matches(Subscriber(s.company_id, Filters.from_json(s.filters)), ev)]

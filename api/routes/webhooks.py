@@ -18,9 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from starlette.concurrency import run_in_threadpool
 
 from alerts.webhooks import signing, ssrf
-from alerts.webhooks.dispatcher import notify_running
 from api.auth import Principal, PrincipalDep, WriterDep
-from api.deps import DbDep, SettingsDep
+from api.deps import DbDep, DispatcherDep, SettingsDep
 from api.errors import conflict, invalid, not_found, responses
 from liftwatch.faults import CODES
 from liftwatch.protocol import format_ts
@@ -346,7 +345,11 @@ def rotate_secret(webhook_id: WebhookId, db: DbDep, principal: WriterDep) -> Sec
     responses=responses(404, 409),
 )
 def send_test(
-    webhook_id: WebhookId, request: Request, db: DbDep, principal: WriterDep
+    webhook_id: WebhookId,
+    request: Request,
+    db: DbDep,
+    principal: WriterDep,
+    dispatcher: DispatcherDep,
 ) -> DeliveryInfo:
     sub = visible_subscription(db, principal, webhook_id)
     if not sub.enabled:
@@ -364,7 +367,7 @@ def send_test(
     }
     payload = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
     delivery = store.add_test_delivery(db, sub.id, payload, now)
-    notify_running()
+    _wake(dispatcher)
     return _delivery(delivery, [])
 
 
@@ -419,7 +422,11 @@ def get_delivery(
     responses=responses(404, 409),
 )
 def redeliver(
-    webhook_id: WebhookId, delivery_id: DeliveryId, db: DbDep, principal: WriterDep
+    webhook_id: WebhookId,
+    delivery_id: DeliveryId,
+    db: DbDep,
+    principal: WriterDep,
+    dispatcher: DispatcherDep,
 ) -> DeliveryInfo:
     sub = visible_subscription(db, principal, webhook_id)
     d = _visible_delivery(db, principal, webhook_id, delivery_id)
@@ -428,5 +435,11 @@ def redeliver(
     queued = store.redeliver(db, d.id, _now())
     if queued is None:
         raise conflict(f"delivery {delivery_id} is {d.status}; only failed ones are redelivered")
-    notify_running()
+    _wake(dispatcher)
     return _delivery(queued, store.attempts_of(db, [d.id])[d.id])
+
+
+def _wake(dispatcher: Any) -> None:
+    """A delivery was queued: wake this process's dispatcher (none: its poll finds it)."""
+    if dispatcher is not None:
+        dispatcher.notify()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from standardwebhooks.webhooks import Webhook
 
 from alerts.webhooks.dispatcher import Dispatcher
@@ -38,24 +39,35 @@ def world(tmp_path: Path, unique: str) -> World:
     )
 
 
-async def _client(world: World, tmp_path: Path, allow_private: bool) -> httpx.AsyncClient:
+def _app(world: World, tmp_path: Path, allow_private: bool) -> FastAPI:
     settings = load_settings(
         data_dir=tmp_path, admin_token=ADMIN_TOKEN, webhook_allow_private=allow_private
     )
-    app = create_app(settings, db=world.db)
+    return create_app(settings, db=world.db)
+
+
+def _client(app: FastAPI) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     return httpx.AsyncClient(transport=transport, base_url="http://api.test")
 
 
 @pytest.fixture
-async def api(world: World, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with await _client(world, tmp_path, allow_private=True) as c:
+def app(world: World, tmp_path: Path) -> FastAPI:
+    return _app(world, tmp_path, allow_private=True)
+
+
+@pytest.fixture
+async def api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with _client(app) as c:
         yield c
 
 
 @pytest.fixture
-async def running(world: World) -> AsyncIterator[Dispatcher]:
+async def running(world: World, app: FastAPI) -> AsyncIterator[Dispatcher]:
+    """A dispatcher polling only every 5 s, handed to the app as ``liftwatch serve`` hands its
+    engine's: the API's test events and redeliveries must wake it."""
     d = Dispatcher(world.db, allow_private=True, poll_interval_s=5.0)
+    app.state.dispatcher = d
     stop = asyncio.Event()
     task = asyncio.create_task(d.run(stop))
     yield d
@@ -110,7 +122,7 @@ async def test_create_shows_secret_once_and_scopes_by_company(
 async def test_private_and_bad_urls_refused_by_default(
     world: World, tmp_path: Path, receiver: RecordingReceiver
 ) -> None:
-    async with await _client(world, tmp_path, allow_private=False) as api:
+    async with _client(_app(world, tmp_path, allow_private=False)) as api:
         h = world.h("admin")
         for url, word in [
             (receiver.url, "loopback"),

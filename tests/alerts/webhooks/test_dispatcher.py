@@ -10,7 +10,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from alerts import lifecycle
-from alerts.webhooks.dispatcher import USER_AGENT, Dispatcher
+from alerts.webhooks.attempt import USER_AGENT
+from alerts.webhooks.dispatcher import Dispatcher
 from liftwatch.store import webhooks as store
 from simulator.receiver import Received, RecordingReceiver
 from tests.support.harness import eventually

@@ -90,7 +90,9 @@ async def test_alarm_commits_with_its_delivery_claimed_and_is_sent_without_a_rou
         )
         # The store says delivered before the task's done-callback gives the slot back.
         await eventually(
-            lambda: dispatcher._busy == 0 and not dispatcher._chains, 5, what="slot released"
+            lambda: dispatcher.admission.busy == 0 and not dispatcher.admission.chains,
+            5,
+            what="slot released",
         )
     finally:
         await stopped(task)
@@ -128,7 +130,7 @@ async def test_limits_hold_on_the_fast_path_and_the_rest_follows(
             states = sorted(d.status for d in store.list_deliveries(db, sub.id))
             assert states == ["delivering", "pending"], "one claimed, one waits its turn"
             await eventually(lambda: len(arrived) == 1, 10, what="first request out")
-            assert dispatcher._busy == 1
+            assert dispatcher.admission.busy == 1
             release.set()
             await eventually(
                 lambda: {d.status for d in store.list_deliveries(db, sub.id)} == {"delivered"},
@@ -169,7 +171,7 @@ async def test_rolled_back_transaction_gives_its_claims_back(
             yield conn
             alarms = conn.execute("SELECT COUNT(*) FROM alarms").fetchone()[0]
             if alarms and not seen:
-                seen.append(dispatcher._busy)
+                seen.append(dispatcher.admission.busy)
                 raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(db, "transaction", commit_fails_once)
@@ -182,7 +184,7 @@ async def test_rolled_back_transaction_gives_its_claims_back(
         assert d.status in ("delivering", "delivered") and d.attempts == 1
         (got,) = await asyncio.to_thread(receiver.wait_for, 1, 10.0)
         assert got.headers["webhook-id"] == d.webhook_id
-        await eventually(lambda: dispatcher._busy == 0, 5, what="reservation released")
+        await eventually(lambda: dispatcher.admission.busy == 0, 5, what="reservation released")
         assert len(receiver.requests) == 1 and outbox_undispatched(db) == 0
     finally:
         await stopped(task)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from alerts import lifecycle
-from alerts.webhooks.dispatcher import route
+from alerts.webhooks.filters import route
 from liftwatch.store import webhooks as store
 from tests.support.webhooks import Seeded
 

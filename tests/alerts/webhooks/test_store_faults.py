@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from alerts import lifecycle
-from alerts.webhooks.dispatcher import Dispatcher, route
+from alerts.webhooks.dispatcher import Dispatcher
+from alerts.webhooks.filters import route
 from liftwatch.registry import Company, Lift
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
