@@ -14,11 +14,11 @@ engine as ``listener`` so it learns of the transition at once (stops escalation 
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
+from liftwatch import clock
 from liftwatch.protocol import format_ts
 from liftwatch.store import alarms as store
 from liftwatch.store import maintenance, outbox
@@ -82,10 +82,6 @@ class Policy:
     flood_window_ms: int = HOUR_MS
 
 
-def _now() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def _record(
     conn: sqlite3.Connection,
     alarm: Alarm,
@@ -123,7 +119,7 @@ def _step(
     outcome: str | None = None,
     listener: Listener | None = None,
 ) -> Alarm:
-    at = _now() if at is None else at
+    at = clock.now_ms() if at is None else at
     note = None if note is None else note[:MAX_NOTE]
     out: list[Change] = []
     with db.transaction() as conn:

@@ -10,7 +10,6 @@ URLs are SSRF-checked here and again before every delivery attempt.
 from __future__ import annotations
 
 import json
-import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -21,6 +20,7 @@ from alerts.webhooks import signing, ssrf
 from api.auth import Principal, PrincipalDep, WriterDep
 from api.deps import DbDep, DispatcherDep, SettingsDep
 from api.errors import conflict, invalid, not_found, responses
+from liftwatch.clock import now_ms
 from liftwatch.faults import CODES
 from liftwatch.protocol import format_ts
 from liftwatch.registry import CompanyId, LiftId
@@ -37,10 +37,6 @@ ROTATION_OVERLAP_MS = 24 * 3600 * 1000
 WebhookId = Annotated[str, Path(pattern=r"^wh_[0-9a-f]{1,64}$")]
 DeliveryId = Annotated[int, Path(ge=1, le=2**62)]
 Url = Annotated[str, StringConstraints(min_length=8, max_length=ssrf.MAX_URL_LENGTH)]
-
-
-def _now() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class WebhookFilters(BaseModel):
@@ -142,7 +138,7 @@ class DeliveryInfo(BaseModel):
 
 
 def _info(sub: Subscription) -> WebhookInfo:
-    until = sub.previous_until if sub.previous_until and sub.previous_until > _now() else None
+    until = sub.previous_until if sub.previous_until and sub.previous_until > now_ms() else None
     return WebhookInfo(
         id=sub.id,
         company_id=sub.company_id,
@@ -354,7 +350,7 @@ def send_test(
     sub = visible_subscription(db, principal, webhook_id)
     if not sub.enabled:
         raise conflict(f"webhook {webhook_id!r} is disabled; enable it first")
-    now = _now()
+    now = now_ms()
     body = {
         "type": "webhook.test",
         "timestamp": format_ts(now),
@@ -432,7 +428,7 @@ def redeliver(
     d = _visible_delivery(db, principal, webhook_id, delivery_id)
     if not sub.enabled:
         raise conflict(f"webhook {webhook_id!r} is disabled; enable it first")
-    queued = store.redeliver(db, d.id, _now())
+    queued = store.redeliver(db, d.id, now_ms())
     if queued is None:
         raise conflict(f"delivery {delivery_id} is {d.status}; only failed ones are redelivered")
     _wake(dispatcher)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 
-from liftwatch.store.db import Database
+from liftwatch import clock
+from liftwatch.store.db import Database, from_row
 from liftwatch.store.maintenance import add_maintenance_window as add_maintenance_window
 from liftwatch.store.maintenance import in_maintenance as in_maintenance
 from liftwatch.store.outbox import OutboxRow as OutboxRow
@@ -35,7 +35,7 @@ _CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 def new_alarm_id(now_ms: int | None = None) -> str:
     """``al_`` + a ULID (48-bit ms time + 80 random bits, Crockford base32): ids sort by
     raise time, and two processes never collide."""
-    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    ms = clock.now_ms() if now_ms is None else now_ms
     value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
     chars = []
     for _ in range(26):
@@ -284,19 +284,7 @@ def transitions_of(db: Database | sqlite3.Connection, alarm_id: str) -> list[Tra
     rows = c.execute(
         "SELECT * FROM alarm_transitions WHERE alarm_id = ? ORDER BY id", (alarm_id,)
     ).fetchall()
-    return [
-        Transition(
-            id=r["id"],
-            alarm_id=r["alarm_id"],
-            at=r["at"],
-            event=r["event"],
-            from_state=r["from_state"],
-            to_state=r["to_state"],
-            actor=r["actor"],
-            note=r["note"],
-        )
-        for r in rows
-    ]
+    return [from_row(Transition, r) for r in rows]
 
 
 # --- flood control --------------------------------------------------------------------------

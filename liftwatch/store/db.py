@@ -8,14 +8,34 @@ in a thread pool, and ``sqlite3`` connections must not be shared across threads.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from liftwatch.clock import now_ms
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+D = TypeVar("D", bound="DataclassInstance")
+
+
+@functools.cache
+def _field_names(cls: type[DataclassInstance]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def from_row(cls: type[D], row: sqlite3.Row) -> D:
+    """The dataclass ``cls`` built from the columns of ``row`` named like its fields: the one
+    row-to-record mapping of the store (a record whose columns need converting, JSON or
+    booleans, has its own function)."""
+    return cls(**{name: row[name] for name in _field_names(cls)})
 
 
 class StoreError(Exception):

@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from liftwatch.store.db import Database
+from liftwatch.store.db import Database, from_row
 
 PAYLOAD_KEEP_BYTES = 1024
 
@@ -82,18 +82,7 @@ def list_dead_letters(
         " ORDER BY id DESC LIMIT ?",
         [*params, limit],
     ).fetchall()
-    return [
-        DeadLetter(
-            id=r["id"],
-            received_at=r["received_at"],
-            topic=r["topic"],
-            lift_id=r["lift_id"],
-            reason=r["reason"],
-            detail=r["detail"],
-            payload=r["payload"],
-        )
-        for r in rows
-    ]
+    return [from_row(DeadLetter, r) for r in rows]
 
 
 def count_dead_letters(db: Database) -> dict[str, int]:

@@ -5,11 +5,11 @@ its transaction; the API creates, lists and deletes windows."""
 from __future__ import annotations
 
 import sqlite3
-import time
 from dataclasses import dataclass
 from typing import Any
 
-from liftwatch.store.db import Database
+from liftwatch.clock import now_ms
+from liftwatch.store.db import Database, from_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,7 @@ def add_maintenance_window(
 ) -> MaintenanceWindow:
     if ends_at <= starts_at:
         raise ValueError("a maintenance window must end after it starts")
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     with db.transaction() as conn:
         cur = conn.execute(
             "INSERT INTO maintenance_windows"
@@ -65,7 +65,7 @@ def get_maintenance_window(db: Database, window_id: int) -> MaintenanceWindow | 
     row = db.conn.execute(
         "SELECT * FROM maintenance_windows WHERE window_id = ?", (window_id,)
     ).fetchone()
-    return None if row is None else _window(row)
+    return None if row is None else from_row(MaintenanceWindow, row)
 
 
 def search_maintenance_windows(
@@ -92,16 +92,4 @@ def search_maintenance_windows(
     joined = "maintenance_windows w LEFT JOIN lifts l ON l.lift_id = w.lift_id"
     sql = f"SELECT w.* FROM {joined} WHERE {where} ORDER BY w.starts_at, w.window_id LIMIT ?"  # noqa: S608
     rows = db.conn.execute(sql, [*params, limit]).fetchall()
-    return [_window(r) for r in rows]
-
-
-def _window(row: sqlite3.Row) -> MaintenanceWindow:
-    return MaintenanceWindow(
-        window_id=row["window_id"],
-        lift_id=row["lift_id"],
-        starts_at=row["starts_at"],
-        ends_at=row["ends_at"],
-        reason=row["reason"],
-        created_by=row["created_by"],
-        created_at=row["created_at"],
-    )
+    return [from_row(MaintenanceWindow, r) for r in rows]

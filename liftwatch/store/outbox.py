@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from liftwatch.protocol import format_ts
-from liftwatch.store.db import Database
+from liftwatch.store.db import Database, from_row
 from liftwatch.views import ALARM_EVENT_TYPES, alarm_view
 
 if TYPE_CHECKING:
@@ -36,10 +36,6 @@ class OutboxRow:
     created_at: int
     payload: str
     dispatched_at: int | None
-
-
-def _outbox_row(r: sqlite3.Row) -> OutboxRow:
-    return OutboxRow(**{k: r[k] for k in r.keys()})  # noqa: SIM118 - sqlite3.Row
 
 
 def add_outbox(
@@ -91,7 +87,7 @@ def outbox_rows(
     if lift_id is not None:
         sql += " AND lift_id = ?"
         params.append(lift_id)
-    return [_outbox_row(r) for r in c.execute(sql + " ORDER BY id", params)]
+    return [from_row(OutboxRow, r) for r in c.execute(sql + " ORDER BY id", params)]
 
 
 def undispatched(conn: sqlite3.Connection, *, limit: int) -> list[OutboxRow]:
@@ -99,7 +95,7 @@ def undispatched(conn: sqlite3.Connection, *, limit: int) -> list[OutboxRow]:
     rows = conn.execute(
         "SELECT * FROM outbox WHERE dispatched_at IS NULL ORDER BY id LIMIT ?", (limit,)
     ).fetchall()
-    return [_outbox_row(r) for r in rows]
+    return [from_row(OutboxRow, r) for r in rows]
 
 
 def mark_dispatched(conn: sqlite3.Connection, ids: Sequence[int], at: int) -> None:

@@ -12,21 +12,17 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from liftwatch import clock
 from liftwatch.store import outbox
-from liftwatch.store.db import Database
+from liftwatch.store.db import Database, from_row
 from liftwatch.store.outbox import OutboxRow
 
 OPEN: Final = ("pending", "delivering")
 RESPONSE_KEEP: Final = 1024
-
-
-def _now() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def new_subscription_id() -> str:
@@ -99,7 +95,7 @@ def add_subscription(
     description: str = "",
     now_ms: int | None = None,
 ) -> Subscription:
-    now = _now() if now_ms is None else now_ms
+    now = clock.now_ms() if now_ms is None else now_ms
     sub_id = new_subscription_id()
     with db.transaction() as conn:
         conn.execute(
@@ -154,7 +150,7 @@ def update_subscription(
     enabled: bool | None = None,
     now_ms: int | None = None,
 ) -> Subscription | None:
-    now = _now() if now_ms is None else now_ms
+    now = clock.now_ms() if now_ms is None else now_ms
     sets: list[str] = ["updated_at = ?"]
     params: list[Any] = [now]
     for column, value in (("url", url), ("description", description)):
@@ -189,7 +185,7 @@ def rotate_secret(
     db: Database, sub_id: str, new_secret: str, *, grace_ms: int, now_ms: int | None = None
 ) -> Subscription | None:
     """Make ``new_secret`` current; the old one keeps signing for ``grace_ms``."""
-    now = _now() if now_ms is None else now_ms
+    now = clock.now_ms() if now_ms is None else now_ms
     with db.transaction() as conn:
         cur = conn.execute(
             "UPDATE webhook_subscriptions SET previous_secret = secret, previous_until = ?,"
@@ -245,11 +241,8 @@ class Delivery:
         return self.subscription_id, self.alarm_id or f"#{self.id}"
 
 
-_DELIVERY_COLUMNS: Final = tuple(Delivery.__dataclass_fields__)
-
-
 def _delivery(r: sqlite3.Row) -> Delivery:
-    return Delivery(**{k: r[k] for k in _DELIVERY_COLUMNS})
+    return from_row(Delivery, r)
 
 
 @dataclass(frozen=True, slots=True)
@@ -591,7 +584,7 @@ def attempts_of(db: Database, delivery_ids: Sequence[int]) -> dict[int, list[Att
         list(delivery_ids),
     )
     for r in rows:
-        out[r["delivery_id"]].append(Attempt(**{k: r[k] for k in r.keys()}))  # noqa: SIM118
+        out[r["delivery_id"]].append(from_row(Attempt, r))
     return out
 
 
