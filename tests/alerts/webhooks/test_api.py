@@ -4,8 +4,10 @@ running dispatcher and real HTTP receivers."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -264,3 +266,32 @@ async def test_410_disables_and_patch_reenables(
         assert r.json()["enabled"] is True and r.json()["disabled_reason"] is None
     finally:
         recv.close()
+
+
+@pytest.mark.parametrize("handle", ["create_app", "engine"])
+async def test_a_test_event_wakes_the_dispatcher_handed_to_the_app(
+    world: World, tmp_path: Path, receiver: RecordingReceiver, handle: str
+) -> None:
+    """The dispatcher polls only every 5 s; the API wakes the one handed to ``create_app`` or
+    registered on the in-process engine (its ``outbox`` hook, as in ``liftwatch serve``)."""
+    d = Dispatcher(world.db, allow_private=True, poll_interval_s=5.0)
+    settings = load_settings(data_dir=tmp_path, admin_token=ADMIN_TOKEN, webhook_allow_private=True)
+    if handle == "engine":
+        app = create_app(settings, db=world.db, engine=SimpleNamespace(outbox=d))
+    else:
+        app = create_app(settings, db=world.db, dispatcher=d)
+    stop = asyncio.Event()
+    task = asyncio.create_task(d.run(stop))
+    try:
+        async with _client(app) as api:
+            h = world.h("admin")
+            created = (await api.post(API, json={"url": receiver.url}, headers=h)).json()
+            await eventually(lambda: d.rounds >= 1, 5, what="the dispatcher's first round")
+            t0 = time.monotonic()
+            r = await api.post(f"{API}/{created['id']}/test", headers=h)
+            assert r.status_code == 202, r.text
+            await _wait(receiver, 1)
+            assert time.monotonic() - t0 < 2.5, "woken, not found by the 5 s poll"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
