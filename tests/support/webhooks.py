@@ -13,7 +13,7 @@ from alerts import lifecycle
 from alerts.webhooks import signing
 from liftwatch.store import Database
 from liftwatch.store import webhooks as store
-from liftwatch.store.webhooks import Subscription
+from liftwatch.store.webhooks import Delivery, Subscription
 from simulator.receiver import Received
 
 
@@ -61,3 +61,51 @@ def body_of(r: Received) -> dict[str, Any]:
 
 def of_type(kind: str) -> Callable[[Received], bool]:
     return lambda r: body_of(r)["type"] == kind
+
+
+def a_delivery(delivery_id: int = 1, sub: str = "wh_1", alarm: str | None = "al_1") -> Delivery:
+    """A delivery as the store would hand it over, for the stages tested without a store."""
+    return Delivery(
+        id=delivery_id,
+        webhook_id=f"msg_{delivery_id}",
+        subscription_id=sub,
+        outbox_id=None,
+        alarm_id=alarm,
+        event_type="alarm.raised" if alarm else "webhook.test",
+        payload="{}",
+        status="pending",
+        attempts=0,
+        next_attempt_at=0,
+        first_attempt_at=None,
+        last_attempt_at=None,
+        last_status_code=None,
+        last_error=None,
+        created_at=0,
+        delivered_at=None,
+    )
+
+
+def a_subscription(
+    sub_id: str = "wh_1",
+    company_id: str | None = None,
+    *,
+    url: str = "https://example.com/hook",
+    filters: dict[str, Any] | None = None,
+) -> Subscription:
+    """A subscription as the store would hand it over (enabled, a fixed secret)."""
+    return Subscription(
+        id=sub_id,
+        company_id=company_id,
+        url=url,
+        description="",
+        secret="whsec_" + "A" * 32,
+        previous_secret=None,
+        previous_until=None,
+        secret_rotated_at=None,
+        filters=filters or {},
+        enabled=True,
+        disabled_reason=None,
+        created_by="t",
+        created_at=0,
+        updated_at=0,
+    )

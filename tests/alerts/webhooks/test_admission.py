@@ -4,27 +4,7 @@ from __future__ import annotations
 
 from alerts.webhooks.admission import Admission
 from liftwatch.store.webhooks import Delivery
-
-
-def _d(delivery_id: int, sub: str = "wh_1", alarm: str | None = "al_1") -> Delivery:
-    return Delivery(
-        id=delivery_id,
-        webhook_id=f"msg_{delivery_id}",
-        subscription_id=sub,
-        outbox_id=None,
-        alarm_id=alarm,
-        event_type="alarm.raised",
-        payload="{}",
-        status="pending",
-        attempts=0,
-        next_attempt_at=0,
-        first_attempt_at=None,
-        last_attempt_at=None,
-        last_status_code=None,
-        last_error=None,
-        created_at=0,
-        delivered_at=None,
-    )
+from tests.support.webhooks import a_delivery as _d
 
 
 def test_one_attempt_per_chain_and_per_delivery() -> None:

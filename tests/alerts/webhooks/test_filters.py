@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from alerts.webhooks.filters import Event, Filters, Subscriber, matches, route
 from liftwatch.store.outbox import OutboxRow
-from liftwatch.store.webhooks import Subscription
+from tests.support.webhooks import a_subscription
 
 EV = Event("alarm.raised", "L1", "co-a", "entrapment", "critical")
 
@@ -63,33 +63,14 @@ def test_filters_round_trip_json() -> None:
     assert Filters.from_json(f.to_json()) == f
 
 
-def _subscription(sub_id: str, company_id: str | None, filters: dict[str, object]) -> Subscription:
-    return Subscription(
-        id=sub_id,
-        company_id=company_id,
-        url="https://example.com/hook",
-        description="",
-        secret="whsec_x",
-        previous_secret=None,
-        previous_until=None,
-        secret_rotated_at=None,
-        filters=filters,
-        enabled=True,
-        disabled_reason=None,
-        created_by="t",
-        created_at=0,
-        updated_at=0,
-    )
-
-
 def test_route_picks_the_matching_subscriptions_of_an_outbox_row() -> None:
     row = OutboxRow(
         1, "al_1", "L1", "co-a", "alarm.raised", "critical", "entrapment", 0, "{}", None
     )
     subs = [
-        _subscription("wh_a", "co-a", {}),
-        _subscription("wh_b", "co-b", {}),
-        _subscription("wh_admin", None, {"min_severity": "major"}),
-        _subscription("wh_minor", None, {"codes": ["door_open_too_long"]}),
+        a_subscription("wh_a", "co-a", filters={}),
+        a_subscription("wh_b", "co-b", filters={}),
+        a_subscription("wh_admin", None, filters={"min_severity": "major"}),
+        a_subscription("wh_minor", None, filters={"codes": ["door_open_too_long"]}),
     ]
     assert [s.id for s in route(row, subs)] == ["wh_a", "wh_admin"]
