@@ -16,14 +16,7 @@ from typing import Any, Final
 
 from liftwatch import clock
 from liftwatch.store.db import Database, from_row
-from liftwatch.store.maintenance import add_maintenance_window as add_maintenance_window
-from liftwatch.store.maintenance import in_maintenance as in_maintenance
-from liftwatch.store.outbox import OutboxRow as OutboxRow
 from liftwatch.store.outbox import add_outbox
-from liftwatch.store.outbox import outbox_rows as outbox_rows
-
-# The ``x as x`` names above are re-exported for tests that reach them through this module;
-# their SQL lives in maintenance.py and outbox.py.
 
 STATUSES: Final = ("open", "acknowledged", "on_site", "resolved")
 STATUS_RANK: Final = {s: i for i, s in enumerate(STATUSES)}

@@ -14,7 +14,7 @@ from typing import Any
 from alerts.engine import Engine
 from liftwatch.clock import ManualClock
 from liftwatch.registry import Company, Lift
-from liftwatch.store import Database
+from liftwatch.store import Database, outbox
 from liftwatch.store import alarms as store
 from liftwatch.store import registry as reg
 from liftwatch.store.alarms import Alarm
@@ -97,5 +97,5 @@ class Rig:
         return found[0]
 
     def notified(self, code: str | None = None) -> list[str]:
-        rows = store.outbox_rows(self.db)
+        rows = outbox.outbox_rows(self.db)
         return [r.event_type for r in rows if code is None or r.code == code]

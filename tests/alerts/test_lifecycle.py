@@ -10,7 +10,7 @@ import pytest
 
 from alerts import lifecycle as lc
 from liftwatch.registry import Company, Lift
-from liftwatch.store import Database
+from liftwatch.store import Database, maintenance, outbox
 from liftwatch.store import alarms as store
 from liftwatch.store import registry as reg
 
@@ -52,7 +52,7 @@ def _raise(db: Database, code: str = "entrapment", at: int = T0, **kw: object) -
 
 
 def _types(db: Database, alarm_id: str | None = None) -> list[str]:
-    return [r.event_type for r in store.outbox_rows(db, alarm_id=alarm_id)]
+    return [r.event_type for r in outbox.outbox_rows(db, alarm_id=alarm_id)]
 
 
 def test_alarm_ids_sort_by_time() -> None:
@@ -63,7 +63,7 @@ def test_alarm_ids_sort_by_time() -> None:
 
 def test_raise_writes_outbox_row_with_full_view(db: Database) -> None:
     alarm = _raise(db)
-    [row] = store.outbox_rows(db)
+    [row] = outbox.outbox_rows(db)
     body = json.loads(row.payload)
     assert row.event_type == "alarm.raised" and row.company_id == "acme"
     assert body["type"] == "alarm.raised"
@@ -144,7 +144,7 @@ def test_suppressed_alarm_is_recorded_never_notified(db: Database) -> None:
 
 
 def test_maintenance_window_mutes_derived_alarms_only(db: Database) -> None:
-    store.add_maintenance_window(
+    maintenance.add_maintenance_window(
         db, "L1", T0 - 1000, T0 + 60_000, reason="service", created_by="api:x"
     )
     muted = _raise(db, "run_timeout", severity="major", maintenance_applies=True)
@@ -178,7 +178,7 @@ def test_flood_control_collapses_after_three_raises_per_hour(db: Database) -> No
     with db.transaction() as conn:
         assert lc.send_summary(conn, "L1", "door_cycling", due, lc.Policy())
         assert not lc.send_summary(conn, "L1", "door_cycling", due + 1, lc.Policy())
-    (summary,) = [r for r in store.outbox_rows(db) if r.event_type == "alarm.summary"]
+    (summary,) = [r for r in outbox.outbox_rows(db) if r.event_type == "alarm.summary"]
     data = json.loads(summary.payload)["data"]
     assert data["summary"]["collapsed"] == 3
     assert data["summary"]["alarm_ids"] == ids[3:]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from alerts.webhooks import filters
 from liftwatch.registry import Company, Lift
-from liftwatch.store import Database
+from liftwatch.store import Database, outbox
 from liftwatch.store import alarms as store
 from liftwatch.store import registry as reg
 from tests.alerts.rig import Rig
@@ -18,7 +18,7 @@ from tests.alerts.rig import Rig
 H = 3600
 
 
-def _receives(row: store.OutboxRow, company: str) -> bool:
+def _receives(row: outbox.OutboxRow, company: str) -> bool:
     ev = filters.Event(row.event_type, row.lift_id, row.company_id, row.code, row.severity)
     return filters.matches(filters.Subscriber(company), ev)
 
@@ -35,7 +35,7 @@ def test_an_unresolved_alarm_moves_with_its_lift_to_the_new_company(tmp_path: Pa
     reg.upsert_lift(r.db, Lift(lift_id="L1", company_id="beta", rated_speed=1.0))
     r.engine.refresh_registry()
     r.advance(300)  # not acknowledged: escalated
-    rows = store.outbox_rows(r.db, alarm_id=alarm.alarm_id)
+    rows = outbox.outbox_rows(r.db, alarm_id=alarm.alarm_id)
     assert [(x.event_type, x.company_id) for x in rows] == [
         ("alarm.raised", "acme"),
         ("alarm.raised", "beta"),
@@ -56,7 +56,7 @@ def test_a_resolved_alarm_stays_with_the_company_that_handled_it(tmp_path: Path)
     reg.upsert_lift(r.db, Lift(lift_id="L1", company_id="beta", rated_speed=1.0))
     r.engine.refresh_registry()
     assert r.one("alarm_button").company_id == "acme"
-    assert [x.company_id for x in store.outbox_rows(r.db)].count("beta") == 0
+    assert [x.company_id for x in outbox.outbox_rows(r.db)].count("beta") == 0
 
 
 def test_an_alarm_raised_before_the_engine_saw_the_registration_gets_the_company(
@@ -76,7 +76,7 @@ def test_an_alarm_raised_before_the_engine_saw_the_registration_gets_the_company
     r.advance(300)
     alarm = r.one("alarm_button", "L5")
     assert alarm.company_id == "acme" and not alarm.unregistered
-    rows = store.outbox_rows(r.db, alarm_id=alarm.alarm_id)
+    rows = outbox.outbox_rows(r.db, alarm_id=alarm.alarm_id)
     assert [(x.event_type, x.company_id) for x in rows] == [
         ("alarm.raised", None),  # administrators' subscriptions heard it at once
         ("alarm.raised", "acme"),

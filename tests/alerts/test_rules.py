@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from liftwatch.store import maintenance, outbox
 from tests.alerts.rig import Rig
 
 TICK = 0.001  # one millisecond: the clock's resolution
@@ -744,15 +745,13 @@ def test_fifth_alarm_button_press_in_an_hour_is_announced_at_once(rig: Rig) -> N
 
 
 def store_rows_all(rig: Rig) -> list[Any]:
-    from liftwatch.store import alarms as store
 
-    return store.outbox_rows(rig.db)
+    return outbox.outbox_rows(rig.db)
 
 
 def store_rows(rig: Rig, alarm_id: str) -> list[Any]:
-    from liftwatch.store import alarms as store
 
-    return store.outbox_rows(rig.db, alarm_id=alarm_id)
+    return outbox.outbox_rows(rig.db, alarm_id=alarm_id)
 
 
 def test_critical_alarm_muted_by_inspection_never_auto_resolves(rig: Rig) -> None:
@@ -771,10 +770,9 @@ def test_critical_alarm_muted_by_inspection_never_auto_resolves(rig: Rig) -> Non
 
 
 def test_maintenance_window_mutes_derived_not_button(rig: Rig) -> None:
-    from liftwatch.store import alarms as store
 
     now = rig.clock.now_ms()
-    store.add_maintenance_window(rig.db, "L1", now, now + 3_600_000, created_by="api:x")
+    maintenance.add_maintenance_window(rig.db, "L1", now, now + 3_600_000, created_by="api:x")
     rig.tel(door_zone=False)
     rig.advance(11)
     assert rig.one("stopped_outside_zone").suppressed_reason == "maintenance_window"
@@ -837,7 +835,6 @@ def test_unregistered_lift_alarm_goes_to_the_company_that_registers_it(rig: Rig)
     """A gateway that reports before the lift is in the registry: once the lift is registered
     its open entrapment belongs to the lift's company (API, webhooks from then on)."""
     from liftwatch.registry import Lift
-    from liftwatch.store import alarms as store
     from liftwatch.store import registry as reg
 
     rig.tel("ghost-2", door_zone=False, passenger_present=True, speed=0.0)
@@ -849,7 +846,7 @@ def test_unregistered_lift_alarm_goes_to_the_company_that_registers_it(rig: Rig)
     assert adopted.alarm_id == alarm.alarm_id and adopted.company_id == "acme"
     rig.engine.refresh_registry()
     rig.event("end_of_alarm", lift="ghost-2", by="technician")
-    [row] = [r for r in store.outbox_rows(rig.db, alarm_id=alarm.alarm_id)
+    [row] = [r for r in outbox.outbox_rows(rig.db, alarm_id=alarm.alarm_id)
              if r.event_type == "alarm.resolved"]  # fmt: skip
     assert row.company_id == "acme"
 
@@ -915,10 +912,9 @@ def test_muted_entrapment_escalates_from_when_it_is_announced(rig: Rig) -> None:
     """A passenger still trapped when a maintenance window ends: ``alarm.raised`` goes out
     then, and escalation and the arrival deadline count from that moment, not from the muted
     raise (the maintenance company cannot act on what it was not told)."""
-    from liftwatch.store import alarms as store
 
     now = rig.clock.now_ms()
-    store.add_maintenance_window(rig.db, "L1", now, now + 700_000, created_by="api:x")
+    maintenance.add_maintenance_window(rig.db, "L1", now, now + 700_000, created_by="api:x")
     trapped(rig)
     rig.advance(31)
     muted = rig.one("entrapment")

@@ -9,6 +9,7 @@ from typing import Any
 
 from liftwatch.protocol import format_ts
 from liftwatch.store import alarms as store
+from liftwatch.store import maintenance, outbox
 from tests.alerts.rig import Rig
 
 RUNNING: dict[str, Any] = {
@@ -72,7 +73,9 @@ def test_a_promoted_alarm_is_announced_with_the_evidence_of_now(tmp_path: Path) 
     raised for real two days later for a passenger at floor 2."""
     r = Rig(tmp_path / "lw.db")
     t0 = r.clock.now_ms()
-    store.add_maintenance_window(r.db, "L1", t0, t0 + 3_600_000, reason="check", created_by="t")
+    maintenance.add_maintenance_window(
+        r.db, "L1", t0, t0 + 3_600_000, reason="check", created_by="t"
+    )
     r.tel(floor="7", door_zone=False, doors_closed=True, passenger_present=True, speed=0.0)
     r.advance(31)
     r.tel(floor="7", door_zone=True, doors_closed=False, passenger_present=False)
@@ -80,7 +83,7 @@ def test_a_promoted_alarm_is_announced_with_the_evidence_of_now(tmp_path: Path) 
     r.tel(floor="2", door_zone=False, doors_closed=True, passenger_present=True, speed=0.0)
     r.advance(31)
     (alarm,) = r.alarms("entrapment")
-    (row,) = store.outbox_rows(r.db, alarm_id=alarm.alarm_id)
+    (row,) = outbox.outbox_rows(r.db, alarm_id=alarm.alarm_id)
     body = json.loads(row.payload)
     assert body["type"] == "alarm.raised"
     data = body["data"]
@@ -134,7 +137,7 @@ def test_late_evidence_in_a_burst_still_raises_and_says_late(tmp_path: Path) -> 
     assert alarm.evidence["held_since"] == format_ts(t0 + 10_000)  # its start in device time
     r.advance(600)
     assert r.one("entrapment").status == "open"
-    view = json.loads(store.outbox_rows(r.db, alarm_id=alarm.alarm_id)[0].payload)["data"]
+    view = json.loads(outbox.outbox_rows(r.db, alarm_id=alarm.alarm_id)[0].payload)["data"]
     assert view["late"] is True
 
 

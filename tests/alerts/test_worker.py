@@ -18,7 +18,7 @@ from alerts.worker import build_engine, run
 from liftwatch.influx import InfluxClient
 from liftwatch.registry import Company, Lift
 from liftwatch.settings import Settings
-from liftwatch.store import Database
+from liftwatch.store import Database, outbox
 from liftwatch.store import alarms as store
 from liftwatch.store import registry as reg
 from tests.support.harness import Service, Services, eventually
@@ -86,7 +86,7 @@ async def test_scripted_entrapment_over_mqtt_is_one_alarm_with_evidence(
         )
         assert alarm.evidence["floor"] == "7" and alarm.evidence["passenger_present"] is True
         assert alarm.evidence["seq"] == 0 and alarm.company_id == "acme"
-        [row] = store.outbox_rows(db, alarm_id=alarm.alarm_id)
+        [row] = outbox.outbox_rows(db, alarm_id=alarm.alarm_id)
         body = json.loads(row.payload)
         assert body["type"] == "alarm.raised"
         assert body["data"]["lift"]["rescue_code"] == "123456"
@@ -156,7 +156,7 @@ async def test_sigkill_after_raise_then_restart_no_duplicate_and_escalation_rear
         await eventually(escalated, 20, what="escalation re-armed after restart")
         alarms = store.list_alarms(db, lift_id=lift)
         assert [a.alarm_id for a in alarms] == [alarm.alarm_id]
-        events = [r.event_type for r in store.outbox_rows(db, alarm_id=alarm.alarm_id)]
+        events = [r.event_type for r in outbox.outbox_rows(db, alarm_id=alarm.alarm_id)]
         assert events.count("alarm.raised") == 1 and "alarm.escalated" in events
     finally:
         proc.kill()

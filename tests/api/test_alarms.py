@@ -12,8 +12,7 @@ import pytest
 from api.reports import p90
 from api.timeparams import now_ms
 from liftwatch.protocol import format_ts
-from liftwatch.store import Database
-from liftwatch.store import alarms as store
+from liftwatch.store import Database, maintenance, outbox
 from tests.support.api import World, assert_error, raise_alarm
 
 pytestmark = pytest.mark.integration
@@ -194,7 +193,7 @@ async def test_detail_and_lifecycle_actions(
     assert all(t["actor"] == actor for t in steps[1:])
     assert steps[1]["note"] == "on our way" and steps[3]["note"] == "passenger out at 3F"
     # The outbox got the notifications (the webhooks' source), in the same transactions.
-    events = [row.event_type for row in store.outbox_rows(db, alarm_id=alarm_id)]
+    events = [row.event_type for row in outbox.outbox_rows(db, alarm_id=alarm_id)]
     assert events == ["alarm.raised", "alarm.acknowledged", "alarm.on_site", "alarm.resolved"]
 
 
@@ -318,7 +317,7 @@ async def test_maintenance_windows(client: httpx.AsyncClient, world: World, db: 
     window = r.json()
     assert window["starts_at"] == format_ts(start) and window["reason"] == "annual inspection"
     with db.transaction() as conn:
-        assert store.in_maintenance(conn, world.lift_a, now_ms())
+        assert maintenance.in_maintenance(conn, world.lift_a, now_ms())
     listed = (await client.get(url, headers=world.h("inspector"))).json()
     assert [w["window_id"] for w in listed] == [window["window_id"]]
     assert (await client.get(url, headers=world.h("maintainer_b"))).json() == []
@@ -336,7 +335,7 @@ async def test_maintenance_windows(client: httpx.AsyncClient, world: World, db: 
     assert (await client.delete(f"{url}/{wid}", headers=world.h("maintainer_a"))).status_code == 204
     assert_error(await client.delete(f"{url}/{wid}", headers=world.h("admin")), 404)
     with db.transaction() as conn:
-        assert not store.in_maintenance(conn, world.lift_a, now_ms())
+        assert not maintenance.in_maintenance(conn, world.lift_a, now_ms())
 
 
 async def test_maintenance_windows_per_lift_path(client: httpx.AsyncClient, world: World) -> None:

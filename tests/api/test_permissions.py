@@ -17,8 +17,7 @@ import httpx
 import pytest
 
 from api.timeparams import now_ms
-from liftwatch.store import Database
-from liftwatch.store import alarms as store
+from liftwatch.store import Database, maintenance
 from tests.support.api import World, assert_error, raise_alarm
 
 pytestmark = pytest.mark.integration
@@ -175,7 +174,7 @@ async def test_permission_matrix(
     # One open alarm and one maintenance window of company a. The maintainer of a acts
     # before the admin, so the admin's repeat of a lifecycle step is the 409 conflict.
     world.alarm_a = raise_alarm(db, world.lift_a, "entrapment", at=now_ms(), company_id="co-a")
-    world.window_a = store.add_maintenance_window(
+    world.window_a = maintenance.add_maintenance_window(
         db, world.lift_a, now_ms(), now_ms() + 3_600_000, created_by="test"
     ).window_id
     row = MATRIX[name]
