@@ -36,7 +36,11 @@ def _alerts(args: argparse.Namespace) -> int:
         try:
             start_http_server(settings.alerts_metrics_port, addr=settings.api_host)
         except OSError as exc:
-            log.warning("metrics port %d unavailable: %s", settings.alerts_metrics_port, exc)
+            log.warning(
+                "event=metrics_port_unavailable port=%d error=%r",
+                settings.alerts_metrics_port,
+                str(exc),
+            )
 
     async def main(stop: asyncio.Event) -> None:
         await worker.run(settings, stop=stop)

@@ -159,7 +159,7 @@ class Engine:
                 self._tick(lift_id, st, now, work)
             self._after(self._commit(work, now))
             log.info(
-                "alerts engine started: %d lifts, %d timers armed",
+                "event=alerts_engine_started lifts=%d timers=%d",
                 len(self.states),
                 len(self.scheduler),
             )
@@ -238,7 +238,7 @@ class Engine:
             was_retained = next(flags, False) if flags is not None else False
             if isinstance(result, Rejection):
                 self.counts["rejected"] += 1
-                log.debug("rejected %s: %s", topic[:200], result.reason.value)
+                log.debug("event=rejected topic=%r reason=%s", topic[:200], result.reason.value)
             else:
                 result.retained = was_retained
                 decoded.append(result)
@@ -389,7 +389,7 @@ class Engine:
         if ignored:
             ignored_text = f"overrides {', '.join(ignored)} out of range: defaults apply"
             problem = f"{problem}; {ignored_text}" if problem else ignored_text
-            log.warning("lift %s: %s", lift_id, ignored_text)
+            log.warning("event=lift_overrides_ignored lift_id=%s problem=%r", lift_id, ignored_text)
         if problem is None:
             self.flagged.pop(lift_id, None)
         else:
@@ -398,7 +398,7 @@ class Engine:
     def _evaluation_failed(self, lift_id: str, exc: BaseException, what: str) -> None:
         self.counts["evaluation_errors"] += 1
         log.error(
-            "alerts: %s evaluation of lift %s failed (%s: %s); other lifts go on",
+            "event=evaluation_failed what=%r lift_id=%s error=%s detail=%r: other lifts go on",
             what,
             lift_id,
             type(exc).__name__,
@@ -444,7 +444,9 @@ class Engine:
                     # A stored row the checks on input would have refused: this lift runs
                     # on the defaults and is flagged (FAULTS.md 1.1 #1), the others go on.
                     self.flagged[lift_id] = f"overrides ignored ({type(exc).__name__})"
-                    log.warning("lift %s runs on default thresholds: %s", lift_id, exc)
+                    log.warning(
+                        "event=lift_on_default_thresholds lift_id=%s error=%r", lift_id, str(exc)
+                    )
                     ctx = Context(self.defaults, lift.rated_speed, policy=self.policy)
             ctx.button_unresolved = lift_id in self._button_open
             self._ctx[lift_id] = ctx
@@ -573,7 +575,9 @@ class Engine:
                 # hand and the messages not yet acknowledged, so retry rather than lose them.
                 if hook is not None and fanned is not None:
                     hook.abandon(fanned)
-                log.error("alarm store write failed (%s); retrying in %.2f s", exc, delay)
+                log.error(
+                    "event=alarm_store_write_failed error=%r retry_in_s=%.2f", str(exc), delay
+                )
                 if touched is not None:
                     touched.clear()
                 time.sleep(delay)
@@ -718,4 +722,4 @@ class Engine:
             try:
                 self.sink(changes)
             except Exception:  # the InfluxDB copy is best effort, never the alarm path
-                log.exception("alarm transition sink failed")
+                log.exception("event=alarm_sink_failed")

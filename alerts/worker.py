@@ -94,9 +94,12 @@ class InfluxSink:
                 if exc.retryable and not stop.is_set():
                     self.lines.extendleft(reversed(batch))
                     backoff = min(backoff * 2, 30.0)
-                    log.warning("alarm transitions not written to InfluxDB yet: %s", exc)
+                    log.warning(
+                        "event=alarm_copy_deferred error=%r: alarm transitions not in InfluxDB yet",
+                        str(exc),
+                    )
                 else:
-                    log.error("InfluxDB refused %d alarm transition lines: %s", len(batch), exc)
+                    log.error("event=alarm_copy_refused lines=%d error=%r", len(batch), str(exc))
             if stop.is_set() and not self.lines:
                 return
 
@@ -189,7 +192,7 @@ async def _registry_loop(engine: Engine, stop: asyncio.Event) -> None:
             try:
                 await asyncio.to_thread(engine.refresh_registry)
             except Exception:
-                log.exception("registry refresh failed; keeping the lifts known so far")
+                log.exception("event=registry_refresh_failed: keeping the lifts known so far")
 
 
 async def run(
@@ -233,7 +236,7 @@ async def run(
     from alerts.webhooks.dispatcher import attach
 
     tasks.append(asyncio.create_task(attach(engine, settings).run(stop)))
-    log.info("alerts worker consuming as %s", settings.alerts_client_id)
+    log.info("event=alerts_consuming client_id=%s", settings.alerts_client_id)
     try:
         await consume(
             settings,
@@ -252,6 +255,6 @@ async def run(
             task.cancel()
         for task in done:
             if not task.cancelled() and task.exception() is not None:
-                log.error("alerts task failed: %r", task.exception())
+                log.error("event=alerts_task_failed error=%r", task.exception())
         if own_influx and client is not None:
             await client.aclose()

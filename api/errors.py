@@ -167,7 +167,7 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     ref = uuid.uuid4().hex[:12]
     log.error(
-        "unhandled error ref=%s %s %s",
+        "event=unhandled_error ref=%s method=%s path=%s",
         ref,
         request.method,
         request.url.path,

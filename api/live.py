@@ -29,7 +29,7 @@ async def live_state(influx: InfluxClient, lift_id: str) -> LiveState:
     try:
         results = await influx.query_all(live_query(), {"lift": lift_id})
     except InfluxError as exc:
-        log.warning("live state of %s unavailable: %s", lift_id, exc)
+        log.warning("event=live_state_unavailable lift_id=%s error=%r", lift_id, str(exc))
         return LiveState(
             available=False,
             connection="unknown",

@@ -192,7 +192,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
     for name in unknown_environment():
-        log.warning("ignoring unknown environment variable %s (a typo?)", name)
+        log.warning("event=unknown_setting_ignored name=%s (a typo?)", name)
     return settings
 
 

@@ -230,7 +230,7 @@ class Publisher:
 
     def _error(self, text: str) -> None:
         self.stats.errors += 1
-        log.warning("%s", text)
+        log.warning("event=publisher_error detail=%r", text)
         if self.on_error:
             self.on_error(text)
 

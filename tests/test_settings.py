@@ -105,7 +105,7 @@ def test_unknown_environment_variable_is_warned_about(
     with caplog.at_level("WARNING", logger="liftwatch.settings"):
         load_settings()
     messages = [r.getMessage() for r in caplog.records]
-    assert "ignoring unknown environment variable LIFTWATCH_MQTT_UR (a typo?)" in messages
+    assert "event=unknown_setting_ignored name=LIFTWATCH_MQTT_UR (a typo?)" in messages
     assert not any("LIFTWATCH_TEST_" in m for m in messages)
 
 

@@ -171,7 +171,9 @@ class Dispatcher:
         try:
             resumed = await self._db(store.reset_in_flight, self.db)
             if resumed:
-                log.info("resuming %d deliveries that were in flight at the last stop", resumed)
+                log.info(
+                    "event=webhook_deliveries_resumed count=%d: in flight at the last stop", resumed
+                )
             # Only now may the engine claim attempts: the reset above must not catch them.
             self._accepting = True
             while True:
@@ -246,15 +248,12 @@ class Dispatcher:
         mono = time.monotonic()
         self._pause_until = max(self._pause_until, mono + pause)
         if mono - self._store_logged_at >= STORE_LOG_EVERY_S:
-            more = f" ({self._store_unlogged} more since the last report)" * bool(
-                self._store_unlogged
-            )
             log.warning(
-                "webhook store unavailable, %s%s; retrying, next in %.1f s: %s",
+                "event=webhook_store_unavailable what=%r unreported=%d retry_in_s=%.1f error=%r",
                 what,
-                more,
+                self._store_unlogged,
                 pause,
-                exc,
+                str(exc),
             )
             self._store_logged_at = mono
             self._store_unlogged = 0
@@ -264,7 +263,10 @@ class Dispatcher:
     def _store_ok(self) -> None:
         """A store write succeeded: the rounds need not rest any more."""
         if self._store_errors:
-            log.info("webhook store writable again after %d errors", self._store_errors)
+            log.info(
+                "event=webhook_store_recovered errors=%d: webhook store writable again",
+                self._store_errors,
+            )
             self._store_errors = 0
             self._store_unlogged = 0
             self._pause_until = 0.0
@@ -284,7 +286,7 @@ class Dispatcher:
         reset = await self._db(store.reset_stale, self.db, before_ms=before, keep=keep, now_ms=now)
         if reset:
             log.warning(
-                "retrying %d webhook deliveries left 'delivering' with no attempt in flight",
+                "event=webhook_stale_claims_retried count=%d (delivering, no attempt in flight)",
                 reset,
             )
 
@@ -392,7 +394,7 @@ class Dispatcher:
             raise
         except Exception:
             # A bug must not wedge the chain: log it and schedule a retry like a failed attempt.
-            log.exception("webhook delivery %d: unexpected error", d.id)
+            log.exception("event=webhook_delivery_error delivery=%d", d.id)
             with contextlib.suppress(Exception):
                 await self._conclude(d, sub, at, Result(None, 0, "", "internal error", None, True))
 
@@ -441,17 +443,20 @@ class Dispatcher:
             self.sent += 1
             if drained:
                 log.info(
-                    "webhook subscription %s answered 2xx again: %d waiting deliveries retried"
+                    "event=webhook_backlog_released subscription=%s waiting=%d: 2xx again, retried"
                     " now, oldest first",
                     d.subscription_id,
                     drained,
                 )
         elif gone:
             log.warning(
-                "webhook subscription %s disabled: its receiver answered 410", d.subscription_id
+                "event=webhook_subscription_disabled subscription=%s: receiver answered 410",
+                d.subscription_id,
             )
         elif outcome == "failed":
-            log.warning("webhook delivery %d (%s) failed: %s", d.id, d.webhook_id, error)
+            log.warning(
+                "event=webhook_attempt_failed delivery=%d id=%s error=%r", d.id, d.webhook_id, error
+            )
 
     async def _record(self, d: Delivery, **outcome: Any) -> int:
         """``store.finish_attempt`` for a concluded attempt, retried with backoff until the

@@ -80,7 +80,7 @@ async def _query(influx: InfluxClient, q: str, params: dict[str, Any]) -> list[d
     except InfluxError as exc:
         # Our queries are well-formed by construction, so an error here is InfluxDB's state
         # (down, database missing): the operator's problem, logged; the client may retry.
-        log.warning("history query failed: %s %s", exc, exc.body[:300])
+        log.warning("event=history_query_failed error=%r body=%r", str(exc), exc.body[:300])
         raise ApiError(
             503, "influxdb_unavailable", "InfluxDB cannot answer right now; retry later"
         ) from exc

@@ -122,7 +122,7 @@ def checked_lift_from_row(row: sqlite3.Row) -> tuple[Lift, str | None]:
         if not problems:
             return lift, None
         reason = "stored " + ", ".join(problems) + " unusable: defaults apply"
-        log.warning("lift %s: %s", row["lift_id"], reason)
+        log.warning("event=lift_row_unusable lift_id=%s problem=%r", row["lift_id"], reason)
         return lift, reason
     stored_id = str(row["lift_id"])
     values["lift_id"] = "L"  # a valid stand-in, put back below (ids are never rewritten)
@@ -136,7 +136,7 @@ def checked_lift_from_row(row: sqlite3.Row) -> tuple[Lift, str | None]:
         problems.append("row")
     lift = lift.model_copy(update={"lift_id": stored_id})
     reason = "stored " + ", ".join(problems) + " unusable: defaults apply"
-    log.warning("lift %s: %s", row["lift_id"], reason)
+    log.warning("event=lift_row_unusable lift_id=%s problem=%r", row["lift_id"], reason)
     return lift, reason
 
 

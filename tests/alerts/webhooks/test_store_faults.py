@@ -271,7 +271,7 @@ async def test_no_busy_loop_while_the_disk_is_full(
         await asyncio.to_thread(recv.wait_for, 1, 5)
         assert time.monotonic() - freed < 3.5, "resumed within the pause cap"
         await eventually(lambda: statuses(seeded.db, sub.id) == ["delivered"], 5, what="delivered")
-        assert any("writable again" in r.getMessage() for r in caplog.records)
+        assert any("event=webhook_store_recovered" in r.getMessage() for r in caplog.records)
     finally:
         small_fs.free()
         if task is not None:
