@@ -37,7 +37,7 @@ from liftwatch.store import alarms as store
 from liftwatch.store import registry as reg
 from liftwatch.store.alarms import Alarm
 from liftwatch.store.deadletters import DeadLetter, add_dead_letters_in
-from liftwatch.thresholds import Thresholds, check, resolve, unusable
+from liftwatch.thresholds import Thresholds, check, resolve
 
 log = logging.getLogger("liftwatch.alerts")
 
@@ -384,16 +384,11 @@ class Engine:
         self._button_open = open_now
 
     def _flag(self, lift_id: str, problem: str | None) -> None:
-        lift = self.lifts.get(lift_id)
-        ignored = unusable(lift.overrides) if lift is not None else []
-        if ignored:
-            ignored_text = f"overrides {', '.join(ignored)} out of range: defaults apply"
-            problem = f"{problem}; {ignored_text}" if problem else ignored_text
-            log.warning("event=lift_overrides_ignored lift_id=%s problem=%r", lift_id, ignored_text)
         if problem is None:
             self.flagged.pop(lift_id, None)
-        else:
+        elif self.flagged.get(lift_id) != problem:
             self.flagged[lift_id] = problem
+            log.warning("event=lift_row_unusable lift_id=%s problem=%r", lift_id, problem)
 
     def _evaluation_failed(self, lift_id: str, exc: BaseException, what: str) -> None:
         self.counts["evaluation_errors"] += 1

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from liftwatch.settings import EXIT_CONFIG, admin_token_problem, settings_from
+from liftwatch.settings import api_settings_from
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,11 +26,7 @@ def _api(args: argparse.Namespace) -> int:
     from api.app import create_app
     from api.httpserver import server_options
 
-    settings = settings_from(args)
-    problem = admin_token_problem(settings)
-    if problem:
-        print(f"liftwatch: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
+    settings = api_settings_from(args)
     app = create_app(settings)
     options = server_options(
         host=args.host or settings.api_host,

@@ -248,3 +248,14 @@ def admin_token_problem(settings: Settings) -> str | None:
     if len(token) < 16:
         return "LIFTWATCH_ADMIN_TOKEN is too short (16+ characters)"
     return None
+
+
+def api_settings_from(args: argparse.Namespace) -> Settings:
+    """:func:`settings_from` for a command that serves the API: also exits with EXIT_CONFIG
+    when the bootstrap admin token is missing or too short."""
+    settings = settings_from(args)
+    problem = admin_token_problem(settings)
+    if problem:
+        print(f"liftwatch: {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
+    return settings

@@ -25,7 +25,6 @@ from liftwatch.registry import (
 )
 from liftwatch.store import lift_queries
 from liftwatch.store import registry as reg
-from liftwatch.thresholds import unusable
 
 log = logging.getLogger("liftwatch.api")
 
@@ -51,10 +50,7 @@ class LiftDetail(Lift):
 
 def lift_problems(lift: Lift, stored: str | None) -> list[str]:
     """FAULTS.md 1.1 #1, #2: what the registry entry shows about its gaps."""
-    out = [stored] if stored else []
-    ignored = unusable(lift.overrides)
-    if ignored:
-        out.append(f"overrides {', '.join(ignored)} out of range or unknown: defaults apply")
+    out = [stored] if stored else []  # stored values the engine cannot use (store/registry.py)
     if lift.rated_speed is None:
         out.append("rated_speed unknown: not checked for overspeed")
     return out

@@ -15,12 +15,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import sys
 from collections.abc import Callable, Generator
 from typing import Any
 
 from liftwatch.runner import run_until_signal
-from liftwatch.settings import EXIT_CONFIG, Settings, admin_token_problem, settings_from
+from liftwatch.settings import Settings, api_settings_from
 
 log = logging.getLogger("liftwatch.serve")
 
@@ -40,12 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-
-    settings = settings_from(args)
-    problem = admin_token_problem(settings)
-    if problem:
-        print(f"liftwatch: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
+    settings = api_settings_from(args)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request
     host = args.host or settings.api_host
     port = args.port if args.port is not None else settings.api_port

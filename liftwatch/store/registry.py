@@ -93,7 +93,7 @@ def checked_lift_from_row(row: sqlite3.Row) -> tuple[Lift, str | None]:
     Stored: never refuse what an older version accepted (an unknown override key is ignored
     by the rules), and never let one bad row stop the API or the alerts engine from reading
     (FAULTS.md 1.1 #1): a field that does not validate falls back to its default, and the
-    returned reason says which (the engine flags that lift)."""
+    returned reason says which (the engine flags and logs that lift; the API shows it)."""
     values: dict[str, Any] = {k: row[k] for k in CSV_COLUMNS if k != "overrides"}
     values["urban"] = bool(row["urban"])
     values["active"] = bool(row["active"])
@@ -115,29 +115,21 @@ def checked_lift_from_row(row: sqlite3.Row) -> tuple[Lift, str | None]:
     values["overrides"] = overrides
     try:
         lift = Lift.model_validate(values, context=STORED)
-        bad: set[str] = set()
     except ValidationError as exc:
         bad = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
-    if not bad:
-        if not problems:
-            return lift, None
-        reason = "stored " + ", ".join(problems) + " unusable: defaults apply"
-        log.warning("event=lift_row_unusable lift_id=%s problem=%r", row["lift_id"], reason)
-        return lift, reason
-    stored_id = str(row["lift_id"])
-    values["lift_id"] = "L"  # a valid stand-in, put back below (ids are never rewritten)
-    for field in sorted(bad - {"lift_id"}):
-        values.pop(field, None)
-        problems.append(field)
-    try:
-        lift = Lift.model_validate(values, context=STORED)
-    except ValidationError:
-        lift = Lift.model_validate({"lift_id": "L"}, context=STORED)
-        problems.append("row")
-    lift = lift.model_copy(update={"lift_id": stored_id})
-    reason = "stored " + ", ".join(problems) + " unusable: defaults apply"
-    log.warning("event=lift_row_unusable lift_id=%s problem=%r", row["lift_id"], reason)
-    return lift, reason
+        values["lift_id"] = "L"  # a valid stand-in, put back below (ids are never rewritten)
+        for name in sorted(bad - {"lift_id"}):
+            values.pop(name, None)
+            problems.append(name)
+        try:
+            lift = Lift.model_validate(values, context=STORED)
+        except ValidationError:
+            lift = Lift.model_validate({"lift_id": "L"}, context=STORED)
+            problems.append("row")
+        lift = lift.model_copy(update={"lift_id": str(row["lift_id"])})
+    if not problems:
+        return lift, None
+    return lift, "stored " + ", ".join(problems) + " unusable: defaults apply"
 
 
 def upsert_lift(db: Database, lift: Lift) -> Outcome:
