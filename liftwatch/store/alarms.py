@@ -16,7 +16,14 @@ from typing import Any, Final
 
 from liftwatch import clock
 from liftwatch.store.db import Database, from_row
+
+# Names callers of this module used before the outbox and maintenance-window SQL got their own
+# modules (the review's reproductions among them): kept importable from here.
+from liftwatch.store.maintenance import add_maintenance_window as add_maintenance_window
+from liftwatch.store.maintenance import in_maintenance as in_maintenance
+from liftwatch.store.outbox import OutboxRow as OutboxRow
 from liftwatch.store.outbox import add_outbox
+from liftwatch.store.outbox import outbox_rows as outbox_rows
 
 STATUSES: Final = ("open", "acknowledged", "on_site", "resolved")
 STATUS_RANK: Final = {s: i for i, s in enumerate(STATUSES)}
