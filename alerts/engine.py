@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -32,7 +31,7 @@ from liftwatch.clock import Clock, SystemClock
 from liftwatch.faults import info
 from liftwatch.protocol import Decoded, Rejection, SelftestEvent, Telemetry, decode
 from liftwatch.registry import Lift
-from liftwatch.store import Database
+from liftwatch.store import Connection, Database, OperationalError
 from liftwatch.store import alarms as store
 from liftwatch.store import registry as reg
 from liftwatch.store.alarms import Alarm
@@ -56,7 +55,7 @@ Work = tuple[str, LiftState, list[Signal], int]
 class OutboxHook(Protocol):
     """What the engine needs of the webhook dispatcher (``alerts/webhooks/dispatcher.py``)."""
 
-    def fan_out_in(self, conn: sqlite3.Connection, now_ms: int) -> Any:
+    def fan_out_in(self, conn: Connection, now_ms: int) -> Any:
         """Inside the engine's write transaction, after its outbox rows: fan them out."""
 
     def hand_over(self, result: Any) -> None:
@@ -534,7 +533,7 @@ class Engine:
                         try:
                             for sig in sigs:
                                 self._apply(conn, lift_id, st, sig, now, out)
-                        except sqlite3.OperationalError:
+                        except OperationalError:
                             raise
                         except Exception as exc:
                             conn.execute("ROLLBACK TO lift")
@@ -550,7 +549,7 @@ class Engine:
                         conn.execute("SAVEPOINT step")
                         try:
                             alarm = self._step(conn, kind, alarm_id, now, out)
-                        except sqlite3.OperationalError:
+                        except OperationalError:
                             raise
                         except Exception as exc:
                             conn.execute("ROLLBACK TO step")
@@ -565,7 +564,7 @@ class Engine:
                         add_dead_letters_in(conn, dead, keep=self.dead_letter_max)
                     if hook is not None and (out or self._wrote_outbox):
                         fanned = hook.fan_out_in(conn, now)
-            except sqlite3.OperationalError as exc:
+            except OperationalError as exc:
                 # Locked or busy beyond the busy timeout, disk trouble: the signals are in
                 # hand and the messages not yet acknowledged, so retry rather than lose them.
                 if hook is not None and fanned is not None:
@@ -626,7 +625,7 @@ class Engine:
         return out
 
     def _step(
-        self, conn: sqlite3.Connection, kind: str, alarm_id: str, now: int, out: list[Change]
+        self, conn: Connection, kind: str, alarm_id: str, now: int, out: list[Change]
     ) -> Alarm | None:
         if kind == "summary":
             self._summaries.pop((kind, alarm_id), None)
@@ -645,7 +644,7 @@ class Engine:
 
     def _apply(
         self,
-        conn: sqlite3.Connection,
+        conn: Connection,
         lift_id: str,
         st: LiftState,
         sig: Signal,

@@ -13,7 +13,6 @@ engine as ``listener`` so it learns of the transition at once (stops escalation 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
@@ -23,7 +22,7 @@ from liftwatch.protocol import format_ts
 from liftwatch.store import alarms as store
 from liftwatch.store import maintenance, outbox
 from liftwatch.store.alarms import Alarm, Transition
-from liftwatch.store.db import Database
+from liftwatch.store.db import Connection, Database
 
 MAX_NOTE: Final = 2000
 FLOOD_LIMIT: Final = 3
@@ -83,7 +82,7 @@ class Policy:
 
 
 def _record(
-    conn: sqlite3.Connection,
+    conn: Connection,
     alarm: Alarm,
     out: list[Change],
     *,
@@ -229,9 +228,7 @@ class Raise:
     note: str | None = None  # why the rule raised (e.g. "filter bypassed: held")
 
 
-def raise_condition(
-    conn: sqlite3.Connection, req: Raise, policy: Policy, out: list[Change]
-) -> Alarm:
+def raise_condition(conn: Connection, req: Raise, policy: Policy, out: list[Change]) -> Alarm:
     """A condition holds: raise a new alarm, re-activate the unresolved one (``occurrences``
     grows), or do nothing when it is already active. Idempotent, so a message redelivered
     after a crash never duplicates an alarm."""
@@ -319,9 +316,7 @@ def summary_due(alarm: Alarm, policy: Policy) -> int | None:
     return alarm.raised_at + policy.flood_window_ms
 
 
-def send_summary(
-    conn: sqlite3.Connection, lift_id: str, code: str, at: int, policy: Policy
-) -> bool:
+def send_summary(conn: Connection, lift_id: str, code: str, at: int, policy: Policy) -> bool:
     """The hourly flood-control summary of ``code`` on ``lift_id`` (FAULTS.md 1.1 #4): one
     ``alarm.summary`` covering every raise collapsed since the last summary; those alarms are
     then notified (``notified_at``). ``data`` is the latest collapsed alarm's full view, which
@@ -353,7 +348,7 @@ def send_summary(
     return True
 
 
-def _promote(conn: sqlite3.Connection, alarm: Alarm, req: Raise, out: list[Change]) -> None:
+def _promote(conn: Connection, alarm: Alarm, req: Raise, out: list[Change]) -> None:
     """Its suppression ended while the condition still holds: the alarm is raised for real,
     as news (FAULTS.md 1.1 #5): it carries the evidence of now, its ``raised_at`` is now (the
     first, muted raise stays in its transitions and in ``evidence.muted_since``), so the
@@ -381,7 +376,7 @@ def _promote(conn: sqlite3.Connection, alarm: Alarm, req: Raise, out: list[Chang
 
 
 def clear_condition(
-    conn: sqlite3.Connection,
+    conn: Connection,
     lift_id: str,
     code: str,
     subtype: str | None,
@@ -433,7 +428,7 @@ def notifies(alarm: Alarm) -> bool:
 
 
 def auto_resolve(
-    conn: sqlite3.Connection, alarm_id: str, at: int, policy: Policy, out: list[Change]
+    conn: Connection, alarm_id: str, at: int, policy: Policy, out: list[Change]
 ) -> Alarm | None:
     alarm = store.get_alarm(conn, alarm_id)
     if (
@@ -468,7 +463,7 @@ def auto_resolve(
     return alarm
 
 
-def escalate(conn: sqlite3.Connection, alarm_id: str, at: int, out: list[Change]) -> Alarm | None:
+def escalate(conn: Connection, alarm_id: str, at: int, out: list[Change]) -> Alarm | None:
     """EN 81-28: a critical alarm is emitted again until acknowledged."""
     alarm = store.get_alarm(conn, alarm_id)
     if alarm is None or alarm.status != "open" or alarm.severity != "critical":
@@ -492,9 +487,7 @@ def escalate(conn: sqlite3.Connection, alarm_id: str, at: int, out: list[Change]
     return alarm
 
 
-def mark_overdue(
-    conn: sqlite3.Connection, alarm_id: str, at: int, out: list[Change]
-) -> Alarm | None:
+def mark_overdue(conn: Connection, alarm_id: str, at: int, out: list[Change]) -> Alarm | None:
     alarm = store.get_alarm(conn, alarm_id)
     if (
         alarm is None
@@ -520,7 +513,7 @@ def mark_overdue(
 
 
 def end_of_alarm(
-    conn: sqlite3.Connection,
+    conn: Connection,
     lift_id: str,
     at: int,
     by: str | None,

@@ -28,7 +28,7 @@ from liftwatch.influx import InfluxClient, InfluxError
 from liftwatch.lineprotocol import line
 from liftwatch.mqtt import RawMessage, consume
 from liftwatch.settings import Settings
-from liftwatch.store import Database
+from liftwatch.store import Database, open_store
 
 log = logging.getLogger("liftwatch.alerts")
 
@@ -109,7 +109,7 @@ def build_engine(
 ) -> tuple[Engine, InfluxSink]:
     sink = InfluxSink()
     engine = Engine(
-        db or Database(settings.sqlite_path),
+        db or open_store(settings),
         clock=clock or SystemClock(),
         thresholds=settings.alerts_thresholds,
         prefix=settings.mqtt_topic_prefix,

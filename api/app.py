@@ -27,7 +27,7 @@ from api.strict_query import reject_unknown_query
 from liftwatch import __version__
 from liftwatch.influx import InfluxClient
 from liftwatch.settings import Settings
-from liftwatch.store import Database
+from liftwatch.store import Database, open_store
 
 API_PREFIX = "/api/v1"
 
@@ -80,7 +80,7 @@ def create_app(
         dependencies=[Depends(reject_unknown_query)],
     )
     app.state.settings = settings
-    app.state.db = db if db is not None else Database(settings.sqlite_path)
+    app.state.db = db if db is not None else open_store(settings)
     app.state.influx = influx
     app.state.owns_influx = False
     app.state.engine = engine

@@ -36,7 +36,7 @@ def main() -> int:
     stdin = sys.stdin.buffer
     header = json.loads(stdin.readline())
     raw = stdin.read()
-    db = Database(header["db"], migrate=False)
+    db = Database(header["db"], migrate=False, pool_size=2)
     try:
         result = run_import(db, header["kind"], raw)
     except ApiError as exc:

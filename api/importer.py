@@ -16,7 +16,6 @@ import json
 import random
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -108,7 +107,7 @@ def _in_thread(db: Database, kind: str, raw: bytes) -> bytes:
     return run_import(db, kind, raw).model_dump_json().encode()
 
 
-async def _in_child(path: Path, kind: str, raw: bytes) -> bytes:
+async def _in_child(target: str, kind: str, raw: bytes) -> bytes:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -117,7 +116,7 @@ async def _in_child(path: Path, kind: str, raw: bytes) -> bytes:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    header = json.dumps({"db": str(path), "kind": kind}).encode() + b"\n"
+    header = json.dumps({"db": target, "kind": kind}).encode() + b"\n"
     try:
         out, err = await asyncio.wait_for(proc.communicate(header + raw), CHILD_TIMEOUT_S)
     except BaseException:  # timeout or the request was cancelled: do not leave it running
@@ -138,6 +137,6 @@ async def _in_child(path: Path, kind: str, raw: bytes) -> bytes:
 async def import_body(db: Database, kind: str, raw: bytes) -> bytes:
     """Import ``raw`` and return the JSON answer (an :class:`ImportResult`), never blocking
     the event loop for longer than a few milliseconds."""
-    if len(raw) < CHILD_MIN_BYTES or str(db.path) == ":memory:":
+    if len(raw) < CHILD_MIN_BYTES or db.target == ":memory:":
         return await asyncio.to_thread(_in_thread, db, kind, raw)
-    return await _in_child(db.path, kind, raw)
+    return await _in_child(db.target, kind, raw)

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -24,7 +23,8 @@ from liftwatch.influx import InfluxClient, InfluxError
 from liftwatch.mqtt import ConsumerStats, RawMessage, consume
 from liftwatch.protocol import Rejection, Status, decode
 from liftwatch.settings import Settings
-from liftwatch.store.db import Database
+from liftwatch.store import Database, open_store
+from liftwatch.store.db import Error as DatabaseError
 from liftwatch.store.deadletters import DeadLetter, add_dead_letters
 
 log = logging.getLogger("liftwatch.ingest.worker")
@@ -117,7 +117,7 @@ class Ingest:
         while True:
             try:
                 await asyncio.to_thread(lambda: add_dead_letters(self.db, letters, keep=keep))
-            except (sqlite3.Error, OSError) as exc:
+            except (*DatabaseError, OSError) as exc:
                 failures += 1
                 metrics.DEAD_LETTER_ERRORS.inc()
                 log.error(
@@ -221,7 +221,7 @@ async def run_ingest(
 ) -> None:
     """Run until ``stop`` is set: consume, store, then flush and close cleanly."""
     client = InfluxClient.from_settings(settings, timeout=10.0)
-    db = Database(settings.sqlite_path)
+    db = open_store(settings)
     spool = Spool(settings.data_dir / "spool", max_bytes=settings.ingest_spool_max_bytes)
     worker: Ingest
     writer = InfluxWriter(

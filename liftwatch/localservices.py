@@ -1,5 +1,5 @@
-"""Start a real Mosquitto or InfluxDB 1.x as a child process, on free ports, in a directory
-of our own: for the test harness, the benchmarks and ``make demo``.
+"""Start a real Mosquitto, InfluxDB 1.x or PostgreSQL as a child process, on free ports, in a
+directory of our own: for the test harness, the benchmarks and ``make demo``.
 
 Nothing here touches a service it did not start: every port is chosen free, every file lives
 in the given directory, and :meth:`stop` signals only our own child process.
@@ -7,11 +7,15 @@ in the given directory, and :meth:`stop` signals only our own child process.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -56,6 +60,7 @@ class _ChildService:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self.run_as: str | None = None  # a user to run the child as (None: ours)
 
     @property
     def log_path(self) -> Path:
@@ -76,6 +81,7 @@ class _ChildService:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
+            user=self.run_as,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, not straight to it
         )
         deadline = time.monotonic() + timeout
@@ -207,3 +213,129 @@ class InfluxDB(_ChildService):
                 return int(resp.status) == 204
         except (urllib.error.URLError, OSError):
             return False
+
+
+def _unprivileged_user() -> str:
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            return name
+    raise ServiceError("PostgreSQL cannot run as root and no 'postgres' or 'nobody' user exists")
+
+
+def _postgres_bin(binary: str) -> str:
+    """A PostgreSQL server binary (``initdb``, ``pg_ctl``, ``postgres``) of the newest version
+    installed under /usr/lib/postgresql (Debian keeps them off PATH)."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{binary}"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if found:
+        return str(found[-1])
+    return _require(binary, "postgresql")
+
+
+class PostgreSQL(_ChildService):
+    """A private PostgreSQL server (Debian package ``postgresql``): its own cluster made by
+    ``initdb`` in ``workdir``, listening on 127.0.0.1 on a free port and on a Unix socket in
+    ``workdir`` only. The package's own cluster (port 5432) is never touched.
+
+    ``url`` is a libpq URL for the superuser ``liftwatch`` (password ``liftwatch``) on the
+    database ``liftwatch``; :meth:`create_database` makes more, one per test if wanted."""
+
+    name = "postgresql"
+    user = "liftwatch"
+    password = "liftwatch"  # noqa: S105 - a throw-away cluster on 127.0.0.1
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        super().__init__(workdir)
+        self.port = port or free_port()
+        self.postgres = _postgres_bin("postgres")
+        self.initdb = _postgres_bin("initdb")
+        self.rundir = self.workdir
+        if os.geteuid() == 0:
+            # PostgreSQL refuses to run as root (CI and this machine's shell are root): the
+            # cluster then belongs to the package's system user, in a directory of its own
+            # (a pytest temp dir is 0700 root), removed when this process exits.
+            self.run_as = _unprivileged_user()
+            self.rundir = Path(tempfile.mkdtemp(prefix="liftwatch-pg-"))
+            shutil.chown(self.rundir, self.run_as, self.run_as)
+            atexit.register(shutil.rmtree, self.rundir, ignore_errors=True)
+        self.datadir = self.rundir / "pgdata"
+
+    def url_for(self, database: str) -> str:
+        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    @property
+    def url(self) -> str:
+        return self.url_for("liftwatch")
+
+    def _init_cluster(self) -> None:
+        if (self.datadir / "PG_VERSION").exists():
+            return
+        pwfile = self.rundir / "pwfile"
+        pwfile.write_text(self.password + "\n")
+        if self.run_as is not None:
+            shutil.chown(pwfile, self.run_as, self.run_as)
+        cmd = [
+            self.initdb, "-D", str(self.datadir), "-U", self.user, "--pwfile", str(pwfile),
+            "-A", "scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
+        ]  # fmt: skip
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, check=False, user=self.run_as, cwd=self.rundir
+        )
+        if done.returncode != 0:
+            raise ServiceError(f"initdb failed ({done.returncode}):\n{done.stderr[-2000:]}")
+
+    def _argv(self) -> list[str]:
+        self._init_cluster()
+        # fsync stays on (the default): the tests check durability claims, and a private
+        # cluster on tmpfs-like scratch space is fast enough with it.
+        return [
+            self.postgres, "-D", str(self.datadir),
+            "-c", "listen_addresses=127.0.0.1", "-p", str(self.port),
+            "-c", f"unix_socket_directories={self.rundir}",
+            "-c", "max_connections=200", "-c", "shared_buffers=64MB",
+            "-c", "log_min_messages=warning", "-c", "logging_collector=off",
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 60.0) -> None:
+        was_running = self.running
+        super().start(timeout)
+        if not was_running:
+            self.create_database("liftwatch", exist_ok=True)
+
+    def _ready(self) -> bool:
+        if not _port_open(self.port):
+            return False
+        try:
+            self._admin("SELECT 1")
+        except Exception:
+            return False
+        return True
+
+    def _admin(self, sql: str) -> None:
+        import psycopg  # imported here: Mosquitto and InfluxDB users need no driver
+
+        with psycopg.connect(self.url_for("postgres"), autocommit=True, connect_timeout=2) as c:
+            c.execute(sql)
+
+    def create_database(self, name: str, *, exist_ok: bool = False) -> str:
+        """Create database ``name`` (letters, digits, underscore); returns its URL."""
+        if not name.replace("_", "").isalnum() or not name.isascii():
+            raise ValueError(f"not a plain database name: {name!r}")
+        try:
+            self._admin(f'CREATE DATABASE "{name}"')
+        except Exception as exc:
+            if not (exist_ok and "already exists" in str(exc)):
+                raise
+        return self.url_for(name)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        # SIGTERM is PostgreSQL's "smart" shutdown, which waits for clients to leave; SIGINT
+        # ("fast") rolls them back and stops at once, as pg_ctl stop -m fast does.
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+        super().stop(timeout)

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     influx_username: str | None = None
     influx_password: SecretStr | None = None
     data_dir: Path = Path("./data")
+    # The operational store (docs/storage.md): unset, the SQLite file under data_dir; or
+    # sqlite:///path, or postgresql://user:password@host:port/db (libpq URL, sslmode etc.).
+    database_url: str | None = Field(default=None, repr=False)
+    database_pool_size: int = Field(default=10, ge=1, le=200)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
     admin_token: SecretStr | None = None
@@ -131,9 +135,26 @@ class Settings(BaseSettings):
     def mqtt(self) -> MqttTarget:
         return MqttTarget.parse(self.mqtt_url)
 
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError(
+                "must be sqlite:///path or postgresql://user:password@host:port/database"
+            )
+        return value.strip()
+
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "liftwatch.sqlite3"
+
+    @property
+    def database(self) -> str:
+        """What :class:`liftwatch.store.Database` opens: LIFTWATCH_DATABASE_URL, else the
+        SQLite file under LIFTWATCH_DATA_DIR."""
+        return self.database_url or str(self.sqlite_path)
 
     @classmethod
     def settings_customise_sources(

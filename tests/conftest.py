@@ -1,5 +1,6 @@
-"""The test harness: real Mosquitto and real InfluxDB, started as child processes on free
-ports in a temp dir, stopped afterwards. Services already running on the machine (a system
+"""The test harness: real Mosquitto, real InfluxDB and real PostgreSQL, started as child
+processes on free ports in a temp dir, stopped afterwards. Services already running on the
+machine (a system
 Mosquitto on 1883, say) are never touched.
 
 ``LIFTWATCH_TEST_MQTT_URL`` / ``LIFTWATCH_TEST_INFLUX_URL`` point the suite at existing
@@ -17,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from liftwatch.influx import InfluxClient
-from liftwatch.localservices import InfluxDB, Mosquitto
+from liftwatch.localservices import InfluxDB, Mosquitto, PostgreSQL
 from simulator.receiver import RecordingReceiver
 from tests.support.harness import External, Service, Services
+from tests.support.postgres import PostgresForTests
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +46,32 @@ def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     svc.start()
     yield svc
     svc.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresForTests]:
+    """A private PostgreSQL server shared by the session; each test takes its own database
+    (``store_url``)."""
+    svc = PostgreSQL(tmp_path_factory.mktemp("postgresql"))
+    svc.start()
+    yield PostgresForTests(svc)
+    svc.stop()
+
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The store a test runs on, once per backend: a fresh SQLite file, or a fresh database
+    on the session's PostgreSQL (dropped afterwards)."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "liftwatch.sqlite3")
+        return
+    pg: PostgresForTests = request.getfixturevalue("postgres")
+    url = pg.fresh_url()
+    yield url
+    pg.drop(url)
 
 
 @pytest.fixture

@@ -48,7 +48,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -63,7 +62,8 @@ from alerts.webhooks.attempt import attempt as post_attempt
 from alerts.webhooks.filters import route
 from liftwatch.clock import Clock, SystemClock
 from liftwatch.settings import Settings
-from liftwatch.store import Database
+from liftwatch.store import Connection, Database
+from liftwatch.store import Error as DatabaseError
 from liftwatch.store import webhooks as store
 from liftwatch.store.webhooks import Delivery, FanOut, Subscription
 
@@ -187,7 +187,7 @@ class Dispatcher:
                 try:
                     self.rounds += 1
                     timeout = await self._round()
-                except sqlite3.Error as exc:
+                except DatabaseError as exc:
                     self._store_failed("a dispatcher round failed", exc)
                 if stop is not None and stop.is_set():
                     return
@@ -240,7 +240,7 @@ class Dispatcher:
         # Due but blocked (its chain or subscription is busy): a finishing task wakes us.
         return self.poll_interval_s if wait <= 0 else min(wait, self.poll_interval_s)
 
-    def _store_failed(self, what: str, exc: sqlite3.Error) -> None:
+    def _store_failed(self, what: str, exc: Exception) -> None:
         """Count a store error: pause the rounds (doubling while errors continue) and log it,
         at most once per STORE_LOG_EVERY_S (loop thread)."""
         self._store_errors += 1
@@ -304,7 +304,7 @@ class Dispatcher:
 
     # --- the engine's fast path (called on the engine's thread) ------------------------------
 
-    def fan_out_in(self, conn: sqlite3.Connection, now_ms: int) -> FanOut | None:
+    def fan_out_in(self, conn: Connection, now_ms: int) -> FanOut | None:
         """Fan out inside the engine's transaction that wrote outbox rows (see the module
         docstring). None when this dispatcher is not running (the loop fans out at start)."""
         if not self._accepting:
@@ -376,7 +376,7 @@ class Dispatcher:
         else:
             try:
                 begun = await self._db(self._begin, queued.id, self.clock.now_ms())
-            except sqlite3.Error as exc:  # still pending: a round after the pause retries
+            except DatabaseError as exc:  # still pending: a round after the pause retries
                 self._store_failed(f"delivery {queued.id} not started", exc)
                 return
             self._store_ok()
@@ -470,7 +470,7 @@ class Dispatcher:
                 drained: int = await self._db(store.finish_attempt, self.db, d.id, **outcome)
                 self._store_ok()
                 return drained
-            except sqlite3.Error as exc:
+            except DatabaseError as exc:
                 self._store_failed(f"the outcome of delivery {d.id} kept to record later", exc)
             await asyncio.sleep(wait)
             wait = min(wait * 2, RECORD_RETRY_MAX_S)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from typing import Annotated, Any, Literal
 
@@ -23,7 +22,7 @@ from liftwatch.registry import (
     Lift,
     describe_errors,
 )
-from liftwatch.store import lift_queries
+from liftwatch.store import IntegrityError, is_foreign_key_violation, lift_queries
 from liftwatch.store import registry as reg
 
 log = logging.getLogger("liftwatch.api")
@@ -95,9 +94,9 @@ def list_lifts(
 def _store(db: DbDep, lift: Lift) -> str:
     try:
         return reg.upsert_lift(db, lift)
-    except sqlite3.IntegrityError as exc:
+    except IntegrityError as exc:
         text = str(exc)
-        if "FOREIGN KEY" in text:
+        if is_foreign_key_violation(exc):
             raise invalid("company_id", f"unknown company {lift.company_id!r}") from exc
         if "registration_code" in text:
             raise conflict(

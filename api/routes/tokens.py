@@ -3,7 +3,6 @@ except ``GET /tokens/me``, which tells any caller who it is."""
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
@@ -14,6 +13,7 @@ from api.deps import DbDep
 from api.errors import invalid, not_found, responses
 from liftwatch.protocol import format_ts
 from liftwatch.registry import CompanyId
+from liftwatch.store import IntegrityError
 from liftwatch.store import registry as reg
 from liftwatch.store import tokens as tok
 from liftwatch.store.tokens import TokenRecord
@@ -88,7 +88,7 @@ def create_token(body: TokenCreate, db: DbDep, principal: AdminDep) -> TokenCrea
             company_id=body.company_id,
             created_by=principal.actor,
         )
-    except sqlite3.IntegrityError as exc:  # the company vanished between check and insert
+    except IntegrityError as exc:  # the company vanished between check and insert
         raise invalid("company_id", f"unknown company {body.company_id!r}") from exc
     return TokenCreated(**_info(record).model_dump(), token=secret)
 

@@ -13,7 +13,7 @@ import msgspec
 from liftwatch.protocol import Rejection, decode, format_ts
 from liftwatch.registry import CSV_COLUMNS, Company, ImportRowError, parse_csv, parse_json
 from liftwatch.settings import settings_from
-from liftwatch.store import Database
+from liftwatch.store import Database, open_store
 from liftwatch.store import registry as reg
 
 
@@ -86,7 +86,7 @@ def _decode(args: argparse.Namespace) -> int:
 
 
 def _open_db(args: argparse.Namespace) -> Database:
-    return Database(settings_from(args).sqlite_path)
+    return open_store(settings_from(args))
 
 
 def _companies_add(args: argparse.Namespace) -> int:

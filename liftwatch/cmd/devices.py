@@ -22,7 +22,7 @@ from liftwatch.provision import (
     reload_broker,
 )
 from liftwatch.settings import settings_from
-from liftwatch.store import Database
+from liftwatch.store import open_store
 from liftwatch.store import registry as reg
 
 
@@ -130,7 +130,7 @@ def _provision(args: argparse.Namespace) -> int:
     try:
         _, service_users = parse_acl(read_text(args.acl_file, "ACL file"))
         existing = passwords.users()
-        db = Database(settings.sqlite_path)
+        db = open_store(settings)
         problems = []
         for lift_id in dict.fromkeys(args.lift_ids):
             try:

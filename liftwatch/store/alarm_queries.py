@@ -94,6 +94,5 @@ def report_rows(db: Database, f: AlarmFilter) -> Iterator[ReportRow]:
     where = " AND ".join(clauses) or "1=1"
     columns = "lift_id, company_id, code, severity, raised_at, acknowledged_at, on_site_at"
     sql = f"SELECT {columns}, deadline_at FROM alarms WHERE {where}"  # noqa: S608 - fixed clauses
-    cur = db.conn.cursor()
-    cur.row_factory = None  # plain tuples: this scan reads thousands of rows per report
-    yield from map(ReportRow._make, cur.execute(sql, params))
+    # plain tuples: this scan reads thousands of rows per report
+    yield from map(ReportRow._make, db.tuples(sql, params))

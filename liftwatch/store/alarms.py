@@ -1,7 +1,7 @@
 """SQL for alarms, their transitions, flood-control counts and per-lift marks.
 
 The lifecycle logic lives in ``alerts/lifecycle.py``; this module only reads and writes rows.
-Functions taking a ``sqlite3.Connection`` run inside the caller's transaction, so a transition,
+Functions taking a store connection run inside the caller's transaction, so a transition,
 its history row and its outbox row (``outbox.py``) commit together (WEBHOOKS.md § Durable).
 """
 
@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 
 from liftwatch import clock
-from liftwatch.store.db import Database, from_row
+from liftwatch.store.db import Connection, Database, Row, from_row
 
 # Names callers of this module used before the outbox and maintenance-window SQL got their own
 # modules (the review's reproductions among them): kept importable from here.
@@ -85,7 +84,7 @@ _COLUMNS: Final = tuple(f.name for f in fields(Alarm))
 _BOOLS: Final = frozenset({"suspected", "overdue", "suppressed", "unregistered"})
 
 
-def alarm_from_row(row: sqlite3.Row) -> Alarm:
+def alarm_from_row(row: Row) -> Alarm:
     values: dict[str, Any] = {c: row[c] for c in _COLUMNS}
     values["evidence"] = json.loads(values["evidence"] or "{}")
     for name in _BOOLS:
@@ -105,8 +104,8 @@ def _row_values(alarm: Alarm) -> list[Any]:
     return out
 
 
-def insert_alarm(conn: sqlite3.Connection, alarm: Alarm) -> None:
-    """Raises ``sqlite3.IntegrityError`` when an unresolved alarm of the same (lift, code,
+def insert_alarm(conn: Connection, alarm: Alarm) -> None:
+    """Raises a store ``IntegrityError`` when an unresolved alarm of the same (lift, code,
     subtype) exists: the unique index is the last guard against a duplicate."""
     conn.execute(
         f"INSERT INTO alarms ({', '.join(_COLUMNS)})"  # noqa: S608 - fixed column names
@@ -115,7 +114,7 @@ def insert_alarm(conn: sqlite3.Connection, alarm: Alarm) -> None:
     )
 
 
-def save_alarm(conn: sqlite3.Connection, alarm: Alarm) -> None:
+def save_alarm(conn: Connection, alarm: Alarm) -> None:
     cols = [c for c in _COLUMNS if c != "alarm_id"]
     values = _row_values(alarm)[1:]
     conn.execute(
@@ -124,22 +123,20 @@ def save_alarm(conn: sqlite3.Connection, alarm: Alarm) -> None:
     )
 
 
-def get_alarm(conn: sqlite3.Connection | Database, alarm_id: str) -> Alarm | None:
+def get_alarm(conn: Connection | Database, alarm_id: str) -> Alarm | None:
     c = conn.conn if isinstance(conn, Database) else conn
     row = c.execute("SELECT * FROM alarms WHERE alarm_id = ?", (alarm_id,)).fetchone()
     return None if row is None else alarm_from_row(row)
 
 
-def alarm_lift(conn: sqlite3.Connection, alarm_id: str) -> str | None:
+def alarm_lift(conn: Connection, alarm_id: str) -> str | None:
     row = conn.execute("SELECT lift_id FROM alarms WHERE alarm_id = ?", (alarm_id,)).fetchone()
     return None if row is None else str(row[0])
 
 
-def find_unresolved(
-    conn: sqlite3.Connection, lift_id: str, code: str, subtype: str | None
-) -> Alarm | None:
+def find_unresolved(conn: Connection, lift_id: str, code: str, subtype: str | None) -> Alarm | None:
     row = conn.execute(
-        "SELECT * FROM alarms WHERE lift_id = ? AND code = ? AND IFNULL(subtype, '') = ?"
+        "SELECT * FROM alarms WHERE lift_id = ? AND code = ? AND COALESCE(subtype, '') = ?"
         " AND status != 'resolved'",
         (lift_id, code, subtype or ""),
     ).fetchone()
@@ -147,7 +144,7 @@ def find_unresolved(
 
 
 def unresolved_alarms(
-    db: Database | sqlite3.Connection, lift_id: str | None = None, *, severity: str | None = None
+    db: Database | Connection, lift_id: str | None = None, *, severity: str | None = None
 ) -> list[Alarm]:
     c = db.conn if isinstance(db, Database) else db
     sql = "SELECT * FROM alarms WHERE status != 'resolved'"
@@ -237,9 +234,7 @@ class Transition:
     id: int | None = None
 
 
-def move_unresolved(
-    conn: sqlite3.Connection, lift_id: str, company_id: str | None, at: int
-) -> list[Alarm]:
+def move_unresolved(conn: Connection, lift_id: str, company_id: str | None, at: int) -> list[Alarm]:
     """FAULTS.md 1.1 #6: an unresolved alarm belongs to the lift's current company. When a
     lift is registered or moves to another company, its unresolved alarms move with it (the
     new company sees them in the API, their next transitions notify its subscriptions) and
@@ -248,7 +243,8 @@ def move_unresolved(
     company that handled them. Called in the caller's transaction (registry write, or the
     alerts engine's registry refresh for an alarm it raised before it saw the change)."""
     rows = conn.execute(
-        "SELECT * FROM alarms WHERE lift_id = ? AND status != 'resolved' AND company_id IS NOT ?",
+        "SELECT * FROM alarms WHERE lift_id = ? AND status != 'resolved'"
+        " AND company_id IS DISTINCT FROM ?",
         (lift_id, company_id),
     ).fetchall()
     moved = []
@@ -269,17 +265,17 @@ def move_unresolved(
     return moved
 
 
-def add_transition(conn: sqlite3.Connection, t: Transition) -> Transition:
+def add_transition(conn: Connection, t: Transition) -> Transition:
     """Insert ``t``; returns it with its row id (unique, increasing)."""
     cur = conn.execute(
         "INSERT INTO alarm_transitions (alarm_id, at, event, from_state, to_state, actor, note)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (t.alarm_id, t.at, t.event, t.from_state, t.to_state, t.actor[:200], t.note),
     )
-    return replace(t, id=cur.lastrowid)
+    return replace(t, id=int(cur.fetchone()[0]))
 
 
-def transitions_of(db: Database | sqlite3.Connection, alarm_id: str) -> list[Transition]:
+def transitions_of(db: Database | Connection, alarm_id: str) -> list[Transition]:
     c = db.conn if isinstance(db, Database) else db
     rows = c.execute(
         "SELECT * FROM alarm_transitions WHERE alarm_id = ? ORDER BY id", (alarm_id,)
@@ -290,7 +286,7 @@ def transitions_of(db: Database | sqlite3.Connection, alarm_id: str) -> list[Tra
 # --- flood control --------------------------------------------------------------------------
 
 
-def recent_raises(conn: sqlite3.Connection, lift_id: str, code: str, since_ms: int) -> int:
+def recent_raises(conn: Connection, lift_id: str, code: str, since_ms: int) -> int:
     """Raises of ``code`` on ``lift_id`` since ``since_ms`` that count towards flood control:
     notified ones and flood-collapsed ones (not those muted for another reason)."""
     row = conn.execute(
@@ -301,7 +297,7 @@ def recent_raises(conn: sqlite3.Connection, lift_id: str, code: str, since_ms: i
     return int(row[0])
 
 
-def flood_collapsed(conn: sqlite3.Connection, lift_id: str, code: str) -> list[Alarm]:
+def flood_collapsed(conn: Connection, lift_id: str, code: str) -> list[Alarm]:
     """Flood-controlled alarms of ``code`` on ``lift_id`` no summary has covered yet."""
     rows = conn.execute(
         "SELECT * FROM alarms WHERE lift_id = ? AND code = ?"
@@ -319,7 +315,7 @@ def flood_pending(db: Database) -> list[Alarm]:
     return [alarm_from_row(r) for r in rows]
 
 
-def mark_notified(conn: sqlite3.Connection, alarm_ids: Sequence[str], at: int) -> None:
+def mark_notified(conn: Connection, alarm_ids: Sequence[str], at: int) -> None:
     conn.executemany(
         "UPDATE alarms SET notified_at = ? WHERE alarm_id = ? AND notified_at IS NULL",
         [(at, a) for a in alarm_ids],
@@ -329,16 +325,17 @@ def mark_notified(conn: sqlite3.Connection, alarm_ids: Sequence[str], at: int) -
 # --- per-lift marks ---------------------------------------------------------------------------
 
 
-def set_selftest_ok(conn: sqlite3.Connection, lift_id: str, at: int) -> None:
+def set_selftest_ok(conn: Connection, lift_id: str, at: int) -> None:
     conn.execute(
         "INSERT INTO alarm_lift_marks (lift_id, selftest_ok_at, first_seen_at) VALUES (?, ?, ?)"
-        " ON CONFLICT(lift_id) DO UPDATE SET selftest_ok_at = MAX(IFNULL(selftest_ok_at, 0),"
-        " excluded.selftest_ok_at)",
+        " ON CONFLICT(lift_id) DO UPDATE SET selftest_ok_at = CASE"
+        " WHEN COALESCE(alarm_lift_marks.selftest_ok_at, 0) > excluded.selftest_ok_at"
+        " THEN alarm_lift_marks.selftest_ok_at ELSE excluded.selftest_ok_at END",
         (lift_id, at, at),
     )
 
 
-def set_first_seen(conn: sqlite3.Connection, lift_id: str, at: int) -> None:
+def set_first_seen(conn: Connection, lift_id: str, at: int) -> None:
     conn.execute(
         "INSERT INTO alarm_lift_marks (lift_id, first_seen_at) VALUES (?, ?)"
         " ON CONFLICT(lift_id) DO NOTHING",

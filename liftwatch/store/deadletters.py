@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from liftwatch.store.db import Database, from_row
+from liftwatch.store.db import Connection, Database, from_row
 
 PAYLOAD_KEEP_BYTES = 1024
 
@@ -29,9 +28,7 @@ def add_dead_letters(db: Database, letters: Iterable[DeadLetter], *, keep: int) 
         return add_dead_letters_in(conn, letters, keep=keep)
 
 
-def add_dead_letters_in(
-    conn: sqlite3.Connection, letters: Iterable[DeadLetter], *, keep: int
-) -> int:
+def add_dead_letters_in(conn: Connection, letters: Iterable[DeadLetter], *, keep: int) -> int:
     """:func:`add_dead_letters` inside an open transaction (alerts: with the batch's alarms)."""
     rows = [
         (

@@ -4,12 +4,11 @@ its transaction; the API creates, lists and deletes windows."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from liftwatch.clock import now_ms
-from liftwatch.store.db import Database, from_row
+from liftwatch.store.db import Connection, Database, from_row
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +38,10 @@ def add_maintenance_window(
         cur = conn.execute(
             "INSERT INTO maintenance_windows"
             " (lift_id, starts_at, ends_at, reason, created_by, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING window_id",
             (lift_id, starts_at, ends_at, reason, created_by, now),
         )
-        window_id = int(cur.lastrowid or 0)
+        window_id = int(cur.fetchone()[0])
     return MaintenanceWindow(window_id, lift_id, starts_at, ends_at, reason, created_by, now)
 
 
@@ -52,7 +51,7 @@ def delete_maintenance_window(db: Database, window_id: int) -> bool:
         return cur.rowcount > 0
 
 
-def in_maintenance(conn: sqlite3.Connection, lift_id: str, at: int) -> bool:
+def in_maintenance(conn: Connection, lift_id: str, at: int) -> bool:
     row = conn.execute(
         "SELECT 1 FROM maintenance_windows WHERE lift_id = ? AND starts_at <= ? AND ends_at > ?"
         " LIMIT 1",

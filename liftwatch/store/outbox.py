@@ -9,13 +9,12 @@ reads the feed.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from liftwatch.protocol import format_ts
-from liftwatch.store.db import Database, from_row
+from liftwatch.store.db import Connection, Database, from_row
 from liftwatch.views import ALARM_EVENT_TYPES, alarm_view
 
 if TYPE_CHECKING:
@@ -39,7 +38,7 @@ class OutboxRow:
 
 
 def add_outbox(
-    conn: sqlite3.Connection,
+    conn: Connection,
     alarm: Alarm,
     event_type: str,
     at: int,
@@ -60,7 +59,7 @@ def add_outbox(
     cur = conn.execute(
         "INSERT INTO outbox"
         " (alarm_id, lift_id, company_id, event_type, severity, code, created_at, payload)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (
             alarm.alarm_id,
             alarm.lift_id,
@@ -72,11 +71,11 @@ def add_outbox(
             json.dumps(body, ensure_ascii=False, separators=(",", ":")),
         ),
     )
-    return int(cur.lastrowid or 0)
+    return int(cur.fetchone()[0])
 
 
 def outbox_rows(
-    db: Database | sqlite3.Connection, *, alarm_id: str | None = None, lift_id: str | None = None
+    db: Database | Connection, *, alarm_id: str | None = None, lift_id: str | None = None
 ) -> list[OutboxRow]:
     c = db.conn if isinstance(db, Database) else db
     sql = "SELECT * FROM outbox WHERE 1=1"
@@ -90,7 +89,7 @@ def outbox_rows(
     return [from_row(OutboxRow, r) for r in c.execute(sql + " ORDER BY id", params)]
 
 
-def undispatched(conn: sqlite3.Connection, *, limit: int) -> list[OutboxRow]:
+def undispatched(conn: Connection, *, limit: int) -> list[OutboxRow]:
     """Up to ``limit`` rows not fanned out yet, in ``id`` order."""
     rows = conn.execute(
         "SELECT * FROM outbox WHERE dispatched_at IS NULL ORDER BY id LIMIT ?", (limit,)
@@ -98,7 +97,7 @@ def undispatched(conn: sqlite3.Connection, *, limit: int) -> list[OutboxRow]:
     return [from_row(OutboxRow, r) for r in rows]
 
 
-def mark_dispatched(conn: sqlite3.Connection, ids: Sequence[int], at: int) -> None:
+def mark_dispatched(conn: Connection, ids: Sequence[int], at: int) -> None:
     """In the caller's transaction (the fan-out that made the rows' deliveries)."""
     conn.executemany("UPDATE outbox SET dispatched_at = ? WHERE id = ?", [(at, i) for i in ids])
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -12,7 +11,13 @@ from pydantic import ValidationError
 from liftwatch.clock import now_ms
 from liftwatch.registry import CSV_COLUMNS, STORED, Company, Lift
 from liftwatch.store import alarms
-from liftwatch.store.db import Database
+from liftwatch.store.db import (
+    Connection,
+    Database,
+    IntegrityError,
+    Row,
+    is_foreign_key_violation,
+)
 from liftwatch.thresholds import unusable
 
 log = logging.getLogger("liftwatch.store")
@@ -25,7 +30,7 @@ def upsert_company(db: Database, company: Company) -> Outcome:
         return _upsert_company(conn, company)
 
 
-def _upsert_company(conn: sqlite3.Connection, company: Company) -> Outcome:
+def _upsert_company(conn: Connection, company: Company) -> Outcome:
     row = conn.execute(
         "SELECT * FROM companies WHERE company_id = ?", (company.company_id,)
     ).fetchone()
@@ -63,7 +68,7 @@ def _upsert_company(conn: sqlite3.Connection, company: Company) -> Outcome:
     return "updated"
 
 
-def _company_from_row(row: sqlite3.Row) -> Company:
+def _company_from_row(row: Row) -> Company:
     return Company(
         company_id=row["company_id"],
         name=row["name"],
@@ -83,11 +88,11 @@ def list_companies(db: Database) -> list[Company]:
     return [_company_from_row(r) for r in rows]
 
 
-def lift_from_row(row: sqlite3.Row) -> Lift:
+def lift_from_row(row: Row) -> Lift:
     return checked_lift_from_row(row)[0]
 
 
-def checked_lift_from_row(row: sqlite3.Row) -> tuple[Lift, str | None]:
+def checked_lift_from_row(row: Row) -> tuple[Lift, str | None]:
     """The stored lift, and why it is not exactly as stored (None when it is).
 
     Stored: never refuse what an older version accepted (an unknown override key is ignored
@@ -137,10 +142,10 @@ def upsert_lift(db: Database, lift: Lift) -> Outcome:
         return upsert_lift_in(conn, lift)
 
 
-def upsert_lift_in(conn: sqlite3.Connection, lift: Lift) -> Outcome:
+def upsert_lift_in(conn: Connection, lift: Lift) -> Outcome:
     """Insert or update one lift inside an open transaction.
 
-    Raises ``sqlite3.IntegrityError`` for an unknown company or a registration code that
+    Raises a store ``IntegrityError`` for an unknown company or a registration code that
     belongs to another lift.
     """
     row = conn.execute("SELECT * FROM lifts WHERE lift_id = ?", (lift.lift_id,)).fetchone()
@@ -170,7 +175,7 @@ def upsert_lift_in(conn: sqlite3.Connection, lift: Lift) -> Outcome:
     return "updated"
 
 
-def next_change_seq(conn: sqlite3.Connection) -> int:
+def next_change_seq(conn: Connection) -> int:
     """The registry's next change number (migration 0008), inside the write transaction."""
     return int(conn.execute("SELECT COALESCE(MAX(change_seq), 0) + 1 FROM lifts").fetchone()[0])
 
@@ -246,7 +251,7 @@ def import_lifts(
             conn.execute("SAVEPOINT row")
             try:
                 outcome = upsert_lift_in(conn, lift)
-            except sqlite3.IntegrityError as exc:
+            except IntegrityError as exc:
                 conn.execute("ROLLBACK TO row")
                 rejected.append((line, lift.lift_id, _integrity_reason(exc, lift)))
             else:
@@ -255,16 +260,16 @@ def import_lifts(
     return outcomes, rejected
 
 
-def _integrity_reason(exc: sqlite3.IntegrityError, lift: Lift) -> str:
+def _integrity_reason(exc: Exception, lift: Lift) -> str:
     text = str(exc)
-    if "FOREIGN KEY" in text:
+    if is_foreign_key_violation(exc):
         return f"unknown company_id {lift.company_id!r}: create the company first"
     if "registration_code" in text:
         return f"registration_code {lift.registration_code!r} already belongs to another lift"
     return text
 
 
-def lift_card(conn: sqlite3.Connection | Database, lift_id: str) -> dict[str, Any] | None:
+def lift_card(conn: Connection | Database, lift_id: str) -> dict[str, Any] | None:
     """The registry fields a webhook body carries about the lift; None if unregistered."""
     c = conn.conn if isinstance(conn, Database) else conn
     row = c.execute(

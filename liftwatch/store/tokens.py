@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, replace
 
 from liftwatch.clock import now_ms
-from liftwatch.store.db import Database
+from liftwatch.store.db import Database, Row
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +23,7 @@ class TokenRecord:
     company_active: bool | None = None
 
 
-def _record(row: sqlite3.Row) -> TokenRecord:
+def _record(row: Row) -> TokenRecord:
     return TokenRecord(
         token_id=row["token_id"],
         name=row["name"],
@@ -47,7 +46,7 @@ def add_token(
     company_id: str | None,
     created_by: str,
 ) -> TokenRecord:
-    """Insert a token. Raises ``sqlite3.IntegrityError`` for an unknown company."""
+    """Insert a token. Raises a store ``IntegrityError`` for an unknown company."""
     now = now_ms()
     with db.transaction() as conn:
         conn.execute(

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from liftwatch import clock
 from liftwatch.store import outbox
-from liftwatch.store.db import Database, from_row
+from liftwatch.store.db import Connection, Database, Row, from_row
 from liftwatch.store.outbox import OutboxRow
 
 OPEN: Final = ("pending", "delivering")
@@ -65,7 +64,7 @@ class Subscription:
         return f"<Subscription {self.id} company={self.company_id} enabled={self.enabled}>"
 
 
-def _subscription(r: sqlite3.Row) -> Subscription:
+def _subscription(r: Row) -> Subscription:
     return Subscription(
         id=r["id"],
         company_id=r["company_id"],
@@ -135,7 +134,7 @@ def list_subscriptions(db: Database, *, company_id: str | None = None) -> list[S
     return [_subscription(r) for r in rows]
 
 
-def enabled_subscriptions(conn: sqlite3.Connection) -> list[Subscription]:
+def enabled_subscriptions(conn: Connection) -> list[Subscription]:
     rows = conn.execute("SELECT * FROM webhook_subscriptions WHERE enabled = 1 ORDER BY id")
     return [_subscription(r) for r in rows]
 
@@ -195,7 +194,7 @@ def rotate_secret(
     return get_subscription(db, sub_id) if cur.rowcount else None
 
 
-def _disable(conn: sqlite3.Connection, sub_id: str, reason: str, now_ms: int) -> None:
+def _disable(conn: Connection, sub_id: str, reason: str, now_ms: int) -> None:
     conn.execute(
         "UPDATE webhook_subscriptions SET enabled = 0, disabled_reason = ?, updated_at = ?"
         " WHERE id = ?",
@@ -204,7 +203,7 @@ def _disable(conn: sqlite3.Connection, sub_id: str, reason: str, now_ms: int) ->
     _fail_open(conn, sub_id, reason, now_ms)
 
 
-def _fail_open(conn: sqlite3.Connection, sub_id: str, reason: str, now_ms: int) -> None:
+def _fail_open(conn: Connection, sub_id: str, reason: str, now_ms: int) -> None:
     conn.execute(
         "UPDATE webhook_deliveries SET status = 'failed', next_attempt_at = NULL,"
         " last_error = COALESCE(last_error || '; ', '') || ?"
@@ -241,7 +240,7 @@ class Delivery:
         return self.subscription_id, self.alarm_id or f"#{self.id}"
 
 
-def _delivery(r: sqlite3.Row) -> Delivery:
+def _delivery(r: Row) -> Delivery:
     return from_row(Delivery, r)
 
 
@@ -279,7 +278,7 @@ def fan_out(
 
 
 def fan_out_in(
-    conn: sqlite3.Connection,
+    conn: Connection,
     route: Router,
     *,
     now_ms: int,
@@ -304,9 +303,10 @@ def fan_out_in(
     for event in rows:
         for sub in route(event, subs):
             cur = conn.execute(
-                "INSERT OR IGNORE INTO webhook_deliveries (webhook_id, subscription_id,"
+                "INSERT INTO webhook_deliveries (webhook_id, subscription_id,"
                 " outbox_id, alarm_id, event_type, payload, status, next_attempt_at,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)"
+                " ON CONFLICT DO NOTHING RETURNING id",
                 (
                     new_message_id(),
                     sub.id,
@@ -318,21 +318,20 @@ def fan_out_in(
                     now_ms,
                 ),
             )
-            if not cur.rowcount or not cur.lastrowid:
+            inserted = cur.fetchone()
+            if inserted is None:  # this subscription already has this notification
                 continue
             created += 1
             if claim is None:
                 continue
-            d = _claim_head(conn, cur.lastrowid, now_ms, claim)
+            d = _claim_head(conn, int(inserted[0]), now_ms, claim)
             if d is not None:
                 started.append((d, by_id[sub.id]))
     outbox.mark_dispatched(conn, [r.id for r in rows], now_ms)
     return FanOut(len(rows), started, created)
 
 
-def _claim_head(
-    conn: sqlite3.Connection, delivery_id: int, now_ms: int, claim: Claim
-) -> Delivery | None:
+def _claim_head(conn: Connection, delivery_id: int, now_ms: int, claim: Claim) -> Delivery | None:
     row = conn.execute(
         "SELECT d.* FROM webhook_deliveries d WHERE d.id = ? AND NOT EXISTS ("
         " SELECT 1 FROM webhook_deliveries o WHERE o.subscription_id = d.subscription_id"
@@ -355,10 +354,10 @@ def add_test_delivery(db: Database, sub_id: str, payload: str, now_ms: int) -> D
         cur = conn.execute(
             "INSERT INTO webhook_deliveries (webhook_id, subscription_id, event_type, payload,"
             " status, next_attempt_at, created_at)"
-            " VALUES (?, ?, 'webhook.test', ?, 'pending', ?, ?)",
+            " VALUES (?, ?, 'webhook.test', ?, 'pending', ?, ?) RETURNING id",
             (new_message_id(), sub_id, payload, now_ms, now_ms),
         )
-        delivery_id = int(cur.lastrowid or 0)
+        delivery_id = int(cur.fetchone()[0])
     found = get_delivery(db, delivery_id)
     assert found is not None
     return found
@@ -376,7 +375,7 @@ def get_delivery(db: Database, delivery_id: int) -> Delivery | None:
 _HEADS = (
     "SELECT d.* FROM webhook_deliveries d JOIN ("
     " SELECT MIN(id) AS id FROM webhook_deliveries WHERE status IN ('pending', 'delivering')"
-    " GROUP BY subscription_id, IFNULL(alarm_id, '#' || id)) h ON h.id = d.id"
+    " GROUP BY subscription_id, COALESCE(alarm_id, '#' || id)) h ON h.id = d.id"
     " WHERE d.status = 'pending'"
 )
 
@@ -384,7 +383,7 @@ _HEADS = (
 _DUE: Final = (  # constant SQL: _HEADS is a literal
     "SELECT * FROM (SELECT d.*, ROW_NUMBER() OVER ("  # noqa: S608
     " PARTITION BY d.subscription_id ORDER BY d.next_attempt_at, d.id) AS rank"
-    f" FROM ({_HEADS} AND d.next_attempt_at <= ?) d)"
+    f" FROM ({_HEADS} AND d.next_attempt_at <= ?) d) ranked"
     " WHERE rank <= ? ORDER BY next_attempt_at, id LIMIT ?"
 )
 
@@ -401,7 +400,7 @@ def due_heads(
 def next_due_at(db: Database) -> int | None:
     """When the earliest waiting head falls due (None: nothing is waiting)."""
     row = db.conn.execute(
-        "SELECT MIN(next_attempt_at) FROM (" + _HEADS + ")"  # noqa: S608 - constant SQL
+        "SELECT MIN(next_attempt_at) FROM (" + _HEADS + ") heads"  # noqa: S608 - constant SQL
     ).fetchone()
     return None if row[0] is None else int(row[0])
 
@@ -424,7 +423,7 @@ def reset_stale(db: Database, *, before_ms: int, keep: Collection[int], now_ms: 
     no write transaction."""
     rows = db.conn.execute(
         "SELECT id FROM webhook_deliveries WHERE status IN ('pending', 'delivering')"
-        " AND status = 'delivering' AND IFNULL(last_attempt_at, 0) < ?",
+        " AND status = 'delivering' AND COALESCE(last_attempt_at, 0) < ?",
         (before_ms,),
     ).fetchall()
     stale = [int(r[0]) for r in rows if int(r[0]) not in keep]
@@ -435,7 +434,7 @@ def reset_stale(db: Database, *, before_ms: int, keep: Collection[int], now_ms: 
         for delivery_id in stale:
             cur = conn.execute(
                 "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?"
-                " WHERE id = ? AND status = 'delivering' AND IFNULL(last_attempt_at, 0) < ?",
+                " WHERE id = ? AND status = 'delivering' AND COALESCE(last_attempt_at, 0) < ?",
                 (now_ms, delivery_id, before_ms),
             )
             reset += cur.rowcount
@@ -508,7 +507,7 @@ def finish_attempt(
     return 0
 
 
-def pull_forward(conn: sqlite3.Connection, sub_id: str, now_ms: int, spacing_ms: int) -> int:
+def pull_forward(conn: Connection, sub_id: str, now_ms: int, spacing_ms: int) -> int:
     """The subscription's receiver answered 2xx: its deliveries waiting for a retry (pending,
     due after ``now_ms``) become due now, oldest first, ``spacing_ms`` apart so that a
     recovered receiver is not flooded. Deliveries already in that queue (due within the

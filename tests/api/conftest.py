@@ -1,4 +1,5 @@
-"""Fixtures for the API tests: the app on a real SQLite file and the harness's real InfluxDB
+"""Fixtures for the API tests: the app on a real store (each test runs on SQLite and on
+PostgreSQL) and the harness's real InfluxDB
 (and Mosquitto, for ``/readyz``), called in-process through ``httpx.ASGITransport``.
 
 ``world`` seeds two companies with lifts and one token per role, so permission tests can
@@ -7,7 +8,7 @@ ask "as whom" with ``world.h("maintainer_a")``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -22,16 +23,20 @@ from tests.support.harness import Service
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
-    return Database(tmp_path / "liftwatch.sqlite3")
+def db(store_url: str) -> Iterator[Database]:
+    """The store, once per backend (SQLite file, private PostgreSQL)."""
+    database = Database(store_url)
+    yield database
+    database.close()
 
 
 @pytest.fixture
 def settings(
-    tmp_path: Path, influxdb: Service, mosquitto: Service, influx: InfluxClient
+    tmp_path: Path, influxdb: Service, mosquitto: Service, influx: InfluxClient, db: Database
 ) -> Settings:
     return load_settings(
         data_dir=tmp_path,
+        database_url=db.target if db.dialect == "postgresql" else None,
         influx_url=influxdb.url,
         influx_database=influx.database,
         mqtt_url=mosquitto.url,

@@ -159,8 +159,8 @@ async def test_lift_detail_hides_open_alarm_recorded_under_another_company(
 async def test_deactivated_company_tokens_refused_at_once_in_every_process(
     client: httpx.AsyncClient, world: World, settings: Settings, tmp_path: Path
 ) -> None:
-    # A second app on its own connection to the same SQLite file: another process's view.
-    other_db = Database(tmp_path / "liftwatch.sqlite3")
+    # A second app on its own connection to the same store: another process's view.
+    other_db = Database(world.db.target)
     other = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_app(settings, db=other_db)),
         base_url="http://other.test",

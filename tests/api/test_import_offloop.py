@@ -31,7 +31,7 @@ async def test_large_import_leaves_event_loop_and_store_responsive(
     body = registry_csv(6 * 2**20)  # about 51,000 rows
     body += b"bad id!,,,,,,acme\nL0000000001,,,,,,acme\n"  # a bad row and a duplicate
     rows = body.count(b"\n") - 1
-    other = Database(db.path)  # another writer (the alerts engine's transitions)
+    other = Database(db.target)  # another writer (the alerts engine's transitions)
     loop_lag: list[float] = []
     write_wait: list[float] = []
     done = asyncio.Event()
@@ -43,13 +43,11 @@ async def test_large_import_leaves_event_loop_and_store_responsive(
             loop_lag.append(time.perf_counter() - t - 0.005)
 
     def write_once(i: int) -> float:
-        """How long a writer waits for the SQLite write lock (its commit's fsync aside)."""
-        conn = other.conn
+        """How long a writer waits for the store's write lock (its commit's fsync aside)."""
         t = time.perf_counter()
-        conn.execute("BEGIN IMMEDIATE")
-        waited = time.perf_counter() - t
-        conn.execute("UPDATE companies SET phone = ? WHERE company_id = 'co-b'", (str(i),))
-        conn.execute("COMMIT")
+        with other.transaction() as conn:
+            waited = time.perf_counter() - t
+            conn.execute("UPDATE companies SET phone = ? WHERE company_id = 'co-b'", (str(i),))
         return waited
 
     async def probe_writes() -> None:

@@ -50,7 +50,9 @@ async def test_a_stored_bad_row_is_read_and_flagged(
     assert r.json()["problems"] == ["stored overrides entrapment_s unusable: defaults apply"]
     assert r.json()["overrides"] == {"door_open_too_long_s": 60}  # what is in force
     with db.transaction() as conn:
-        conn.execute("UPDATE lifts SET rated_speed = 'fast' WHERE lift_id = ?", (world.lift_a,))
+        # SQLite keeps any value in any column; PostgreSQL's typed column only a number.
+        bad = "fast" if db.dialect == "sqlite" else -5.0
+        conn.execute("UPDATE lifts SET rated_speed = ? WHERE lift_id = ?", (bad, world.lift_a))
     r = await client.get(f"/api/v1/lifts/{world.lift_a}", headers=h)
     assert r.status_code == 200
     problems = r.json()["problems"]

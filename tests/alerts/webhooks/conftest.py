@@ -1,12 +1,12 @@
-"""Fixtures for webhook tests: a real SQLite store seeded with two companies, alarms raised
+"""Fixtures for webhook tests: a real store (each test on SQLite and on PostgreSQL) seeded
+with two companies, alarms raised
 through the real lifecycle (so outbox rows are exactly what the engine writes), and a running
 :class:`Dispatcher` posting to real HTTP receivers (``simulator/receiver.py``)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -18,14 +18,16 @@ from tests.support.webhooks import Seeded
 
 
 @pytest.fixture
-def seeded(tmp_path: Path, unique: str) -> Seeded:
-    db = Database(tmp_path / "liftwatch.sqlite3")
+def seeded(store_url: str, unique: str) -> Iterator[Seeded]:
+    """Two companies with a lift each, once per backend (SQLite file, private PostgreSQL)."""
+    db = Database(store_url)
     reg.upsert_company(db, Company(company_id="co-a", name="Alpha"))
     reg.upsert_company(db, Company(company_id="co-b", name="Beta"))
     s = Seeded(db, f"LA-{unique}", f"LB-{unique}")
     reg.upsert_lift(db, Lift(lift_id=s.lift_a, company_id="co-a", name="A"))
     reg.upsert_lift(db, Lift(lift_id=s.lift_b, company_id="co-b", name="B"))
-    return s
+    yield s
+    db.close()
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from liftwatch.registry import Company, Lift
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
 from liftwatch.store import webhooks as store
+from liftwatch.store.sqlite import SqliteDatabase
 from simulator.receiver import Received, RecordingReceiver
 from tests.support.harness import eventually
 from tests.support.webhooks import Seeded, body_of
@@ -89,7 +90,7 @@ def seed(db: Database, unique: str) -> Seeded:
     return s
 
 
-class QuickBusy(Database):
+class QuickBusy(SqliteDatabase):
     """The real store, with a 100 ms busy timeout instead of 30 s (so that a held write lock
     makes a write fail within the test)."""
 
