@@ -34,6 +34,8 @@ UNENCODABLE = "unencodable"
 
 DEAD_LETTER_RETRY_MIN_S = 0.2
 DEAD_LETTER_RETRY_MAX_S = 5.0
+# A dead-letter write that failed and is worth retrying: the store (either backend) or the disk.
+_DEAD_LETTER_FAILURES: tuple[type[BaseException], ...] = (*DatabaseError, OSError)
 
 
 class DeadLetterStoreStopped(Exception):
@@ -117,7 +119,7 @@ class Ingest:
         while True:
             try:
                 await asyncio.to_thread(lambda: add_dead_letters(self.db, letters, keep=keep))
-            except (*DatabaseError, OSError) as exc:
+            except _DEAD_LETTER_FAILURES as exc:
                 failures += 1
                 metrics.DEAD_LETTER_ERRORS.inc()
                 log.error(

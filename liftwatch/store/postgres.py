@@ -139,12 +139,12 @@ class PgConnection:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         if not params:  # no parameters: psycopg reads no placeholders, so nothing to escape
-            return self.raw.execute(sql)  # type: ignore[call-overload]
-        return self.raw.execute(translate(sql), _params(params))  # type: ignore[arg-type]
+            return self.raw.execute(sql)
+        return self.raw.execute(translate(sql), _params(params))
 
     def executemany(self, sql: str, seq: Any) -> psycopg.Cursor[Any]:
         cur = self.raw.cursor()
-        cur.executemany(translate(sql), [_params(p) for p in seq])  # type: ignore[arg-type]
+        cur.executemany(translate(sql), [_params(p) for p in seq])
         return cur
 
 
