@@ -59,3 +59,28 @@ def test_parts_never_import_each_others_internals_across_ingest_and_alerts() -> 
         for path in sorted((ROOT / part).rglob("*.py")):
             names = [name for _, name in imported_names(ast.parse(path.read_text()))]
             assert not [n for n in names if n.split(".")[0] == other], path
+
+
+DRIVERS = ("sqlite3", "psycopg", "psycopg_pool")
+# Where a database driver may be imported: the store and the local-services helper (which
+# starts a private PostgreSQL for tests, benchmarks and the demo and checks it is up).
+DRIVER_HOMES = (ROOT / "liftwatch" / "store", ROOT / "liftwatch" / "localservices.py")
+
+
+def test_only_the_store_imports_a_database_driver() -> None:
+    """Issue 14: one store interface, two implementations — all SQL and both drivers live in
+    ``liftwatch/store/``; code above it catches ``liftwatch.store.Error`` and friends."""
+    offences = []
+    for top in ("liftwatch", *PARTS):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            if any(path == home or home in path.parents for home in DRIVER_HOMES):
+                continue
+            for line, name in imported_names(ast.parse(path.read_text(), str(path))):
+                if name.split(".")[0] in DRIVERS:
+                    offences.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+    assert offences == [], "only liftwatch/store/ may import a driver:\n" + "\n".join(offences)
+
+
+def test_the_driver_guard_sees_an_import() -> None:
+    names = [n for _, n in imported_names(ast.parse("import sqlite3\nfrom psycopg import sql"))]
+    assert [n for n in names if n.split(".")[0] in DRIVERS] == ["sqlite3", "psycopg"]
