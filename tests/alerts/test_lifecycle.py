@@ -1,10 +1,11 @@
-"""The alarm lifecycle over a real SQLite store: forward-only status, outbox rows written with
-their transition, suppression never notified, flood control, end of alarm."""
+"""The alarm lifecycle over a real store (each test on SQLite and on PostgreSQL):
+forward-only status, outbox rows written with their transition, suppression never notified,
+flood control, end of alarm."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
@@ -18,8 +19,8 @@ T0 = 1_795_000_000_000
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database(tmp_path / "lw.sqlite3")
+def db(store_url: str) -> Iterator[Database]:
+    database = Database(store_url)
     reg.upsert_company(database, Company(company_id="acme", name="Acme Lifts"))
     reg.upsert_lift(
         database,
@@ -31,7 +32,8 @@ def db(tmp_path: Path) -> Database:
             rescue_code="123456",
         ),
     )
-    return database
+    yield database
+    database.close()
 
 
 def _raise(db: Database, code: str = "entrapment", at: int = T0, **kw: object) -> store.Alarm:
