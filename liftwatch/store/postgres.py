@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -45,6 +46,9 @@ from liftwatch.store.db import (
 # Advisory lock keys (64-bit, ours: "lw" + a number), documented in docs/storage.md.
 WRITE_LOCK = 0x6C77_0000_0000_0001
 MIGRATE_LOCK = 0x6C77_0000_0000_0002
+
+# Every open store of this process: close_all() ends them (a test's database is dropped).
+_OPEN: weakref.WeakSet[PostgresDatabase] = weakref.WeakSet()
 
 POOL_SIZE_DEFAULT = 10
 LOCK_TIMEOUT_S = 30  # as SQLite's busy_timeout: a writer waits this long, then fails
@@ -224,6 +228,7 @@ class PostgresDatabase(Database):
             open=True,
         )
         self._reader = _ReadConnection(self)
+        _OPEN.add(self)
         if migrate:
             self.migrate()
 
@@ -333,3 +338,15 @@ class PostgresDatabase(Database):
 
     def close(self) -> None:
         self.pool.close()
+
+
+def close_all(url: str | None = None) -> int:
+    """Close every store of this process opened on ``url`` (all if None): their pools' worker
+    threads and connections end. Returns how many were closed."""
+    closed = 0
+    for db in list(_OPEN):
+        if url is None or db.target == url:
+            db.close()
+            _OPEN.discard(db)
+            closed += 1
+    return closed

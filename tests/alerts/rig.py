@@ -32,7 +32,7 @@ BASE: dict[str, Any] = {
 class Rig:
     def __init__(
         self,
-        path: Path,
+        path: Path | str,
         *,
         thresholds: dict[str, float] | None = None,
         lifts: tuple[Lift, ...] | None = None,

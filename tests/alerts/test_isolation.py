@@ -147,9 +147,9 @@ def _broken_for(lift: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_message_whose_evaluation_raises_is_dead_lettered_and_the_batch_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    r = Rig(tmp_path / "lw.db", lifts=(Lift(lift_id="L1", company_id="acme"),))
+    r = Rig(store_url, lifts=(Lift(lift_id="L1", company_id="acme"),))
     r.tel("L1")
     _broken_for("L9", monkeypatch)
     now = r.clock.now_ms()
@@ -174,12 +174,12 @@ def test_a_message_whose_evaluation_raises_is_dead_lettered_and_the_batch_goes_o
 
 
 def test_a_signal_that_fails_to_apply_is_rolled_back_alone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failure while writing one lift's transitions (after the rules ran) rolls back that
     lift's part of the transaction only; the other lift's alarm commits with the batch."""
     lifts = (Lift(lift_id="L1", company_id="acme"), Lift(lift_id="L9", company_id="acme"))
-    r = Rig(tmp_path / "lw.db", lifts=lifts)
+    r = Rig(store_url, lifts=lifts)
     r.tel("L1")
     r.tel("L9")
     real = r.engine._apply
@@ -230,8 +230,10 @@ def _store_raw_lift(r: Rig, lift_id: str, **columns: Any) -> None:
         {"rescue_code": "²²²²²²"},
     ],
 )
-def test_start_and_refresh_survive_any_stored_row(tmp_path: Path, columns: dict[str, Any]) -> None:
-    r = Rig(tmp_path / "lw.db", start=False)
+def test_start_and_refresh_survive_any_stored_row(store_url: str, columns: dict[str, Any]) -> None:
+    if "fast" in columns.values() and "postgresql" in store_url:
+        columns = {"rated_speed": float("nan")}  # what a typed column can hold that is unusable
+    r = Rig(store_url, start=False)
     _store_raw_lift(r, "BAD", **columns)
     r.engine.start()  # start-up reads the bad row
     assert "BAD" in r.engine.flagged

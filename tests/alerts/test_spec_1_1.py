@@ -40,8 +40,8 @@ def test_one_press_reported_as_event_and_telemetry_is_one_press(tmp_path: Path) 
         assert r.alarms("alarm_button") == [], order
 
 
-def test_a_second_press_reported_both_ways_still_bypasses_the_filter(tmp_path: Path) -> None:
-    r = Rig(tmp_path / "lw.db")
+def test_a_second_press_reported_both_ways_still_bypasses_the_filter(store_url: str) -> None:
+    r = Rig(store_url)
     r.tel(alarm_button=False, **RUNNING)
     for _ in range(2):
         r.event("alarm_button", pressed=True)
@@ -56,9 +56,9 @@ def test_a_second_press_reported_both_ways_still_bypasses_the_filter(tmp_path: P
     assert notes == ["filter bypassed: pressed again within the repeat window"]
 
 
-def test_a_held_press_counts_as_soon_as_the_car_stops_between_floors(tmp_path: Path) -> None:
+def test_a_held_press_counts_as_soon_as_the_car_stops_between_floors(store_url: str) -> None:
     """1.1 #3 (A7): judged while the button is held, not only after the 30 s hold."""
-    r = Rig(tmp_path / "lw.db")
+    r = Rig(store_url)
     r.tel(**RUNNING)
     r.event("alarm_button", pressed=True)
     r.advance(3)
@@ -68,10 +68,10 @@ def test_a_held_press_counts_as_soon_as_the_car_stops_between_floors(tmp_path: P
     assert alarm.raised_at == r.clock.now_ms() and alarm.status == "open"
 
 
-def test_a_promoted_alarm_is_announced_with_the_evidence_of_now(tmp_path: Path) -> None:
+def test_a_promoted_alarm_is_announced_with_the_evidence_of_now(store_url: str) -> None:
     """1.1 #5, repro r07 (M5): muted in a maintenance window with the technician at floor 7,
     raised for real two days later for a passenger at floor 2."""
-    r = Rig(tmp_path / "lw.db")
+    r = Rig(store_url)
     t0 = r.clock.now_ms()
     maintenance.add_maintenance_window(
         r.db, "L1", t0, t0 + 3_600_000, reason="check", created_by="t"
@@ -93,10 +93,10 @@ def test_a_promoted_alarm_is_announced_with_the_evidence_of_now(tmp_path: Path) 
     assert alarm.deadline_at == alarm.raised_at + 30 * 60_000
 
 
-def test_end_of_alarm_resolves_only_alarms_raised_before_it_was_received(tmp_path: Path) -> None:
+def test_end_of_alarm_resolves_only_alarms_raised_before_it_was_received(store_url: str) -> None:
     """1.1 #8: an end_of_alarm received before an alarm was raised (and evaluated after it,
     say from a backlog) does not resolve that alarm; it is a new alarm."""
-    r = Rig(tmp_path / "lw.db")
+    r = Rig(store_url)
     r.tel()
     received = r.clock.now_ms()
     r.advance(1)
@@ -120,10 +120,10 @@ def _snapshot(ts: int, seq: int, **changes: Any) -> tuple[str, bytes]:
 TRAPPED: dict[str, Any] = {"door_zone": False, "passenger_present": True, "speed": 0.0}
 
 
-def test_late_evidence_in_a_burst_still_raises_and_says_late(tmp_path: Path) -> None:
+def test_late_evidence_in_a_burst_still_raises_and_says_late(store_url: str) -> None:
     """1.1 #7 (A2): an entrapment that began and ended inside a broker outage, its snapshots
     delivered in one burst afterwards, is raised (late: true) and stays open until ended."""
-    r = Rig(tmp_path / "lw.db")
+    r = Rig(store_url)
     t0 = r.clock.now_ms()
     r.engine.handle_raw([_snapshot(t0, 1)])
     r.advance(90)  # the broker is down: the device buffers its snapshots
@@ -141,10 +141,10 @@ def test_late_evidence_in_a_burst_still_raises_and_says_late(tmp_path: Path) -> 
     assert view["late"] is True
 
 
-def test_a_device_clock_behind_is_not_late(tmp_path: Path) -> None:
+def test_a_device_clock_behind_is_not_late(store_url: str) -> None:
     """A device whose clock runs 30 s behind, live: the entrapment is raised 30 s after the
     first trapped snapshot arrives, not marked late."""
-    r = Rig(tmp_path / "lw.db")
+    r = Rig(store_url)
     skew = 30_000
     r.engine.handle_raw([_snapshot(r.clock.now_ms() - skew, 1)])
     r.advance(5)
@@ -162,10 +162,10 @@ def _status(r: Rig, state: str, *, retained: bool) -> None:
     r.engine.handle_raw([("lifts/L1/status", payload)], retained=[retained])
 
 
-def test_a_retained_online_status_does_not_restart_the_offline_timer(tmp_path: Path) -> None:
+def test_a_retained_online_status_does_not_restart_the_offline_timer(store_url: str) -> None:
     """PROTOCOL.md 1.1 § Value ranges: a retained status replayed on (re)subscription is not
     news; the lift silent since its last message is still offline 180 s after it."""
-    r = Rig(tmp_path / "lw.db")
+    r = Rig(store_url)
     r.tel()
     last = r.clock.now_ms()
     r.advance(100)
@@ -176,8 +176,8 @@ def test_a_retained_online_status_does_not_restart_the_offline_timer(tmp_path: P
     assert r.one("device_offline").raised_at == last + 180_000
 
 
-def test_a_live_online_status_proves_the_device_alive(tmp_path: Path) -> None:
-    r = Rig(tmp_path / "lw.db")
+def test_a_live_online_status_proves_the_device_alive(store_url: str) -> None:
+    r = Rig(store_url)
     r.tel()
     r.advance(100)
     _status(r, "online", retained=False)
@@ -185,8 +185,8 @@ def test_a_live_online_status_proves_the_device_alive(tmp_path: Path) -> None:
     assert r.alarms("device_offline") == []
 
 
-def test_a_retained_last_will_counts_from_the_last_message(tmp_path: Path) -> None:
-    r = Rig(tmp_path / "lw.db")
+def test_a_retained_last_will_counts_from_the_last_message(store_url: str) -> None:
+    r = Rig(store_url)
     r.tel()
     last = r.clock.now_ms()
     r.advance(20)

@@ -11,6 +11,7 @@ import psycopg
 
 from liftwatch.localservices import PostgreSQL
 from liftwatch.store import Database
+from liftwatch.store.postgres import close_all
 
 TEMPLATE = "liftwatch_template"
 
@@ -33,6 +34,7 @@ class PostgresForTests:
 
     def drop(self, url: str) -> None:
         """Drop a test's database, ending any connection a test left open."""
+        close_all(url)  # the stores a test opened and left open (an engine rig, say)
         name = url.rsplit("/", 1)[1]
         with psycopg.connect(self.server.url_for("postgres"), autocommit=True) as c:
             c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
