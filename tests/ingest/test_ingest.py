@@ -56,9 +56,13 @@ async def test_20000_messages_from_50_lifts_stored_exactly_once(
 
 
 async def test_bad_messages_become_dead_letters_and_ingest_continues(
-    mosquitto: Service, influxdb: Service, unique: str, tmp_path: Path
+    mosquitto: Service, influxdb: Service, unique: str, tmp_path: Path, store_url: str
 ) -> None:
-    settings = ingest_settings(mosquitto.url, influxdb.url, unique, tmp_path)
+    """On either store (LIFTWATCH_DATABASE_URL: a SQLite file or PostgreSQL)."""
+    database_url = store_url if store_url.startswith("postgresql") else None
+    settings = ingest_settings(
+        mosquitto.url, influxdb.url, unique, tmp_path, database_url=database_url
+    )
     client = InfluxClient(influxdb.url, settings.influx_database)
     t = now_ms()
     good = [(f"{unique}/G{i}/telemetry", telemetry(i, t + i)) for i in range(40)]
@@ -84,7 +88,7 @@ async def test_bad_messages_become_dead_letters_and_ingest_continues(
         await eventually(
             lambda: _has_count(client, 40), timeout=20, what="the 40 valid messages stored"
         )
-        db = Database(settings.sqlite_path)
+        db = Database(settings.database)
         await eventually(lambda: sum(count_dead_letters(db).values()) >= 10, what="dead-letters")
         assert not task.done()  # the worker never stops
     counts = count_dead_letters(db)
@@ -98,6 +102,7 @@ async def test_bad_messages_become_dead_letters_and_ingest_continues(
     assert letters[Reason.BAD_TYPE.value].lift_id == "B"
     assert await count(client, "lift_state") == 40
     await client.aclose()
+    db.close()
 
 
 async def test_messages_in_the_same_millisecond_are_all_kept(
