@@ -87,6 +87,9 @@ def test_environment_sets_every_design_key(monkeypatch: pytest.MonkeyPatch) -> N
         ("LIFTWATCH_ALERTS_THRESHOLDS", '{"escalation_s": 1e999}'),
         ("LIFTWATCH_ALERTS_THRESHOLDS", '{"auto_resolve_s": 2592001}'),
         ("LIFTWATCH_ALERTS_THRESHOLDS", '{"flood_limit": 2.5}'),
+        ("LIFTWATCH_DATABASE_URL", "mysql://root@localhost/lw"),
+        ("LIFTWATCH_DATABASE_URL", "/var/lib/liftwatch/liftwatch.sqlite3"),
+        ("LIFTWATCH_DATABASE_POOL_SIZE", "0"),
     ],
 )
 def test_invalid_settings_name_the_key(
@@ -151,3 +154,18 @@ def test_cli_fails_at_start_naming_the_key(tmp_path: Path) -> None:
     )
     assert proc.returncode == 78
     assert "LIFTWATCH_MQTT_URL" in proc.stderr
+
+
+def test_the_store_is_the_data_dir_file_unless_a_database_url_is_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("LIFTWATCH_DATA_DIR", str(tmp_path))
+    assert load_settings().database == str(tmp_path / "liftwatch.sqlite3")
+    monkeypatch.setenv(
+        "LIFTWATCH_DATABASE_URL", "postgresql://lw:pw@db.example:5432/lw?sslmode=require"
+    )
+    settings = load_settings()
+    assert settings.database == "postgresql://lw:pw@db.example:5432/lw?sslmode=require"
+    assert "pw@" not in repr(settings)  # the URL carries a password: never in a log line
+    monkeypatch.setenv("LIFTWATCH_DATABASE_URL", "")
+    assert load_settings().database == str(tmp_path / "liftwatch.sqlite3")
