@@ -228,3 +228,29 @@ def test_an_unreachable_postgresql_is_a_clear_store_error() -> None:
     with pytest.raises(StoreError, match=r"cannot reach the store at postgresql://u:\*\*\*@") as e:
         Database(url, connect_timeout_s=1.0)
     assert "secret" not in str(e.value)
+
+
+def test_postgresql_restart_the_pool_reconnects_and_a_failed_write_is_retryable(
+    tmp_path: Path,
+) -> None:
+    """A PostgreSQL restart (failover, upgrade) must not need a liftwatch restart: the write
+    that meets the dead connection fails with an OperationalError (which the alerts engine and
+    the dispatcher retry), and the next one succeeds on a fresh connection."""
+    from liftwatch.localservices import PostgreSQL
+    from liftwatch.store import OperationalError
+
+    server = PostgreSQL(tmp_path / "pg")
+    server.start()
+    try:
+        db = Database(server.url, pool_size=2, connect_timeout_s=2.0)
+        reg.upsert_company(db, Company(company_id="before", name="B"))
+        server.stop()
+        with pytest.raises(OperationalError):
+            reg.upsert_company(db, Company(company_id="during", name="D"))
+        server.start()
+        reg.upsert_company(db, Company(company_id="after", name="A"))
+        ids = {r[0] for r in db.conn.execute("SELECT company_id FROM companies").fetchall()}
+        assert ids == {"before", "after"}
+        db.close()
+    finally:
+        server.stop()
