@@ -1,8 +1,12 @@
 """API query latency on a year of alarms and a day of 1 Hz telemetry.
 
     .venv/bin/python bench/api_queries.py [--lifts 1000] [--telemetry-lifts 100] [--hours 24]
+                                          [--backend sqlite|postgresql|both]
 
-Loads, into a private InfluxDB and SQLite started here (nothing else is touched):
+Loads, into a private InfluxDB and a private store started here (nothing else is touched) —
+a SQLite file (``--backend sqlite``, the default) or a database on a private PostgreSQL server
+in the bench's temp dir (``liftwatch.localservices.PostgreSQL``, stopped at the end;
+``--backend postgresql``), or both, each loaded with the same alarms (``--backend both``):
 - one year of alarms for ``--lifts`` lifts (``--alarms-per-lift`` a year, lifecycle steps
   filled in as a maintenance company would), through the alerts store's own functions;
 - ``--hours`` of 1 Hz telemetry for ``--telemetry-lifts`` lifts.
@@ -13,7 +17,17 @@ token, ``--requests`` calls each of: one lift's fault history for a year
 As a same-run baseline, the telemetry query the API makes is also sent straight to InfluxDB
 (another lift and hour each time, so it does not warm the API's range), answered as JSON and
 as MessagePack: InfluxDB's own time, body received but not decoded.
-Last line: ``history_year_p95_ms=… telemetry_hour_p95_ms=… report_month_p95_ms=…``.
+With ``--backend both`` the API is served twice, once on each store, and every sample is
+taken on both, the same lift, hour and month, in alternating order.
+
+After the load the PostgreSQL store's tables are ``ANALYZE``d: what autovacuum does by itself
+within a minute of a bulk load (``db copy``), done here so that the planner's statistics do not
+depend on when the first query runs.
+
+Last line: ``history_year_p95_ms=… telemetry_hour_p95_ms=… report_month_p95_ms=…``; on
+PostgreSQL ``backend=postgresql`` follows; with ``--backend both`` the line is PostgreSQL's and
+SQLite's figures of the same run follow with the suffix ``_sqlite``, then
+``history_ratio=… report_ratio=…`` (PostgreSQL's p95 over SQLite's).
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -35,7 +50,7 @@ from api.app import create_app
 from api.influxql import parse_fields, telemetry_query
 from liftwatch.influx import InfluxClient
 from liftwatch.lineprotocol import line
-from liftwatch.localservices import InfluxDB, free_port
+from liftwatch.localservices import InfluxDB, PostgreSQL, free_port
 from liftwatch.protocol import format_ts
 from liftwatch.registry import Company, Lift
 from liftwatch.settings import load_settings
@@ -207,6 +222,25 @@ def summary(name: str, samples: list[float]) -> float:
     return p95
 
 
+@dataclass
+class Served:
+    """One backend's store, the API served on it, and its samples."""
+
+    backend: str
+    db: Database
+    client: httpx.AsyncClient | None = None
+    history: list[float] = field(default_factory=list)
+    telemetry: list[float] = field(default_factory=list)
+    report: list[float] = field(default_factory=list)
+
+
+def analyze(db: Database) -> None:
+    """Planner statistics after the bulk load (see the module docstring); PostgreSQL only."""
+    if db.dialect == "postgresql":
+        with db.transaction() as conn:
+            conn.execute("ANALYZE")
+
+
 async def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--lifts", type=int, default=1000)
@@ -214,24 +248,37 @@ async def main() -> int:
     ap.add_argument("--telemetry-lifts", type=int, default=100)
     ap.add_argument("--hours", type=int, default=24)
     ap.add_argument("--requests", type=int, default=50)
+    ap.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="sqlite")
     args = ap.parse_args()
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     rng = random.Random(7)
     now = time.time_ns() // 1_000_000
 
     with tempfile.TemporaryDirectory(prefix="liftwatch-bench-") as tmp:
         root = Path(tmp)
         influxd = InfluxDB(root / "influxdb")
+        pg = PostgreSQL(root / "postgresql") if "postgresql" in backends else None
+        served: list[Served] = []
         influxd.start()
         try:
-            db = Database(root / "liftwatch.sqlite3")
-            t0 = time.perf_counter()
-            load_registry(db, args.lifts)
-            n_alarms = load_alarms(db, args.lifts, args.alarms_per_lift, now, rng)
-            print(
-                f"loaded {n_alarms} alarms for {args.lifts} lifts in "
-                f"{time.perf_counter() - t0:.1f} s",
-                file=sys.stderr,
-            )
+            if pg is not None:
+                pg.start()
+            seeded = rng.getstate()
+            for backend in backends:
+                # Every backend gets the same alarms: the same generator state for each load.
+                rng.setstate(seeded)
+                target = pg.url if pg is not None and backend == "postgresql" else None
+                db = Database(target or root / "liftwatch.sqlite3")
+                served.append(Served(backend, db))
+                t0 = time.perf_counter()
+                load_registry(db, args.lifts)
+                n_alarms = load_alarms(db, args.lifts, args.alarms_per_lift, now, rng)
+                analyze(db)
+                print(
+                    f"{backend}: loaded {n_alarms} alarms for {args.lifts} lifts in "
+                    f"{time.perf_counter() - t0:.1f} s",
+                    file=sys.stderr,
+                )
             influx = InfluxClient(influxd.url, "bench", timeout=120)
             await influx.create_database()
             t0 = time.perf_counter()
@@ -240,77 +287,104 @@ async def main() -> int:
                 f"loaded {points} telemetry points in {time.perf_counter() - t0:.1f} s",
                 file=sys.stderr,
             )
-            settings = load_settings(
-                data_dir=root, influx_url=influxd.url, influx_database="bench", admin_token=ADMIN
-            )
-            app = create_app(settings, db=db, influx=influx)
-            port = free_port()
-            server = uvicorn.Server(
-                uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-            )
-            serving = asyncio.create_task(server.serve())
-            while not server.started:  # noqa: ASYNC110 - uvicorn offers no start event
-                await asyncio.sleep(0.05)
+            servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
             headers = {"Authorization": f"Bearer {ADMIN}"}
-            async with (
-                httpx.AsyncClient(
+            for s in served:
+                settings = load_settings(
+                    data_dir=root,
+                    influx_url=influxd.url,
+                    influx_database="bench",
+                    admin_token=ADMIN,
+                    database_url=s.db.target if s.backend == "postgresql" else None,
+                )
+                app = create_app(settings, db=s.db, influx=influx)
+                port = free_port()
+                server = uvicorn.Server(
+                    uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+                )
+                servers.append((server, asyncio.create_task(server.serve())))
+                while not server.started:  # noqa: ASYNC110 - uvicorn offers no start event
+                    await asyncio.sleep(0.05)
+                s.client = httpx.AsyncClient(
                     base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60
-                ) as client,
-                httpx.AsyncClient(base_url=influxd.url, timeout=60) as direct,
-            ):
+                )
+            async with httpx.AsyncClient(base_url=influxd.url, timeout=60) as direct:
                 year_ago = format_ts(now - 365 * DAY)
-                history, telemetry, report = [], [], []
                 influx_json: list[float] = []
                 influx_msgpack: list[float] = []
                 base_rng = random.Random(11)  # the API calls sample the same ranges as before
                 # One warm-up of each, not counted (first-touch page cache, connection).
-                await timed(client, "/api/v1/alarms", {"lift_id": lift_id(0), "limit": "1000"})
-                for _ in range(args.requests):
-                    lid = lift_id(rng.randrange(args.lifts))
-                    history.append(
-                        await timed(
-                            client,
-                            "/api/v1/alarms",
-                            {"lift_id": lid, "since": year_ago, "limit": "1000"},
-                        )
+                for s in served:
+                    assert s.client is not None
+                    await timed(
+                        s.client, "/api/v1/alarms", {"lift_id": lift_id(0), "limit": "1000"}
                     )
+                for k in range(args.requests):
+                    # Alternate which backend is asked first.
+                    order = served if k % 2 == 0 else served[::-1]
+                    lid = lift_id(rng.randrange(args.lifts))
+                    params = {"lift_id": lid, "since": year_ago, "limit": "1000"}
+                    for s in order:
+                        assert s.client is not None
+                        s.history.append(await timed(s.client, "/api/v1/alarms", params))
                     lid = lift_id(rng.randrange(args.telemetry_lifts))
                     start = now - args.hours * HOUR + rng.randrange((args.hours - 1) * 3600) * 1000
-                    telemetry.append(
-                        await timed(
-                            client,
-                            f"/api/v1/lifts/{lid}/telemetry",
-                            {"start": format_ts(start), "end": format_ts(start + HOUR)},
+                    params = {"start": format_ts(start), "end": format_ts(start + HOUR)}
+                    for s in order:
+                        assert s.client is not None
+                        s.telemetry.append(
+                            await timed(s.client, f"/api/v1/lifts/{lid}/telemetry", params)
                         )
-                    )
                     for accept, samples in ((None, influx_json), (MSGPACK, influx_msgpack)):
                         lid = lift_id(base_rng.randrange(args.telemetry_lifts))
                         start = now - args.hours * HOUR
                         start += base_rng.randrange((args.hours - 1) * 3600) * 1000
                         samples.append(await timed_influx(direct, lid, start, accept))
                     month_start = now - rng.randrange(30, 365) * DAY
-                    report.append(
-                        await timed(
-                            client,
-                            "/api/v1/reports/faults",
-                            {
-                                "since": format_ts(month_start),
-                                "until": format_ts(month_start + 30 * DAY),
-                                "group_by": "lift",
-                            },
-                        )
-                    )
-            server.should_exit = True
-            await serving
+                    params = {
+                        "since": format_ts(month_start),
+                        "until": format_ts(month_start + 30 * DAY),
+                        "group_by": "lift",
+                    }
+                    for s in order:
+                        assert s.client is not None
+                        s.report.append(await timed(s.client, "/api/v1/reports/faults", params))
+            for s in served:
+                if s.client is not None:
+                    await s.client.aclose()
+            for server, serving in servers:
+                server.should_exit = True
+                await serving
             await influx.aclose()
         finally:
+            for s in served:
+                s.db.close()
+            if pg is not None:
+                pg.stop()
             influxd.stop()
-    h = summary("history_year (one lift, a year of alarms)", history)
-    t = summary("telemetry_hour (one lift, 3600 raw points, all fields)", telemetry)
-    r = summary("report_month (all lifts, grouped by lift)", report)
+    p95: dict[str, tuple[float, float, float]] = {}
+    for s in served:
+        on = f" on {s.backend}" if len(served) > 1 or s.backend != "sqlite" else ""
+        p95[s.backend] = (
+            summary(f"history_year{on} (one lift, a year of alarms)", s.history),
+            summary(f"telemetry_hour{on} (one lift, 3600 raw points, all fields)", s.telemetry),
+            summary(f"report_month{on} (all lifts, grouped by lift)", s.report),
+        )
     summary("baseline: the telemetry hour straight to InfluxDB, JSON", influx_json)
     summary("baseline: the telemetry hour straight to InfluxDB, MessagePack", influx_msgpack)
-    print(f"history_year_p95_ms={h:.1f} telemetry_hour_p95_ms={t:.1f} report_month_p95_ms={r:.1f}")
+    main_backend = "postgresql" if "postgresql" in p95 else "sqlite"
+    h, t, r = p95[main_backend]
+    line = f"history_year_p95_ms={h:.1f} telemetry_hour_p95_ms={t:.1f} report_month_p95_ms={r:.1f}"
+    if main_backend == "postgresql":
+        line += " backend=postgresql"
+    if "sqlite" in p95 and main_backend != "sqlite":
+        hs, ts, rs = p95["sqlite"]
+        line += (
+            f" history_year_p95_ms_sqlite={hs:.1f} telemetry_hour_p95_ms_sqlite={ts:.1f}"
+            f" report_month_p95_ms_sqlite={rs:.1f} history_ratio={h / hs:.2f}"
+            f" report_ratio={r / rs:.2f}"
+        )
+    print(line)
     return 0
 
 
