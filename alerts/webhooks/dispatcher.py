@@ -31,6 +31,15 @@ written again with backoff (:meth:`Dispatcher._record`); claims left 'delivering
 here are swept back to pending after the attempt timeout; after a store error the loop rests
 before its next round and logs at most once per ``STORE_LOG_EVERY_S``.
 
+**Several dispatchers** (``liftwatch dispatch``, docs/webhooks.md § Several dispatchers) may
+share one store: each claim names this dispatcher (:attr:`Dispatcher.owner`) and expires
+``attempt_timeout_s`` + :data:`CLAIM_GRACE_S` after it was made. Due heads are claimed in one
+row-guarded transaction (``store.claim_due``, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL); an
+outcome is recorded only while the claim is still ours; the sweep puts back to pending the
+claims that expired, whoever made them, so a dispatcher killed mid-POST loses nothing. At
+start-up only the claims of dispatchers known to be gone (this host, process not running)
+are reset at once: other hosts' claims are theirs until they expire.
+
 **Admission** (at most ``concurrency`` attempts in all, ``per_subscription`` per subscription,
 one per chain) is reserved under a lock when a delivery is claimed, from whichever thread
 claims it, and released when its task ends or the claiming transaction rolls back.
@@ -46,8 +55,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import os
 import random
+import secrets
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -65,7 +78,7 @@ from liftwatch.settings import Settings
 from liftwatch.store import Connection, Database
 from liftwatch.store import Error as DatabaseError
 from liftwatch.store import webhooks as store
-from liftwatch.store.webhooks import Delivery, FanOut, Subscription
+from liftwatch.store.webhooks import Claimant, Delivery, FanOut, Subscription
 
 log = logging.getLogger("liftwatch.webhooks")
 
@@ -85,6 +98,55 @@ STORE_LOG_EVERY_S: Final = 10.0
 # deliveries waiting for a retry become due now, oldest first, DRAIN_RATE_PER_S apart. No
 # extra request goes to a receiver that keeps failing: the WEBHOOKS.md schedule stays.
 DRAIN_RATE_PER_S: Final = 30.0
+# A claim expires this long after the attempt timeout (which bounds every POST): room for a
+# loaded event loop to start the task late, for the outcome's commit, and for clock skew
+# between hosts (claims are stamped with the claiming host's clock, judged by another's).
+CLAIM_GRACE_S: Final = 10.0
+
+
+def _node() -> str:
+    """This host and PID namespace: whose processes ``os.kill(pid, 0)`` can see. A hostname
+    alone is not enough (containers may share one), so the kernel's boot id and the PID
+    namespace are folded in where Linux has them."""
+    parts = [socket.gethostname()]
+    for path in ("/proc/sys/kernel/random/boot_id",):
+        with contextlib.suppress(OSError):
+            parts.append(open(path, encoding="ascii").read().strip())  # noqa: SIM115
+    with contextlib.suppress(OSError):
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    digest = hashlib.blake2b("|".join(parts).encode(), digest_size=4).hexdigest()
+    return f"{parts[0][:40]}~{digest}"
+
+
+NODE: Final = _node()
+# The owners of the dispatchers running in this process (loop thread of each; read by any).
+_RUNNING: set[str] = set()
+
+
+def new_owner() -> str:
+    """A dispatcher's claim owner: ``node/pid/token``."""
+    return f"{NODE}/{os.getpid()}/{secrets.token_hex(4)}"
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the dispatcher named ``owner`` may still be running, as far as this process can
+    tell: one of this process's is running iff it is registered; another process on this node
+    iff its PID exists; any other host's is presumed alive (its claims expire instead)."""
+    node, _, rest = owner.partition("/")
+    pid_text, _, _ = rest.partition("/")
+    if node != NODE or not pid_text.isdigit():
+        return True
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return owner in _RUNNING
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, not ours to signal
+        return True
+    return True
+
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -138,6 +200,9 @@ class Dispatcher:
         self._store_unlogged = 0
         self.sent = 0
         self.rounds = 0
+        #: names this dispatcher's claims in the store (several dispatchers share one)
+        self.owner = new_owner()
+        self.claimant = Claimant(self.owner, round((attempt_timeout_s + CLAIM_GRACE_S) * 1000))
 
     # --- waking ------------------------------------------------------------------------------
 
@@ -168,8 +233,16 @@ class Dispatcher:
         if self._client is None:
             self._client = build_client(self.concurrency)
         stopper = asyncio.create_task(_relay(stop, self._wake)) if stop is not None else None
+        _RUNNING.add(self.owner)
         try:
-            resumed = await self._db(store.reset_in_flight, self.db)
+            resumed = await self._db(
+                store.reset_in_flight, self.db, alive=owner_alive, now_ms=self.clock.now_ms()
+            )
+            log.info(
+                "event=webhook_dispatcher_started owner=%s claim_ttl_s=%.1f",
+                self.owner,
+                self.claimant.ttl_ms / 1000,
+            )
             if resumed:
                 log.info(
                     "event=webhook_deliveries_resumed count=%d: in flight at the last stop", resumed
@@ -200,6 +273,7 @@ class Dispatcher:
                     return
         finally:
             self._accepting = False
+            _RUNNING.discard(self.owner)
             if stopper is not None:
                 stopper.cancel()
             await self._shutdown()
@@ -219,6 +293,7 @@ class Dispatcher:
                     now_ms=now,
                     limit=FAN_OUT,
                     claim=self.admission.claimer(claimed),
+                    claimant=self.claimant,
                 )
             except BaseException:
                 self.admission.release_all(claimed)
@@ -227,18 +302,43 @@ class Dispatcher:
                 self._spawn(d, sub)
             if result.rows == 0:
                 break
-        heads = await self._db(
-            store.due_heads, self.db, now, per_subscription=self.per_subscription
-        )
-        for d in heads:
-            if self.admission.reserve(d):
-                self._spawn(d)
+        for d, started_sub in await self._claim_due(now):
+            self._spawn(d, started_sub)
         next_due = await self._db(store.next_due_at, self.db)
         if next_due is None:
             return self.poll_interval_s
         wait = (next_due - self.clock.now_ms()) / 1000
         # Due but blocked (its chain or subscription is busy): a finishing task wakes us.
         return self.poll_interval_s if wait <= 0 else min(wait, self.poll_interval_s)
+
+    async def _claim_due(self, now: int) -> list[tuple[Delivery, Subscription | None]]:
+        """Claim the due heads this dispatcher has room for (``store.claim_due``), with their
+        subscriptions; the admission slots of heads not claimed in the end are given back."""
+        want = self.concurrency - self.admission.busy
+        if want <= 0:
+            return []
+        claimed: list[Delivery] = []
+
+        def claim() -> list[tuple[Delivery, Subscription | None]]:
+            got = store.claim_due(
+                self.db,
+                now,
+                claim=self.admission.claimer(claimed),
+                claimant=self.claimant,
+                want=want,
+                per_subscription=self.per_subscription,
+            )
+            subs = store.subscriptions_by_id(self.db, {d.subscription_id for d in got})
+            return [(d, subs.get(d.subscription_id)) for d in got]
+
+        try:
+            started = await self._db(claim)
+        except BaseException:
+            self.admission.release_all(claimed)
+            raise
+        taken = {d.id for d, _ in started}
+        self.admission.release_all([d for d in claimed if d.id not in taken])
+        return started
 
     def _store_failed(self, what: str, exc: Exception) -> None:
         """Count a store error: pause the rounds (doubling while errors continue) and log it,
@@ -283,16 +383,23 @@ class Dispatcher:
         self._next_sweep = mono + self.poll_interval_s
         keep = self.admission.reserved_ids()  # reserved: a task (or its claim) owns them
         before = now - round(self.attempt_timeout_s * 1000)
-        reset = await self._db(store.reset_stale, self.db, before_ms=before, keep=keep, now_ms=now)
+        reset = await self._db(
+            store.reset_stale, self.db, before_ms=before, keep=keep, now_ms=now, owner=self.owner
+        )
         if reset:
             log.warning(
-                "event=webhook_stale_claims_retried count=%d (delivering, no attempt in flight)",
+                "event=webhook_stale_claims_retried count=%d"
+                " (delivering, no attempt in flight here, or a claim expired)",
                 reset,
             )
 
-    def _spawn(self, d: Delivery, started_for: Subscription | None = None) -> None:
-        """Start the task of a reserved delivery (loop thread)."""
-        task = asyncio.create_task(self._deliver(d, started_for), name=f"webhook-{d.id}")
+    def _spawn(
+        self, d: Delivery, started_for: Subscription | None = None, *, claimed: bool = True
+    ) -> None:
+        """Start the task of a reserved delivery that is claimed already, with its
+        subscription (None: deleted meanwhile), or with ``claimed=False`` one still pending,
+        which the task claims first (loop thread)."""
+        task = asyncio.create_task(self._deliver(d, started_for, claimed), name=f"webhook-{d.id}")
         self._inflight[d.id] = task
 
         def done(_: asyncio.Task[None]) -> None:
@@ -312,7 +419,12 @@ class Dispatcher:
         claimed: list[Delivery] = []
         try:
             return store.fan_out_in(
-                conn, route, now_ms=now_ms, limit=FAN_OUT, claim=self.admission.claimer(claimed)
+                conn,
+                route,
+                now_ms=now_ms,
+                limit=FAN_OUT,
+                claim=self.admission.claimer(claimed),
+                claimant=self.claimant,
             )
         except BaseException:
             self.admission.release_all(claimed)
@@ -363,14 +475,16 @@ class Dispatcher:
     # --- one attempt ---------------------------------------------------------------------------
 
     def _begin(self, delivery_id: int, now: int) -> tuple[Delivery, Subscription | None] | None:
-        started = store.start_attempt(self.db, delivery_id, now)
+        started = store.start_attempt(self.db, delivery_id, now, claimant=self.claimant)
         if started is None:
             return None
         return started, store.get_subscription(self.db, started.subscription_id)
 
-    async def _deliver(self, queued: Delivery, started_for: Subscription | None) -> None:
+    async def _deliver(
+        self, queued: Delivery, started_for: Subscription | None, claimed: bool = False
+    ) -> None:
         sub: Subscription | None
-        if started_for is not None:  # claimed by fan_out: already 'delivering'
+        if started_for is not None or claimed:  # claimed already: 'delivering'
             d, sub = queued, started_for
             at = d.last_attempt_at or self.clock.now_ms()
         else:
@@ -438,6 +552,7 @@ class Dispatcher:
             next_attempt_at=next_at,
             disable_reason="receiver answered 410 Gone" if gone else None,
             drain_spacing_ms=self.drain_spacing_ms,
+            owner=self.owner,
         )
         if outcome == "delivered":
             self.sent += 1

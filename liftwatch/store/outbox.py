@@ -89,6 +89,12 @@ def outbox_rows(
     return [from_row(OutboxRow, r) for r in c.execute(sql + " ORDER BY id", params)]
 
 
+def has_undispatched(conn: Connection) -> bool:
+    """Whether any row waits for its fan-out (a read: no transaction, no lock)."""
+    row = conn.execute("SELECT 1 FROM outbox WHERE dispatched_at IS NULL LIMIT 1").fetchone()
+    return row is not None
+
+
 def undispatched(conn: Connection, *, limit: int) -> list[OutboxRow]:
     """Up to ``limit`` rows not fanned out yet, in ``id`` order."""
     rows = conn.execute(

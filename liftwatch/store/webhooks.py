@@ -5,6 +5,17 @@ The dispatcher (``alerts/webhooks/dispatcher.py``) and the API route (``api/rout
 are the only callers. A delivery moves ``pending`` → ``delivering`` → ``delivered`` or back to
 ``pending`` (retry) or ``failed``; :func:`fan_out` turns outbox rows into deliveries and marks the
 rows dispatched in one transaction, so a crash between the two can neither lose nor double them.
+
+**Several dispatchers** (docs/webhooks.md § Several dispatchers) may share one store. A
+'delivering' row is a *claim*: it names its dispatcher (``claimed_by``) and expires
+(``claim_expires_at``); a claim past its expiry is put back to pending by whichever dispatcher
+sweeps first (:func:`reset_stale`). Due chain heads are claimed with ``SELECT … FOR UPDATE SKIP
+LOCKED`` on PostgreSQL (:func:`claim_due`), so two dispatchers never take the same head and
+never wait for each other; every state change stays guarded by its ``WHERE status = …``, which
+is all SQLite (one writer at a time) needs. Claims, outcomes and sweeps are row-guarded and run
+in ``transaction(serialized=False)``: they do not queue behind alarm writers. The fan-out keeps
+the writers' lock: a delivery's id is its place in its chain, so deliveries must be created in
+outbox order.
 """
 
 from __future__ import annotations
@@ -233,6 +244,8 @@ class Delivery:
     last_error: str | None
     created_at: int
     delivered_at: int | None
+    claimed_by: str | None = None  # the dispatcher sending it now ('delivering')
+    claim_expires_at: int | None = None  # after this, any dispatcher may send it again
 
     @property
     def chain(self) -> tuple[str, str]:
@@ -262,6 +275,21 @@ Claim = Callable[[Delivery], bool]
 
 
 @dataclass(frozen=True, slots=True)
+class Claimant:
+    """Who claims an attempt (``owner``, a dispatcher's id) and for how long (``ttl_ms``: past
+    it, another dispatcher may put the delivery back to pending and send it again)."""
+
+    owner: str
+    ttl_ms: int
+
+
+def _lock_rows(db: Database) -> str:
+    """The row-locking clause of a claim: PostgreSQL skips rows another dispatcher is claiming
+    right now; SQLite has one writer at a time and needs none."""
+    return " FOR UPDATE OF d SKIP LOCKED" if db.dialect == "postgresql" else ""
+
+
+@dataclass(frozen=True, slots=True)
 class FanOut:
     rows: int  # outbox rows handled
     started: list[tuple[Delivery, Subscription]]  # claimed: already 'delivering', send now
@@ -269,12 +297,26 @@ class FanOut:
 
 
 def fan_out(
-    db: Database, route: Router, *, now_ms: int, limit: int = 500, claim: Claim | None = None
+    db: Database,
+    route: Router,
+    *,
+    now_ms: int,
+    limit: int = 500,
+    claim: Claim | None = None,
+    claimant: Claimant | None = None,
 ) -> FanOut:
     """Turn up to ``limit`` undispatched outbox rows into one delivery per subscription that
-    ``route`` picks, marking the rows dispatched, in one transaction (:func:`fan_out_in`)."""
+    ``route`` picks, marking the rows dispatched, in one transaction (:func:`fan_out_in`).
+
+    Reads first: with nothing to fan out (the usual round of an idle dispatcher, or of one
+    whose rows another dispatcher or the engine already took) no write transaction is opened,
+    so idle dispatchers never take the writers' lock. The transaction stays serialised: the
+    ids of the deliveries it creates order their chains, so two fan-outs must not interleave
+    (``SKIP LOCKED`` here would let a later row of an alarm overtake an earlier one)."""
+    if not outbox.has_undispatched(db.conn):
+        return FanOut(0, [])
     with db.transaction() as conn:
-        return fan_out_in(conn, route, now_ms=now_ms, limit=limit, claim=claim)
+        return fan_out_in(conn, route, now_ms=now_ms, limit=limit, claim=claim, claimant=claimant)
 
 
 def fan_out_in(
@@ -284,6 +326,7 @@ def fan_out_in(
     now_ms: int,
     limit: int = 500,
     claim: Claim | None = None,
+    claimant: Claimant | None = None,
 ) -> FanOut:
     """:func:`fan_out` inside the caller's write transaction. The alerts engine calls it (through
     the dispatcher) in the transaction that wrote the outbox rows, so an alarm, its deliveries
@@ -324,14 +367,20 @@ def fan_out_in(
             created += 1
             if claim is None:
                 continue
-            d = _claim_head(conn, int(inserted[0]), now_ms, claim)
+            d = _claim_head(conn, int(inserted[0]), now_ms, claim, claimant)
             if d is not None:
                 started.append((d, by_id[sub.id]))
     outbox.mark_dispatched(conn, [r.id for r in rows], now_ms)
     return FanOut(len(rows), started, created)
 
 
-def _claim_head(conn: Connection, delivery_id: int, now_ms: int, claim: Claim) -> Delivery | None:
+def _claim_head(
+    conn: Connection,
+    delivery_id: int,
+    now_ms: int,
+    claim: Claim,
+    claimant: Claimant | None = None,
+) -> Delivery | None:
     row = conn.execute(
         "SELECT d.* FROM webhook_deliveries d WHERE d.id = ? AND NOT EXISTS ("
         " SELECT 1 FROM webhook_deliveries o WHERE o.subscription_id = d.subscription_id"
@@ -340,13 +389,20 @@ def _claim_head(conn: Connection, delivery_id: int, now_ms: int, claim: Claim) -
     ).fetchone()
     if row is None or not claim(_delivery(row)):
         return None
-    conn.execute(
+    owner, expires = _claim_of(claimant, now_ms)
+    found = conn.execute(
         "UPDATE webhook_deliveries SET status = 'delivering', attempts = attempts + 1,"
-        " first_attempt_at = ?, last_attempt_at = ? WHERE id = ?",
-        (now_ms, now_ms, delivery_id),
+        " first_attempt_at = ?, last_attempt_at = ?, claimed_by = ?, claim_expires_at = ?"
+        " WHERE id = ? RETURNING *",
+        (now_ms, now_ms, owner, expires, delivery_id),
     )
-    found = conn.execute("SELECT * FROM webhook_deliveries WHERE id = ?", (delivery_id,))
     return _delivery(found.fetchone())
+
+
+def _claim_of(claimant: Claimant | None, now_ms: int) -> tuple[str | None, int | None]:
+    if claimant is None:  # an unnamed claim (tests): expires after the attempt timeout
+        return None, None
+    return claimant.owner, now_ms + claimant.ttl_ms
 
 
 def add_test_delivery(db: Database, sub_id: str, payload: str, now_ms: int) -> Delivery:
@@ -397,6 +453,62 @@ def due_heads(
     return [_delivery(r) for r in rows]
 
 
+def claim_due(
+    db: Database,
+    now_ms: int,
+    *,
+    claim: Claim,
+    claimant: Claimant | None = None,
+    want: int = 64,
+    per_subscription: int = 8,
+) -> list[Delivery]:
+    """Claim up to ``want`` due heads (oldest-due first, at most ``per_subscription`` of each
+    subscription among the candidates) that ``claim`` accepts: each becomes 'delivering',
+    owned by ``claimant``, in one row-guarded transaction. On PostgreSQL the candidates are
+    locked with ``FOR UPDATE SKIP LOCKED``: a head another dispatcher is claiming at this
+    moment is skipped, not waited for, and one it has claimed already fails the re-checked
+    ``status = 'pending'``. ``claim`` reserves in-process admission; on an exception the
+    caller releases what it reserved."""
+    if want <= 0:
+        return []
+    candidates = min(1000, max(4 * want, 32))
+    sql = (
+        "SELECT d.* FROM webhook_deliveries d WHERE d.id IN ("  # noqa: S608 - constant SQL
+        f" SELECT id FROM ({_DUE}) due) AND d.status = 'pending'"
+        " ORDER BY d.next_attempt_at, d.id LIMIT ?" + _lock_rows(db)
+    )
+    owner, expires = _claim_of(claimant, now_ms)
+    with db.transaction(serialized=False) as conn:
+        rows = conn.execute(sql, (now_ms, per_subscription, candidates, want)).fetchall()
+        picked = [d for d in map(_delivery, rows) if claim(d)]
+        if not picked:
+            return []
+        marks = ",".join("?" * len(picked))
+        cur = conn.execute(
+            "UPDATE webhook_deliveries SET status = 'delivering', attempts = attempts + 1,"  # noqa: S608
+            " first_attempt_at = COALESCE(first_attempt_at, ?), last_attempt_at = ?,"
+            f" claimed_by = ?, claim_expires_at = ? WHERE id IN ({marks}) AND status = 'pending'"
+            " RETURNING *",
+            [now_ms, now_ms, owner, expires, *(d.id for d in picked)],
+        )
+        claimed = {d.id: d for d in map(_delivery, cur.fetchall())}
+    # Picked but not updated cannot happen under the lock (or SQLite's single writer); keep
+    # the order of the candidates.
+    return [claimed[d.id] for d in picked if d.id in claimed]
+
+
+def subscriptions_by_id(db: Database, ids: Collection[str]) -> dict[str, Subscription]:
+    if not ids:
+        return {}
+    wanted = sorted(set(ids))
+    marks = ",".join("?" * len(wanted))
+    rows = db.conn.execute(
+        f"SELECT * FROM webhook_subscriptions WHERE id IN ({marks})",  # noqa: S608
+        wanted,
+    )
+    return {s.id: s for s in map(_subscription, rows)}
+
+
 def next_due_at(db: Database) -> int | None:
     """When the earliest waiting head falls due (None: nothing is waiting)."""
     row = db.conn.execute(
@@ -405,52 +517,140 @@ def next_due_at(db: Database) -> int | None:
     return None if row[0] is None else int(row[0])
 
 
-def reset_in_flight(db: Database) -> int:
-    """After a crash, attempts that were in flight go back to pending (sent again, with the
-    same webhook-id: at least once)."""
-    with db.transaction() as conn:
-        cur = conn.execute(
-            "UPDATE webhook_deliveries SET status = 'pending',"
-            " next_attempt_at = COALESCE(next_attempt_at, 0) WHERE status = 'delivering'"
-        )
-    return cur.rowcount
+@dataclass(frozen=True, slots=True)
+class _Open:
+    id: int
+    attempts: int
+    claimed_by: str | None
+    claim_expires_at: int | None
+    last_attempt_at: int | None
 
 
-def reset_stale(db: Database, *, before_ms: int, keep: Collection[int], now_ms: int) -> int:
-    """Deliveries left 'delivering' by an attempt that no longer runs (last attempt before
-    ``before_ms``, id not in ``keep``) go back to pending, due at ``now_ms``: the running
-    dispatcher's counterpart of :func:`reset_in_flight`. Reads first, so an idle store sees
-    no write transaction."""
+def _delivering(db: Database) -> list[_Open]:
     rows = db.conn.execute(
-        "SELECT id FROM webhook_deliveries WHERE status IN ('pending', 'delivering')"
-        " AND status = 'delivering' AND COALESCE(last_attempt_at, 0) < ?",
-        (before_ms,),
+        "SELECT id, attempts, claimed_by, claim_expires_at, last_attempt_at"
+        " FROM webhook_deliveries WHERE status = 'delivering'"
     ).fetchall()
-    stale = [int(r[0]) for r in rows if int(r[0]) not in keep]
+    return [_Open(*(r[i] for i in range(5))) for r in rows]
+
+
+def _release(db: Database, stale: Sequence[_Open], now_ms: int) -> int:
+    """Put claims back to pending, due at ``now_ms``, each only if it is still the claim that
+    was judged (same attempt count: nobody finished or re-claimed it meanwhile)."""
     if not stale:
         return 0
     reset = 0
-    with db.transaction() as conn:
-        for delivery_id in stale:
+    with db.transaction(serialized=False) as conn:
+        for o in stale:
             cur = conn.execute(
-                "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?"
-                " WHERE id = ? AND status = 'delivering' AND COALESCE(last_attempt_at, 0) < ?",
-                (now_ms, delivery_id, before_ms),
+                "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = ?,"
+                " claimed_by = NULL, claim_expires_at = NULL"
+                " WHERE id = ? AND status = 'delivering' AND attempts = ?",
+                (now_ms, o.id, o.attempts),
             )
             reset += cur.rowcount
     return reset
 
 
-def start_attempt(db: Database, delivery_id: int, now_ms: int) -> Delivery | None:
-    """Mark a pending delivery as being sent; None if it is no longer pending."""
-    with db.transaction() as conn:
+def reset_in_flight(
+    db: Database,
+    *,
+    alive: Callable[[str], bool] | None = None,
+    now_ms: int | None = None,
+) -> int:
+    """At a dispatcher's start: attempts that were in flight when a dispatcher stopped go back
+    to pending (sent again, with the same webhook-id: at least once).
+
+    Without ``alive`` every 'delivering' row is reset (one dispatcher per store, as before
+    several could share it). With ``alive`` (owner → whether that dispatcher still runs, as
+    far as this process can tell) only claims that are unnamed, expired, or named by a
+    dispatcher known to be gone: the claims of dispatchers running elsewhere are left to
+    them, or to :func:`reset_stale` once they expire."""
+    now = clock.now_ms() if now_ms is None else now_ms
+    open_ = _delivering(db)
+    if alive is not None:
+        open_ = [
+            o
+            for o in open_
+            if o.claimed_by is None
+            or (o.claim_expires_at is not None and o.claim_expires_at < now)
+            or not alive(o.claimed_by)
+        ]
+    with db.transaction(serialized=False) as conn:
+        reset = 0
+        for o in open_:
+            cur = conn.execute(
+                "UPDATE webhook_deliveries SET status = 'pending', claimed_by = NULL,"
+                " claim_expires_at = NULL, next_attempt_at = COALESCE(next_attempt_at, 0)"
+                " WHERE id = ? AND status = 'delivering' AND attempts = ?",
+                (o.id, o.attempts),
+            )
+            reset += cur.rowcount
+    return reset
+
+
+def reset_stale(
+    db: Database,
+    *,
+    before_ms: int,
+    keep: Collection[int],
+    now_ms: int,
+    owner: str | None = None,
+) -> int:
+    """Deliveries left 'delivering' by an attempt that no longer runs go back to pending, due
+    at ``now_ms`` (ids in ``keep``, this dispatcher's own attempts in flight, never): a claim
+    past its expiry, whoever made it (its dispatcher died or hung mid-attempt: another one
+    sends it again); and an unnamed claim, or one of ``owner``'s, whose last attempt began
+    before ``before_ms`` (this dispatcher's own claims with no task any more). The running
+    dispatchers' counterpart of :func:`reset_in_flight`. Reads first, so an idle store sees
+    no write transaction."""
+    stale = [
+        o
+        for o in _delivering(db)
+        if o.id not in keep
+        and (
+            (o.claim_expires_at is not None and o.claim_expires_at < now_ms)
+            or (
+                (o.claimed_by is None or o.claimed_by == owner)
+                and (o.last_attempt_at or 0) < before_ms
+            )
+        )
+    ]
+    return _release(db, stale, now_ms)
+
+
+_PENDING_ROW: Final = (
+    "SELECT d.id FROM webhook_deliveries d WHERE d.id = ? AND d.status = 'pending'"
+)
+_PENDING_ROW_LOCKED: Final = _PENDING_ROW + " FOR UPDATE OF d SKIP LOCKED"
+_FINISH: Final = (
+    "UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, last_status_code = ?,"
+    " last_error = ?, delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at"
+    " END, claimed_by = NULL, claim_expires_at = NULL WHERE id = ? AND status = 'delivering'"
+)
+
+
+def start_attempt(
+    db: Database, delivery_id: int, now_ms: int, *, claimant: Claimant | None = None
+) -> Delivery | None:
+    """Claim one pending delivery (it becomes 'delivering'); None if it is no longer pending,
+    or another dispatcher is claiming it at this moment (PostgreSQL: skipped, not waited for).
+    Row-guarded, so outside the writers' lock."""
+    owner, expires = _claim_of(claimant, now_ms)
+    lock = _PENDING_ROW_LOCKED if db.dialect == "postgresql" else _PENDING_ROW
+    with db.transaction(serialized=False) as conn:
+        row = conn.execute(lock, (delivery_id,)).fetchone()
+        if row is None:
+            return None
         cur = conn.execute(
             "UPDATE webhook_deliveries SET status = 'delivering', attempts = attempts + 1,"
-            " first_attempt_at = COALESCE(first_attempt_at, ?), last_attempt_at = ?"
-            " WHERE id = ? AND status = 'pending'",
-            (now_ms, now_ms, delivery_id),
+            " first_attempt_at = COALESCE(first_attempt_at, ?), last_attempt_at = ?,"
+            " claimed_by = ?, claim_expires_at = ? WHERE id = ? AND status = 'pending'"
+            " RETURNING *",
+            (now_ms, now_ms, owner, expires, delivery_id),
         )
-    return get_delivery(db, delivery_id) if cur.rowcount else None
+        found = cur.fetchone()
+    return None if found is None else _delivery(found)
 
 
 def finish_attempt(
@@ -466,22 +666,28 @@ def finish_attempt(
     next_attempt_at: int | None = None,
     disable_reason: str | None = None,
     drain_spacing_ms: int | None = None,
+    owner: str | None = None,
 ) -> int:
     """Record one attempt and the delivery's new state (``outcome``: delivered, pending or
     failed) in one transaction; with ``disable_reason`` also disable the subscription (and
     fail its other open deliveries). A delivery deleted meanwhile is skipped.
 
     With ``drain_spacing_ms``, a delivered outcome also pulls the subscription's waiting
-    retries forward in the same transaction (:func:`pull_forward`); returns how many."""
+    retries forward in the same transaction (:func:`pull_forward`); returns how many.
+
+    With ``owner``, only while the claim is still that dispatcher's: an outcome that comes
+    after its claim expired and another dispatcher took the delivery over is dropped (the
+    other dispatcher's attempt decides; at least once). Row-guarded, so outside the writers'
+    lock."""
     if outcome not in ("delivered", "pending", "failed"):
         raise ValueError(f"unknown outcome {outcome!r}")
     done_at = at + latency_ms
-    with db.transaction() as conn:
+    finish = _FINISH if owner is None else _FINISH + " AND claimed_by = ?"
+    with db.transaction(serialized=False) as conn:
         cur = conn.execute(
-            "UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, last_status_code = ?,"
-            " last_error = ?, delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END"
-            " WHERE id = ? AND status = 'delivering'",
-            (outcome, next_attempt_at, status_code, error, outcome, done_at, delivery_id),
+            finish,
+            (outcome, next_attempt_at, status_code, error, outcome, done_at, delivery_id)
+            + (() if owner is None else (owner,)),
         )
         if cur.rowcount:
             conn.execute(
@@ -535,7 +741,10 @@ def pull_forward(conn: Connection, sub_id: str, now_ms: int, spacing_ms: int) ->
         if slot < due:
             moves.append((slot, delivery_id))
             slot += spacing_ms
-    conn.executemany("UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ?", moves)
+    conn.executemany(
+        "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ? AND status = 'pending'",
+        moves,
+    )
     return len(moves)
 
 

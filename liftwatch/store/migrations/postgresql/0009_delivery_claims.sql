@@ -1,0 +1,10 @@
+-- Several webhook dispatchers may share one store (docs/webhooks.md § Several dispatchers):
+-- a delivery being sent ('delivering') names the dispatcher that claimed it and when that
+-- claim expires. A claim past its expiry belongs to a dispatcher that died mid-attempt; any
+-- other dispatcher then puts the delivery back to pending (same webhook-id) and sends it.
+-- NULL in both: a claim written before this migration (treated as expired after the attempt
+-- timeout, as before).
+ALTER TABLE webhook_deliveries ADD COLUMN claimed_by TEXT COLLATE "C";
+ALTER TABLE webhook_deliveries ADD COLUMN claim_expires_at BIGINT;
+CREATE INDEX webhook_deliveries_claims ON webhook_deliveries(claim_expires_at)
+    WHERE status = 'delivering';
