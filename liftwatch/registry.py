@@ -7,9 +7,11 @@ thresholds, keyed like ``alerts_thresholds``).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
+import re
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Final
 
@@ -97,16 +99,116 @@ CSV_COLUMNS = (
     "active",
     "overrides",
 )
+# Column names a Chinese registry export (特种设备/电梯 台账) uses, as aliases of CSV_COLUMNS
+# (docs/registry.md). A unit in brackets after a name is ignored: 额定速度(m/s), 额定速度（m/s）.
+HEADER_ALIASES: Final[dict[str, str]] = {
+    "电梯编号": "lift_id",
+    "设备编号": "lift_id",
+    "注册代码": "registration_code",
+    "设备代码": "registration_code",
+    "使用登记证编号": "registration_code",
+    "救援码": "rescue_code",
+    "救援识别码": "rescue_code",
+    "应急救援码": "rescue_code",
+    "96333救援码": "rescue_code",
+    "名称": "name",
+    "电梯名称": "name",
+    "地址": "address",
+    "安装地址": "address",
+    "使用地点": "address",
+    "区域代码": "area_code",
+    "行政区划代码": "area_code",
+    "维保单位": "company_id",
+    "维保单位编号": "company_id",
+    "额定速度": "rated_speed",
+    "层数": "floors",
+    "层站数": "floors",
+    "城区": "urban",
+    "是否城区": "urban",
+    "启用": "active",
+    "是否启用": "active",
+    "阈值": "overrides",
+}
+_UNIT_SUFFIX = re.compile(r"\s*[(（][^()（）]*[)）]\s*$")
+_INVISIBLE = "\ufeff\u200b\u00a0"
+
 _BOOL = {
     "1": True,
     "true": True,
     "yes": True,
     "y": True,
+    "是": True,
     "0": False,
     "false": False,
     "no": False,
     "n": False,
+    "否": False,
 }
+BOOL_FORMS: Final = "true/false, yes/no, 1/0 or 是/否"
+
+
+def canonical_column(header: str) -> str:
+    """The CSV_COLUMNS name a header cell means (English names in any case, the Chinese
+    aliases of :data:`HEADER_ALIASES`, a bracketed unit ignored); unknown names come back
+    stripped but otherwise unchanged."""
+    name = header.strip().strip(_INVISIBLE).strip()
+    if name.lower() in CSV_COLUMNS:
+        return name.lower()
+    bare = _UNIT_SUFFIX.sub("", name)
+    return HEADER_ALIASES.get(name) or HEADER_ALIASES.get(bare) or bare.lower() if bare else name
+
+
+# Encodings a spreadsheet on a Chinese system writes: GBK ("CSV (逗号分隔)" of Excel), its
+# superset GB18030, and GB2312 are all read as GB18030, which decodes each of them alike.
+_GB_NAMES = frozenset({"gbk", "gb2312", "gb18030", "cp936", "ms936", "euc-cn", "euccn"})
+
+
+class EncodingProblem(ValueError):
+    """The bytes cannot be read as text (names the encoding tried and where it failed)."""
+
+
+def decode_text(raw: bytes, encoding: str | None = None) -> tuple[str, str]:
+    """``(text, encoding used)`` of an import file. With ``encoding`` (a CLI flag, an upload's
+    ``charset``) exactly that one (GBK and GB2312 are read as GB18030, UTF-8 drops a BOM);
+    without: UTF-8 (with or without BOM) when the bytes are valid UTF-8, else GB18030.
+    GB18030 maps almost any byte sequence to something, so it is only tried when strict UTF-8
+    has failed. Raises :class:`EncodingProblem`."""
+    if encoding is not None:
+        name = _codec(encoding)
+        try:
+            return raw.decode(name), name
+        except UnicodeDecodeError as exc:
+            raise EncodingProblem(
+                f"not {encoding} text: {_where(raw, exc.start)} cannot be decoded"
+            ) from None
+    try:
+        return raw.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError as utf8:
+        try:
+            return raw.decode("gb18030"), "gb18030"
+        except UnicodeDecodeError:
+            raise EncodingProblem(
+                f"neither UTF-8 nor GB18030/GBK text (not UTF-8 at {_where(raw, utf8.start)}); "
+                'save it as "CSV UTF-8" or name its encoding'
+            ) from None
+
+
+def _codec(encoding: str) -> str:
+    wanted = encoding.strip().strip('"').lower()
+    if wanted in _GB_NAMES:
+        return "gb18030"
+    try:
+        name = codecs.lookup(wanted).name
+    except LookupError:
+        raise EncodingProblem(
+            f"unknown encoding {encoding[:40]!r} (use utf-8 or gb18030/gbk)"
+        ) from None
+    return "utf-8-sig" if name == "utf-8" else name
+
+
+def _where(raw: bytes, offset: int) -> str:
+    line = raw.count(b"\n", 0, offset) + 1
+    return f"byte {offset} (line {line})"
 
 
 def _csv_value(column: str, raw: str) -> Any:
@@ -114,11 +216,15 @@ def _csv_value(column: str, raw: str) -> Any:
     if value == "":
         return None
     if column in ("urban", "active"):
-        if value.lower() not in _BOOL:
-            raise ValueError(f"{column} must be true/false, got {value[:20]!r}")
-        return _BOOL[value.lower()]
+        key = value.lower()
+        if key not in _BOOL:
+            raise ValueError(f"{column} must be {BOOL_FORMS}, got {value[:20]!r}")
+        return _BOOL[key]
     if column == "overrides":
-        parsed = json.loads(value)
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"overrides is not JSON: {exc.msg}") from None
         if not isinstance(parsed, dict):
             raise ValueError("overrides must be a JSON object")
         return parsed
@@ -147,22 +253,28 @@ def iter_csv(text: str) -> Iterator[tuple[int, dict[str, Any] | ImportRowError]]
     starting "bad header" and nothing else. Lines may end in LF, CRLF or a bare CR; a row the
     csv module cannot read (say a field over its 128 KiB limit) is an error, and the rows
     after it are read on."""
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        header = reader.fieldnames or []
+        header = next(reader, [])
     except csv.Error as exc:
         yield 1, ImportRowError(line=1, lift_id=None, error=f"bad header: {exc}")
         return
-    missing = "lift_id" not in header
-    unknown = [h for h in header if h not in CSV_COLUMNS]
-    if missing or unknown:
-        detail = "missing column lift_id" if missing else f"unknown columns {unknown}"
-        yield 1, ImportRowError(line=1, lift_id=None, error=f"bad header: {detail}")
+    columns = [canonical_column(h) for h in header]
+    problems = []
+    if "lift_id" not in columns:
+        problems.append("missing column lift_id (or 电梯编号)")
+    unknown = [h for h, c in zip(header, columns, strict=True) if c not in CSV_COLUMNS and c]
+    if unknown:
+        problems.append(f"unknown columns {unknown} (see docs/registry.md for the names)")
+    twice = sorted({c for c in columns if c and columns.count(c) > 1})
+    if twice:
+        problems.append(f"more than one column for {twice}")
+    if problems:
+        yield 1, ImportRowError(line=1, lift_id=None, error="bad header: " + "; ".join(problems))
         return
-    rows_in = iter(reader)
     while True:
         try:
-            raw = next(rows_in)
+            cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:  # this row only; the reader goes on with the next line
@@ -172,18 +284,45 @@ def iter_csv(text: str) -> Iterator[tuple[int, dict[str, Any] | ImportRowError]]
             )
             continue
         line = reader.line_num
-        if None in raw:
-            yield (
-                line,
-                ImportRowError(line=line, lift_id=raw.get("lift_id"), error="too many fields"),
-            )
+        if not cells:  # a blank line, as csv.DictReader skips it
             continue
-        try:
-            row = {k: _csv_value(k, v or "") for k, v in raw.items()}
-        except ValueError as exc:
-            yield line, ImportRowError(line=line, lift_id=raw.get("lift_id"), error=str(exc))
+        named = dict(zip(columns, cells, strict=False))
+        lift_id = (named.get("lift_id") or "").strip() or None
+        if len(cells) > len(columns) and any(c.strip() for c in cells[len(columns) :]):
+            yield line, ImportRowError(line=line, lift_id=lift_id, error="too many fields")
             continue
-        yield line, {k: v for k, v in row.items() if v is not None}
+        row: dict[str, Any] = {}
+        errors: list[str] = []
+        for column, cell in named.items():
+            if not column:  # an unnamed trailing column, empty in the header
+                continue
+            try:
+                value = _csv_value(column, cell)
+            except ValueError as exc:
+                errors.append(str(exc))
+                continue
+            if value is not None:
+                row[column] = value
+        if errors:
+            # Every problem of the row at once: the cells' and the other fields' checks.
+            bad = {e.split(" ", 1)[0] for e in errors}
+            errors += _field_errors(row, skip=bad)
+            yield line, ImportRowError(line=line, lift_id=lift_id, error="; ".join(errors))
+            continue
+        yield line, row
+
+
+def _field_errors(row: dict[str, Any], skip: set[str]) -> list[str]:
+    """The model's complaints about a row's other fields (those not in ``skip``)."""
+    try:
+        Lift.model_validate(row)
+    except ValidationError as exc:
+        return [
+            _describe_one(err)
+            for err in exc.errors()
+            if not err["loc"] or str(err["loc"][0]) not in skip
+        ]
+    return []
 
 
 def parse_json(data: Any) -> tuple[list[tuple[int, Lift]], list[ImportRowError]]:
@@ -223,8 +362,11 @@ def validate_rows(
 
 
 def describe_errors(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "row"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
+    """Every error of a row, joined by "; "."""
+    return "; ".join(_describe_one(err) for err in exc.errors())
+
+
+def _describe_one(err: Any) -> str:
+    loc = ".".join(str(p) for p in err["loc"]) or "row"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {message}"

@@ -15,6 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -89,6 +90,65 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=1_048_576, ge=1024, le=1_073_741_824)
     api_max_import_bytes: int = Field(default=33_554_432, ge=1024, le=1_073_741_824)
     api_sse_poll_ms: int = Field(default=250, ge=10, le=10_000)
+
+    # --- people's time (docs/configuration.md) -----------------------------------------------
+    # IANA zone of the site: month reports (``month=2026-11``) and times shown to people.
+    timezone: str = "Asia/Shanghai"
+
+    # --- the command-line client (``liftwatch alarms|tokens|webhooks``, docs/cli.md) --------
+    # Where the commands reach the API; unset: http://LIFTWATCH_API_HOST:LIFTWATCH_API_PORT.
+    api_url: str | None = None
+    # The bearer token the commands send; unset: LIFTWATCH_ADMIN_TOKEN (the service's own).
+    api_token: SecretStr | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        value = value.strip()
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value[:60]!r}: use an IANA name such as Asia/Shanghai or UTC"
+            ) from None
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @field_validator("api_url")
+    @classmethod
+    def _check_api_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8000")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials: set LIFTWATCH_API_TOKEN instead")
+        _ = parts.port
+        return value.strip().rstrip("/")
+
+    @property
+    def client_api_url(self) -> str:
+        """The API base URL the client commands use (without ``/api/v1``)."""
+        if self.api_url:
+            return self.api_url
+        host = self.api_host
+        if host in ("0.0.0.0", "", "::"):  # noqa: S104 (a wildcard: reach it on loopback)
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.api_port}"
+
+    @property
+    def client_token(self) -> str | None:
+        """LIFTWATCH_API_TOKEN, else LIFTWATCH_ADMIN_TOKEN; never logged."""
+        for secret in (self.api_token, self.admin_token):
+            if secret is not None and secret.get_secret_value().strip():
+                return secret.get_secret_value().strip()
+        return None
 
     @field_validator("mqtt_url")
     @classmethod
@@ -239,7 +299,8 @@ def _describe(exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown setting {name} ({key})")
         else:
-            lines.append(f"invalid setting {name}: {err['msg']}")
+            message = str(err["msg"]).removeprefix("Value error, ")  # pydantic's prefix
+            lines.append(f"invalid setting {name}: {message}")
     return "; ".join(lines)
 
 

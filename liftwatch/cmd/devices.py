@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from liftwatch.cmd.admin import StoreRefused, open_registry
 from liftwatch.provision import (
     DEFAULT_ACL_FILE,
     DEFAULT_PASSWORD_FILE,
@@ -22,7 +23,7 @@ from liftwatch.provision import (
     reload_broker,
 )
 from liftwatch.settings import settings_from
-from liftwatch.store import open_store
+from liftwatch.store import Database
 from liftwatch.store import registry as reg
 
 
@@ -127,10 +128,11 @@ def _provision(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     prefix = settings.mqtt_topic_prefix
     passwords = _password_file(args)
+    db: Database | None = None
     try:
         _, service_users = parse_acl(read_text(args.acl_file, "ACL file"))
         existing = passwords.users()
-        db = open_store(settings)
+        db = open_registry(args, write=False)  # says which store; never creates one
         problems = []
         for lift_id in dict.fromkeys(args.lift_ids):
             try:
@@ -173,8 +175,11 @@ def _provision(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         _reload(args)
-    except ProvisionError as exc:
+    except (ProvisionError, StoreRefused) as exc:
         return _fail(str(exc))
+    finally:
+        if db is not None:
+            db.close()
     return 0
 
 
