@@ -22,6 +22,7 @@ from simulator.receiver import RecordingReceiver
 from tests.deploy.broker import DEPLOY, REPO
 
 COMPOSE = DEPLOY / "compose.yaml"
+OVERLAY = DEPLOY / "compose.postgresql.yaml"  # the PostgreSQL store (docs/storage.md)
 LIFTWATCH_SERVICES = ("ingest", "alerts", "api")
 
 
@@ -100,7 +101,7 @@ def test_mosquitto_runs_the_shipped_config_from_its_mount() -> None:
 
 
 def test_every_variable_is_in_the_env_example() -> None:
-    text = COMPOSE.read_text()
+    text = COMPOSE.read_text() + OVERLAY.read_text()
     used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", text))
     example = {
         line.split("=", 1)[0]
@@ -235,3 +236,95 @@ def test_split_services_are_liftwatch_subcommands() -> None:
 
 def test_serve_is_a_liftwatch_subcommand() -> None:
     assert "serve" in registered_commands()
+
+
+# --- compose.postgresql.yaml: the operational store on PostgreSQL --------------------------
+
+
+def overlay() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(OVERLAY.read_text())
+    return loaded
+
+
+def _merge(base: Any, extra: Any) -> Any:
+    """Compose's merge of a later file into an earlier one, for what these files use: maps
+    merge key by key, anything else is replaced."""
+    if isinstance(base, dict) and isinstance(extra, dict):
+        out = dict(base)
+        for key, value in extra.items():
+            out[key] = _merge(base[key], value) if key in base else value
+        return out
+    return extra
+
+
+def merged_services() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = _merge(compose(), overlay())["services"]
+    return found
+
+
+def _as_compose_would(value: str) -> str:
+    return re.sub(
+        r"\$\{[A-Z0-9_]+(?::([?-])([^}]*))?\}",
+        lambda m: m.group(2) if m.group(1) == "-" else "s3cret-Value_1",
+        value,
+    )
+
+
+def test_overlay_adds_only_postgres_and_touches_existing_services() -> None:
+    base = services()
+    added = set(overlay()["services"]) - set(base)
+    assert added == {"postgres"}, "a typo in a service name would create a service"
+    assert set(overlay()["services"]) == {"postgres", "admin", *LIFTWATCH_SERVICES}
+
+
+def test_postgres_service() -> None:
+    pg = merged_services()["postgres"]
+    assert re.fullmatch(r"postgres:1[2-9](\.\d+)?", pg["image"]), pg["image"]
+    assert "ports" not in pg, "the store is reached on the compose network only"
+    assert any(v.split(":")[1] == "/var/lib/postgresql/data" for v in pg["volumes"])
+    used = {v.split(":")[0] for v in pg["volumes"]}
+    assert used <= set(overlay()["volumes"]) | set(compose()["volumes"])
+    test = pg["healthcheck"]["test"]
+    assert test[:2] == ["CMD", "pg_isready"]  # ships in the postgres image
+    env = pg["environment"]
+    assert (env["POSTGRES_USER"], env["POSTGRES_DB"]) == ("liftwatch", "liftwatch")
+    assert test[test.index("-U") + 1] == env["POSTGRES_USER"]
+    assert test[test.index("-d") + 1] == env["POSTGRES_DB"]
+
+
+def test_overlay_points_every_liftwatch_service_at_postgres() -> None:
+    svc = merged_services()
+    pg_env = svc["postgres"]["environment"]
+    for name in (*LIFTWATCH_SERVICES, "admin"):
+        env = svc[name]["environment"]
+        url = env["LIFTWATCH_DATABASE_URL"]
+        # The same password variable as the server's.
+        assert (
+            "${POSTGRES_PASSWORD:?" in url
+            and "${POSTGRES_PASSWORD:?" in pg_env["POSTGRES_PASSWORD"]
+        )
+        values = {
+            k.removeprefix("LIFTWATCH_").lower(): _as_compose_would(str(v)) for k, v in env.items()
+        }
+        settings = Settings(**values)  # the rest of the environment survived the merge
+        assert settings.mqtt_ca_file is not None
+        target = settings.database
+        assert target.startswith(
+            f"postgresql://{pg_env['POSTGRES_USER']}:s3cret-Value_1@postgres:5432/"
+        )
+        assert target.endswith("/" + pg_env["POSTGRES_DB"])
+    for name in LIFTWATCH_SERVICES:
+        deps = svc[name]["depends_on"]
+        assert deps["postgres"] == {"condition": "service_healthy"}
+        assert {"mosquitto", "influxdb"} <= set(deps), "the base file's dependencies stay"
+
+
+def test_without_the_overlay_the_store_is_the_sqlite_file() -> None:
+    for name in LIFTWATCH_SERVICES:
+        env = services()[name]["environment"]
+        values = {
+            k.removeprefix("LIFTWATCH_").lower(): _as_compose_would(str(v)) for k, v in env.items()
+        }
+        settings = Settings(**values)
+        assert settings.database_url is None
+        assert settings.database == "/var/lib/liftwatch/liftwatch.sqlite3"

@@ -4,6 +4,7 @@ exposure score in ``systemd-analyze security``; their structure is checked every
 from __future__ import annotations
 
 import configparser
+import os
 import re
 import shutil
 import subprocess
@@ -133,3 +134,54 @@ def test_env_file_example_holds_valid_settings() -> None:
     assert set(values) <= set(Settings.model_fields), set(values) - set(Settings.model_fields)
     settings = Settings(**values)
     assert settings.mqtt.username == "ingest"
+
+
+DROP_IN = DEPLOY / "systemd" / "postgresql-local.conf"
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_units_order_after_a_local_postgresql_without_requiring_one(unit: Path) -> None:
+    """A PostgreSQL store on this host starts first; a remote one needs no local server, so
+    the shipped units only order (After=) and the drop-in adds Wants=."""
+    parsed = read_unit(unit)["Unit"]
+    assert "postgresql.service" in parsed["After"].split()
+    for key in ("Wants", "Requires", "BindsTo", "Requisite"):
+        assert "postgresql.service" not in parsed.get(key, "").split(), key
+
+
+def test_local_postgresql_drop_in() -> None:
+    parsed = read_unit(DROP_IN)
+    assert parsed.sections() == ["Unit"]
+    assert dict(parsed["Unit"]) == {
+        "Wants": "postgresql.service",
+        "After": "postgresql.service",
+    }
+
+
+@needs_systemd
+def test_units_with_the_drop_in_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    assert SYSTEMD_ANALYZE is not None
+    copies = installed_copies(tmp_path)
+    for copy in copies:
+        drop_ins = tmp_path / f"{copy.name}.d"
+        drop_ins.mkdir()
+        (drop_ins / DROP_IN.name).write_text(DROP_IN.read_text())
+    done = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", "--man=no", *(c.name for c in copies)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        # The drop-in directories next to the units are read from the unit search path.
+        env={**os.environ, "SYSTEMD_UNIT_PATH": f"{tmp_path}:"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "", done.stderr
+
+
+def test_env_file_example_shows_a_valid_postgresql_store() -> None:
+    example = (DEPLOY / "systemd" / "liftwatch.env.example").read_text()
+    (line,) = [ln for ln in example.splitlines() if ln.startswith("# LIFTWATCH_DATABASE_URL=")]
+    url = line.removeprefix("# LIFTWATCH_DATABASE_URL=")
+    settings = Settings(database_url=url)
+    assert settings.database == url and url.startswith("postgresql://")
