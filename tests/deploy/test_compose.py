@@ -303,7 +303,7 @@ def test_overlay_points_every_liftwatch_service_at_postgres() -> None:
             "${POSTGRES_PASSWORD:?" in url
             and "${POSTGRES_PASSWORD:?" in pg_env["POSTGRES_PASSWORD"]
         )
-        values = {
+        values: dict[str, Any] = {
             k.removeprefix("LIFTWATCH_").lower(): _as_compose_would(str(v)) for k, v in env.items()
         }
         settings = Settings(**values)  # the rest of the environment survived the merge
@@ -322,7 +322,7 @@ def test_overlay_points_every_liftwatch_service_at_postgres() -> None:
 def test_without_the_overlay_the_store_is_the_sqlite_file() -> None:
     for name in LIFTWATCH_SERVICES:
         env = services()[name]["environment"]
-        values = {
+        values: dict[str, Any] = {
             k.removeprefix("LIFTWATCH_").lower(): _as_compose_would(str(v)) for k, v in env.items()
         }
         settings = Settings(**values)
