@@ -1,7 +1,8 @@
 """CSV that a spreadsheet opens as data, never as formulas (OWASP "CSV Injection").
 
-Every CSV the API produces is written with :func:`writer` and every cell goes through
-:func:`cell`. The rule:
+Every CSV the API produces is written with :func:`writer`, starts with :func:`header` (a
+UTF-8 BOM, so that Excel shows Chinese text) and every cell goes through :func:`cell`. The
+rule:
 
 - a cell is prefixed with ``'`` when, after leading whitespace and invisible characters
   (spaces of any kind, zero-width characters, BOM, other format/control characters) are
@@ -20,6 +21,7 @@ registry (lift name and address), so none of them is trusted.
 from __future__ import annotations
 
 import csv
+import io
 import re
 import unicodedata
 from typing import Any
@@ -67,6 +69,19 @@ def cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return neutralise(str(value))
+
+
+# Every CSV export starts with a UTF-8 byte order mark: without it Excel (on Windows, in a
+# Chinese locale above all) reads UTF-8 as the ANSI code page and shows 困人 as mojibake.
+BOM = "\ufeff"
+
+
+def header(columns: Any) -> str:
+    """The first chunk of an export: the BOM and the header row."""
+    buf = io.StringIO()
+    buf.write(BOM)
+    writer(buf).writerow(columns)
+    return buf.getvalue()
 
 
 def writer(buf: Any) -> Any:

@@ -6,11 +6,12 @@ neither holds the API process's GIL nor makes its garbage collector pause the ev
 ``liftwatch serve`` shares with ingest, alerts and webhook delivery (security review #4: the
 same work in a thread still stalled the loop for 60-110 ms per full collection with 6 MiB).
 
-Protocol: stdin carries one JSON line ``{"db": "<sqlite path>", "kind": "csv"|"json"}``
-followed by the raw request body; stdout receives one JSON line ``{"status": 200}`` followed
-by the answer (an ``ImportResult``), or one line ``{"status": 4xx, "code", "message",
-"detail"}``. The child opens
-the same SQLite file and writes in chunks of :data:`api.importer.CHUNK_ROWS` rows.
+Protocol: stdin carries one JSON line ``{"db": "<store target>", "kind": "csv"|"json",
+"charset": null|"<the upload's charset>"}`` followed by the raw request body (its bytes as
+uploaded: the child decodes them, UTF-8 or GB18030 when no charset is named); stdout
+receives one JSON line ``{"status": 200}`` followed by the answer (an ``ImportResult``), or
+one line ``{"status": 4xx, "code", "message", "detail"}``. The child opens the same store
+and writes in chunks of :data:`api.importer.CHUNK_ROWS` rows.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def main() -> int:
     raw = stdin.read()
     db = Database(header["db"], migrate=False, pool_size=2)
     try:
-        result = run_import(db, header["kind"], raw)
+        result = run_import(db, header["kind"], raw, header.get("charset"))
     except ApiError as exc:
         answer = {
             "status": exc.status,

@@ -21,7 +21,13 @@ from typing import Any
 from pydantic import BaseModel
 
 from api.errors import ApiError, invalid
-from liftwatch.registry import ImportRowError, iter_csv, validate_rows
+from liftwatch.registry import (
+    EncodingProblem,
+    ImportRowError,
+    decode_text,
+    iter_csv,
+    validate_rows,
+)
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
 
@@ -42,15 +48,38 @@ class ImportResult(BaseModel):
     errors: list[ImportRowError]
 
 
-def run_import(db: Database, kind: str, raw: bytes) -> ImportResult:
-    """The whole import, blocking. Raises :class:`ApiError` for a body that cannot be read
-    as a whole (not UTF-8, not JSON, not a list, a CSV header without ``lift_id``). Rows are
-    parsed, validated and written :data:`CHUNK_ROWS` at a time, so memory holds one chunk of
-    row objects, not the whole file's."""
+def charset_of(content_type: str | None) -> str | None:
+    """The ``charset`` parameter of a Content-Type header, or None."""
+    for param in (content_type or "").split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset" and value.strip().strip('"'):
+            return value.strip().strip('"')
+    return None
+
+
+def decode_body(raw: bytes, charset: str | None) -> str:
+    """The body as text: in ``charset`` when the upload names one, else UTF-8 (with or
+    without BOM) when it is valid UTF-8, else GB18030 (which also reads GBK, what Excel on a
+    Chinese system saves as "CSV"). 400 when it cannot be read."""
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ApiError(400, "bad_request", f"body is not UTF-8 (byte {exc.start})") from exc
+        return decode_text(raw, charset)[0]
+    except EncodingProblem as exc:
+        raise ApiError(
+            400,
+            "bad_request",
+            f"body is {exc}"
+            if charset
+            else f"body is {exc}; or send Content-Type: text/csv; charset=<its encoding>",
+        ) from None
+
+
+def run_import(db: Database, kind: str, raw: bytes, charset: str | None = None) -> ImportResult:
+    """The whole import, blocking. Raises :class:`ApiError` for a body that cannot be read
+    as a whole (not text in ``charset`` or, without one, neither UTF-8 nor GB18030; not
+    JSON, not a list, a CSV header without ``lift_id``). Rows are parsed, validated and
+    written :data:`CHUNK_ROWS` at a time, so memory holds one chunk of row objects, not the
+    whole file's."""
+    text = decode_body(raw, charset)
     counts = {"inserted": 0, "updated": 0, "unchanged": 0}
     errors: list[ImportRowError] = []
     seen: dict[str, int] = {}  # lift id → first line, for duplicates across chunks
@@ -103,11 +132,11 @@ def run_import(db: Database, kind: str, raw: bytes) -> ImportResult:
     return ImportResult(**counts, rejected=len(errors), errors=errors)
 
 
-def _in_thread(db: Database, kind: str, raw: bytes) -> bytes:
-    return run_import(db, kind, raw).model_dump_json().encode()
+def _in_thread(db: Database, kind: str, raw: bytes, charset: str | None) -> bytes:
+    return run_import(db, kind, raw, charset).model_dump_json().encode()
 
 
-async def _in_child(target: str, kind: str, raw: bytes) -> bytes:
+async def _in_child(target: str, kind: str, raw: bytes, charset: str | None) -> bytes:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -116,7 +145,7 @@ async def _in_child(target: str, kind: str, raw: bytes) -> bytes:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    header = json.dumps({"db": target, "kind": kind}).encode() + b"\n"
+    header = json.dumps({"db": target, "kind": kind, "charset": charset}).encode() + b"\n"
     try:
         out, err = await asyncio.wait_for(proc.communicate(header + raw), CHILD_TIMEOUT_S)
     except BaseException:  # timeout or the request was cancelled: do not leave it running
@@ -134,9 +163,10 @@ async def _in_child(target: str, kind: str, raw: bytes) -> bytes:
     return body  # passed through as bytes: no objects built on the event loop
 
 
-async def import_body(db: Database, kind: str, raw: bytes) -> bytes:
-    """Import ``raw`` and return the JSON answer (an :class:`ImportResult`), never blocking
-    the event loop for longer than a few milliseconds."""
+async def import_body(db: Database, kind: str, raw: bytes, charset: str | None = None) -> bytes:
+    """Import ``raw`` (text in ``charset``, the upload's Content-Type parameter, or detected:
+    :func:`decode_body`) and return the JSON answer (an :class:`ImportResult`), never
+    blocking the event loop for longer than a few milliseconds."""
     if len(raw) < CHILD_MIN_BYTES or db.target == ":memory:":
-        return await asyncio.to_thread(_in_thread, db, kind, raw)
-    return await _in_child(db.target, kind, raw)
+        return await asyncio.to_thread(_in_thread, db, kind, raw, charset)
+    return await _in_child(db.target, kind, raw, charset)
