@@ -27,7 +27,7 @@ from tests.support.harness import eventually
 from tests.support.postgres import PostgresForTests
 
 ROOT = Path(__file__).resolve().parents[1]
-EXIT_NOT_CURRENT, EXIT_REFUSED, EXIT_UNAVAILABLE = 1, 3, 69
+EXIT_NOT_CURRENT, EXIT_REFUSED, EXIT_COPY_FAILED, EXIT_UNAVAILABLE = 1, 3, 4, 69
 
 
 def _env(data_dir: Path) -> dict[str, str]:
@@ -484,3 +484,40 @@ def test_copy_into_itself_is_refused(tmp_path: Path, site: tuple[Database, dict[
     r = liftwatch(tmp_path, "db", "copy", "--from", src.display, "--to", f"sqlite:///{src.display}")
     assert r.returncode == EXIT_REFUSED, r
     assert "same store" in r.stderr
+
+
+def test_copy_into_the_same_postgresql_under_another_url_is_refused(
+    tmp_path: Path, site: tuple[Database, dict[str, Any]], empty_pg: str
+) -> None:
+    src, _ = site
+    assert (
+        liftwatch(tmp_path, "db", "copy", "--from", src.display, "--to", empty_pg).returncode == 0
+    )
+    before = raw_rows(src)
+    other_spelling = empty_pg + "?application_name=copy-target"
+    r = liftwatch(tmp_path, "db", "copy", "--from", empty_pg, "--to", other_spelling, "--replace")
+    assert r.returncode == EXIT_REFUSED, r
+    assert "same store" in r.stderr
+    pg = Database(empty_pg, migrate=False)
+    try:
+        assert raw_rows(pg) == before
+    finally:
+        pg.close()
+
+
+def test_a_copy_that_fails_half_way_leaves_the_destination_unchanged(
+    tmp_path: Path, site: tuple[Database, dict[str, Any]], empty_pg: str
+) -> None:
+    """SQLite keeps what a column's type does not fit; PostgreSQL refuses it: the copy stops
+    at that table, after companies, lifts and tokens were written, and rolls all back."""
+    src, _ = site
+    with src.transaction() as conn:
+        conn.execute("UPDATE alarm_transitions SET at = 'yesterday' WHERE id = 1")
+    r = liftwatch(tmp_path, "db", "copy", "--from", src.display, "--to", empty_pg)
+    assert r.returncode == EXIT_COPY_FAILED, r
+    assert "copied: companies 2 rows" in r.stdout and "destination is unchanged" in r.stderr
+    dst = Database(empty_pg, migrate=False)
+    try:
+        assert all(rows == [] for rows in raw_rows(dst).values())
+    finally:
+        dst.close()

@@ -27,6 +27,9 @@ EXIT_NOT_CURRENT = 1
 EXIT_DIFFERENCES = 1
 #: db copy refused to start (destination holds rows, the schemas differ, same store)
 EXIT_REFUSED = 3
+#: db copy failed while copying (a row the destination refuses, a lost connection): its
+#: transaction was rolled back, the destination is unchanged
+EXIT_COPY_FAILED = 4
 #: the store does not exist (db status never creates one) or cannot be reached
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE from sysexits.h
 
@@ -84,8 +87,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "writers first (docs/storage.md § Moving a site to PostgreSQL). Either side defaults "
         f"to the configured store. Exit {EXIT_OK}: copied and identical; "
         f"{EXIT_DIFFERENCES}: the verification found a difference; {EXIT_REFUSED}: refused "
-        f"(destination not empty, schemas differ, same store); {EXIT_UNAVAILABLE}: a store "
-        "cannot be opened or reached.",
+        f"(destination not empty, schemas differ, same store); {EXIT_COPY_FAILED}: the copy "
+        "failed and was rolled back (the destination is unchanged); "
+        f"{EXIT_UNAVAILABLE}: a store cannot be opened or reached.",
     )
     c.add_argument("--from", dest="source", metavar="TARGET", help="the store to read")
     c.add_argument("--to", dest="destination", metavar="TARGET", help="the store to write")
@@ -205,6 +209,11 @@ def _copy(args: argparse.Namespace) -> int:
             except _FAILURES as exc:
                 return _fail(target, exc)
         src, dst = opened
+        for db in opened:  # reachable at all: else 69, not a failed copy
+            try:
+                db.migration_status()
+            except _FAILURES as exc:
+                return _fail(db.target, exc)
         print(f"from: {src.display} ({src.dialect})")
         print(f"to:   {dst.display} ({dst.dialect})")
         try:
@@ -219,7 +228,7 @@ def _copy(args: argparse.Namespace) -> int:
             return EXIT_REFUSED
         except _FAILURES as exc:
             print(f"liftwatch: copy failed, the destination is unchanged: {exc}", file=sys.stderr)
-            return EXIT_UNAVAILABLE
+            return EXIT_COPY_FAILED
     finally:
         for db in opened:
             db.close()

@@ -395,7 +395,10 @@ def copy_store(
     order = copy_order(set(dst_tables), {n: t.references for n, t in dst_tables.items()})
 
     with _snapshot(src):
+        session = _session_of(src)
         with dst.transaction() as conn:
+            if session is not None and _sees_session(conn, session):
+                raise CopyRefused("source and destination are the same store")
             held = {}
             for name in order:
                 row = conn.execute(f"SELECT COUNT(*) FROM {quote(name)}").fetchone()
@@ -442,6 +445,28 @@ def copy_store(
         )
         verify(src, dst, src_tables, dst_tables, order, report)
     return report
+
+
+def _session_of(db: Database) -> tuple[int, Any] | None:
+    """PostgreSQL: the process id and start time of the session holding ``db``'s snapshot
+    (two URLs may name one database: another host name, a proxy)."""
+    if db.dialect != "postgresql":
+        return None
+    row = db.conn.execute(
+        "SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+    ).fetchone()
+    return None if row is None else (int(row[0]), row[1])
+
+
+def _sees_session(conn: Connection, session: tuple[int, Any]) -> bool:
+    if not hasattr(conn, "raw"):  # a SQLite destination: not the PostgreSQL source
+        return False
+    row = conn.execute(
+        "SELECT 1 FROM pg_stat_activity WHERE pid = ? AND backend_start = ?"
+        " AND datname = current_database()",
+        session,
+    ).fetchone()
+    return row is not None
 
 
 def _same_store(a: Database, b: Database) -> bool:
