@@ -560,3 +560,14 @@ def test_a_table_a_later_migration_adds_is_copied_too(
         assert row[0] == 5
     finally:
         dst.close()
+
+
+def test_copy_from_a_store_that_does_not_exist_creates_nothing(
+    tmp_path: Path, empty_pg: str
+) -> None:
+    missing = tmp_path / "typo" / "liftwatch.sqlite3"
+    r = liftwatch(tmp_path, "db", "copy", "--from", str(missing), "--to", empty_pg)
+    assert r.returncode == EXIT_UNAVAILABLE, r
+    assert not missing.exists()
+    with psycopg.connect(empty_pg) as c:  # the destination was not even migrated
+        assert c.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,)

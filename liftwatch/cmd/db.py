@@ -203,9 +203,10 @@ def _copy(args: argparse.Namespace) -> int:
     destination = _target(args, args.destination)
     opened: list[Database] = []
     try:
-        for target in (source, destination):
+        # A --from that names no store is a typo, not an empty site: never create it.
+        for target, create in ((source, False), (destination, True)):
             try:
-                opened.append(_open(target))
+                opened.append(_open(target, create=create))
             except _FAILURES as exc:
                 return _fail(target, exc)
         src, dst = opened
