@@ -1,4 +1,4 @@
-"""The ``liftwatch alerts`` subcommand."""
+"""The ``liftwatch alerts`` and ``liftwatch dispatch`` subcommands."""
 
 from __future__ import annotations
 
@@ -24,6 +24,63 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "docs/alarms.md.",
     )
     p.set_defaults(handler=_alerts)
+    d = sub.add_parser(
+        "dispatch",
+        help="run a webhook dispatcher only (several may share one PostgreSQL store)",
+        description="Deliver the webhook outbox of the configured store "
+        "(LIFTWATCH_DATABASE_URL): signed POSTs, retries, per-alarm order. Runs beside the "
+        "dispatcher inside `liftwatch alerts`; any number may share one PostgreSQL store, on "
+        "any hosts. Stops cleanly on SIGTERM/SIGINT. See docs/webhooks.md § Several "
+        "dispatchers.",
+    )
+    d.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        help="attempts in flight at once in this process (default 64)",
+    )
+    d.add_argument(
+        "--per-subscription",
+        type=int,
+        default=8,
+        help="attempts in flight at once per subscription in this process (default 8)",
+    )
+    d.add_argument(
+        "--poll-interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="how often the store is read for work other processes wrote (default 1 s)",
+    )
+    d.set_defaults(handler=_dispatch)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    from alerts.webhooks import service
+    from liftwatch.store import StoreError, open_store
+
+    try:
+        db = open_store(settings)
+    except StoreError as exc:
+        print(f"liftwatch dispatch: {exc}", file=sys.stderr)
+        return 1
+
+    async def main(stop: asyncio.Event) -> None:
+        await service.run(
+            settings,
+            stop=stop,
+            db=db,
+            concurrency=args.concurrency,
+            per_subscription=args.per_subscription,
+            poll_interval_s=args.poll_interval,
+        )
+
+    try:
+        run_until_signal(main)
+    finally:
+        db.close()
+    return 0
 
 
 def _alerts(args: argparse.Namespace) -> int:

@@ -41,6 +41,12 @@ class Admission:
         with self._lock:
             return frozenset(self._ids)
 
+    def room(self, subscription_id: str) -> int:
+        """How many more attempts ``subscription_id`` may have in flight now (any thread)."""
+        with self._lock:
+            free = self.concurrency - self._busy
+            return max(0, min(free, self.per_subscription - self._per_sub.get(subscription_id, 0)))
+
     def reserve(self, d: Delivery) -> bool:
         """Admit ``d`` within the limits and count it as in flight (any thread)."""
         with self._lock:

@@ -327,6 +327,8 @@ class Dispatcher:
                 claimant=self.claimant,
                 want=want,
                 per_subscription=self.per_subscription,
+                room=self.admission.room,
+                rotate=self.rounds,
             )
             subs = store.subscriptions_by_id(self.db, {d.subscription_id for d in got})
             return [(d, subs.get(d.subscription_id)) for d in got]
@@ -384,7 +386,13 @@ class Dispatcher:
         keep = self.admission.reserved_ids()  # reserved: a task (or its claim) owns them
         before = now - round(self.attempt_timeout_s * 1000)
         reset = await self._db(
-            store.reset_stale, self.db, before_ms=before, keep=keep, now_ms=now, owner=self.owner
+            store.reset_stale,
+            self.db,
+            before_ms=before,
+            keep=keep,
+            now_ms=now,
+            owner=self.owner,
+            alive=owner_alive,
         )
         if reset:
             log.warning(

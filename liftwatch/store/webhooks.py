@@ -453,6 +453,21 @@ def due_heads(
     return [_delivery(r) for r in rows]
 
 
+# A pending delivery is its chain's head when no earlier delivery of its (subscription, alarm)
+# is open; a test event (no alarm) is a chain of its own. Probed through the open index.
+_IS_HEAD: Final = (
+    "NOT EXISTS (SELECT 1 FROM webhook_deliveries o WHERE o.subscription_id = d.subscription_id"
+    " AND o.alarm_id = d.alarm_id AND o.id < d.id AND o.status IN ('pending', 'delivering'))"
+)
+# One subscription's due heads, oldest-due first (the webhook_deliveries_due index).
+_SUB_DUE: Final = (
+    "SELECT * FROM (SELECT d.id FROM webhook_deliveries d"  # noqa: S608 - constant SQL
+    " WHERE d.subscription_id = ? AND d.status = 'pending' AND d.next_attempt_at <= ?"
+    f" AND {_IS_HEAD} ORDER BY d.next_attempt_at, d.id LIMIT ?) s"
+)
+MAX_BRANCHES: Final = 200  # subscriptions looked at per round (rotating beyond that)
+
+
 def claim_due(
     db: Database,
     now_ms: int,
@@ -461,25 +476,47 @@ def claim_due(
     claimant: Claimant | None = None,
     want: int = 64,
     per_subscription: int = 8,
+    room: Callable[[str], int] | None = None,
+    rotate: int = 0,
 ) -> list[Delivery]:
-    """Claim up to ``want`` due heads (oldest-due first, at most ``per_subscription`` of each
-    subscription among the candidates) that ``claim`` accepts: each becomes 'delivering',
-    owned by ``claimant``, in one row-guarded transaction. On PostgreSQL the candidates are
-    locked with ``FOR UPDATE SKIP LOCKED``: a head another dispatcher is claiming at this
-    moment is skipped, not waited for, and one it has claimed already fails the re-checked
-    ``status = 'pending'``. ``claim`` reserves in-process admission; on an exception the
-    caller releases what it reserved."""
+    """Claim up to ``want`` due heads that ``claim`` accepts: each becomes 'delivering', owned
+    by ``claimant``, in one row-guarded transaction. Each enabled subscription offers at most
+    ``room(subscription)`` (default ``per_subscription``) of its oldest-due heads, so a
+    receiver with a backlog cannot crowd the others out; beyond :data:`MAX_BRANCHES`
+    subscriptions, ``rotate`` picks which ones this round looks at. On PostgreSQL the
+    candidates are locked with ``FOR UPDATE SKIP LOCKED``: a head another dispatcher is
+    claiming at this moment is skipped, not waited for, and one it has claimed already fails
+    the re-checked ``status = 'pending'``. ``claim`` reserves in-process admission; on an
+    exception the caller releases what it reserved."""
     if want <= 0:
         return []
-    candidates = min(1000, max(4 * want, 32))
+    subs = [
+        r[0]
+        for r in db.conn.execute(
+            "SELECT id FROM webhook_subscriptions WHERE enabled = 1 ORDER BY id"
+        ).fetchall()
+    ]
+    if len(subs) > MAX_BRANCHES:
+        start = rotate % len(subs)
+        subs = (subs[start:] + subs[:start])[:MAX_BRANCHES]
+    branches: list[str] = []
+    params: list[Any] = []
+    for sub_id in subs:
+        n = min(per_subscription, want) if room is None else min(room(sub_id), want)
+        if n > 0:
+            branches.append(_SUB_DUE)
+            params += [sub_id, now_ms, n]
+    if not branches:
+        return []
     sql = (
         "SELECT d.* FROM webhook_deliveries d WHERE d.id IN ("  # noqa: S608 - constant SQL
-        f" SELECT id FROM ({_DUE}) due) AND d.status = 'pending'"
-        " ORDER BY d.next_attempt_at, d.id LIMIT ?" + _lock_rows(db)
+        + " UNION ALL ".join(branches)
+        + ") AND d.status = 'pending' ORDER BY d.next_attempt_at, d.id LIMIT ?"
+        + _lock_rows(db)
     )
     owner, expires = _claim_of(claimant, now_ms)
     with db.transaction(serialized=False) as conn:
-        rows = conn.execute(sql, (now_ms, per_subscription, candidates, want)).fetchall()
+        rows = conn.execute(sql, [*params, want]).fetchall()
         picked = [d for d in map(_delivery, rows) if claim(d)]
         if not picked:
             return []
@@ -509,12 +546,17 @@ def subscriptions_by_id(db: Database, ids: Collection[str]) -> dict[str, Subscri
     return {s.id: s for s in map(_subscription, rows)}
 
 
+_NEXT_DUE: Final = (
+    "SELECT d.next_attempt_at FROM webhook_deliveries d"  # noqa: S608 - constant SQL
+    f" WHERE d.status = 'pending' AND {_IS_HEAD} ORDER BY d.next_attempt_at, d.id LIMIT 1"
+)
+
+
 def next_due_at(db: Database) -> int | None:
-    """When the earliest waiting head falls due (None: nothing is waiting)."""
-    row = db.conn.execute(
-        "SELECT MIN(next_attempt_at) FROM (" + _HEADS + ") heads"  # noqa: S608 - constant SQL
-    ).fetchone()
-    return None if row[0] is None else int(row[0])
+    """When the earliest waiting head falls due (None: nothing is waiting): pending rows in
+    due order (the webhook_deliveries_next index) up to the first that heads its chain."""
+    row = db.conn.execute(_NEXT_DUE).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -596,20 +638,28 @@ def reset_stale(
     keep: Collection[int],
     now_ms: int,
     owner: str | None = None,
+    alive: Callable[[str], bool] | None = None,
 ) -> int:
     """Deliveries left 'delivering' by an attempt that no longer runs go back to pending, due
     at ``now_ms`` (ids in ``keep``, this dispatcher's own attempts in flight, never): a claim
     past its expiry, whoever made it (its dispatcher died or hung mid-attempt: another one
-    sends it again); and an unnamed claim, or one of ``owner``'s, whose last attempt began
-    before ``before_ms`` (this dispatcher's own claims with no task any more). The running
-    dispatchers' counterpart of :func:`reset_in_flight`. Reads first, so an idle store sees
-    no write transaction."""
+    sends it again); a claim of a dispatcher that ``alive`` knows to be gone (same host, no
+    such process: no need to wait for the expiry); and an unnamed claim, or one of
+    ``owner``'s, whose last attempt began before ``before_ms`` (this dispatcher's own claims
+    with no task any more). The running dispatchers' counterpart of :func:`reset_in_flight`.
+    Reads first, so an idle store sees no write transaction."""
     stale = [
         o
         for o in _delivering(db)
         if o.id not in keep
         and (
             (o.claim_expires_at is not None and o.claim_expires_at < now_ms)
+            or (
+                alive is not None
+                and o.claimed_by is not None
+                and o.claimed_by != owner
+                and not alive(o.claimed_by)
+            )
             or (
                 (o.claimed_by is None or o.claimed_by == owner)
                 and (o.last_attempt_at or 0) < before_ms

@@ -102,10 +102,23 @@ def test_an_outcome_after_the_claim_was_taken_over_is_dropped(seeded: Seeded) ->
     live = Claimant("other-host~0000/2/live", ttl_ms=60_000)
     (again,) = store.claim_due(seeded.db, later, claim=lambda _: True, claimant=live)
     assert again.webhook_id == d.webhook_id and again.attempts == 2
-    finish = {"at": later, "latency_ms": 5, "status_code": 200, "response": "", "error": None}
-    store.finish_attempt(seeded.db, d.id, outcome="delivered", owner=dead.owner, **finish)
+
+    def finish(owner: str) -> None:
+        store.finish_attempt(
+            seeded.db,
+            d.id,
+            at=later,
+            latency_ms=5,
+            status_code=200,
+            response="",
+            error=None,
+            outcome="delivered",
+            owner=owner,
+        )
+
+    finish(dead.owner)
     assert store.get_delivery(seeded.db, d.id).status == "delivering"  # type: ignore[union-attr]
-    store.finish_attempt(seeded.db, d.id, outcome="delivered", owner=live.owner, **finish)
+    finish(live.owner)
     found = store.get_delivery(seeded.db, d.id)
     assert found is not None and found.status == "delivered" and found.claimed_by is None
     assert len(store.attempts_of(seeded.db, [d.id])[d.id]) == 1
