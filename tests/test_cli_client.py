@@ -141,9 +141,14 @@ def test_alarm_lifecycle_and_refusals(site: Site) -> None:
     assert usage.returncode == 2 and "--outcome" in usage.stderr
     on_site = site.run("alarms", "on-site", alarm, "--json")
     assert on_site.returncode == 0 and json.loads(on_site.stdout)["status"] == "on_site"
+    active = site.run("alarms", "list", "--active", "--json")
+    assert alarm in {a["alarm_id"] for a in json.loads(active.stdout)["items"]}
     done = site.run("alarms", "resolve", alarm, "--outcome", "repaired", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["outcome"] == "repaired"
+    active = site.run("alarms", "list", "--active", "--json")
+    assert alarm not in {a["alarm_id"] for a in json.loads(active.stdout)["items"]}
+    assert site.alarms["trapped"] in {a["alarm_id"] for a in json.loads(active.stdout)["items"]}
     missing = site.run("alarms", "ack", "no-such-alarm")
     assert missing.returncode == 1 and "API refused (404" in missing.stderr
 

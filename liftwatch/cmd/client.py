@@ -321,10 +321,21 @@ def _alarms_list(args: argparse.Namespace) -> int:
             "limit": args.limit,
             "cursor": args.cursor,
         }
-        page = api.call("GET", "/alarms", params={k: v for k, v in params.items() if v})
+        params = {k: v for k, v in params.items() if v}
+        if args.active and not args.status:
+            # Not resolved yet: one request per such status, merged newest first.
+            items, more = [], None
+            for status in ("open", "acknowledged", "on_site"):
+                page = api.call("GET", "/alarms", params={**params, "status": status})
+                items += page["items"]
+                more = more or page["next_cursor"]
+            items.sort(key=lambda a: (a["raised_at"], a["alarm_id"]), reverse=True)
+            page = {"items": items[: args.limit], "next_cursor": None}
+            if more or len(items) > args.limit:
+                print(f"more than {args.limit} active alarms: raise --limit", file=sys.stderr)
+        else:
+            page = api.call("GET", "/alarms", params=params)
         items = page["items"]
-        if args.active:
-            items = [a for a in items if a["status"] != "resolved"]
         if args.json:
             _print_json({"items": items, "next_cursor": page["next_cursor"]})
         elif items:
