@@ -33,6 +33,7 @@ from liftwatch.protocol import Decoded, Rejection, SelftestEvent, Telemetry, dec
 from liftwatch.registry import Lift
 from liftwatch.store import Connection, Database, OperationalError
 from liftwatch.store import alarms as store
+from liftwatch.store import changes as feed
 from liftwatch.store import registry as reg
 from liftwatch.store.alarms import Alarm
 from liftwatch.store.deadletters import DeadLetter, add_dead_letters_in
@@ -117,6 +118,8 @@ class Engine:
         self._lock = threading.RLock()
         self._refresh_lock = threading.Lock()  # one registry refresh at a time
         self._registry_seq = 0  # the registry's change_seq seen so far (migration 0008)
+        self._change_id = 0  # the change feed's id applied so far (migration 0010)
+        self._feed_lock = threading.Lock()  # one apply_changes at a time
         self.wake: Callable[[], None] | None = None
         self.outbox: OutboxHook | None = None
         self.lateness_ms: list[int] = []
@@ -137,6 +140,8 @@ class Engine:
         from the next messages (docs/alarms.md § Restart)."""
         with self._lock:
             now = self.clock.now_ms()
+            # Before the reads below: a change committed meanwhile is applied again, not lost.
+            self._change_id = feed.last_id(self.db)
             self._registry_seq = reg.next_change_seq(self.db.conn) - 1
             self.lifts = {}
             for lift, problem in reg.all_lifts_checked(self.db):
@@ -188,6 +193,61 @@ class Engine:
                 # them out of the collector's scans, as the worker does after start-up (a full
                 # collection over them stalled every thread ~0.4 s for 270k lifts).
                 gc.freeze()
+
+    def apply_changes(self) -> int:
+        """Apply what other processes committed since the last call (the change feed,
+        liftwatch/store/changes.py): a registry change refreshes the registry at once; an
+        alarm's status step (acknowledged, on site, resolved — by an API in any process)
+        re-arms its timers and the lift's alarm-button filter from the stored alarm
+        (../shared/repros r13). Idempotent: ``liftwatch serve``'s API also calls the engine
+        directly, and the same change arriving twice changes nothing. Returns how many feed
+        rows were read."""
+        with self._feed_lock:
+            total = 0
+            registry = False
+            alarm_ids: dict[str, None] = {}
+            while True:
+                rows = feed.since(self.db, self._change_id)
+                for c in rows:
+                    if c.kind == feed.REGISTRY:
+                        registry = True
+                    elif c.kind == feed.ALARM:
+                        alarm_ids[c.key] = None
+                total += len(rows)
+                if rows:
+                    self._change_id = rows[-1].id
+                if len(rows) < 1000:
+                    break
+            if alarm_ids:
+                with self._lock:
+                    for alarm_id in alarm_ids:
+                        alarm = store.get_alarm(self.db, alarm_id)
+                        if alarm is not None:
+                            self._took_alarm(alarm)
+            if registry:
+                self.refresh_registry()
+            if total:
+                log.debug("event=changes_applied rows=%d alarms=%d", total, len(alarm_ids))
+            return total
+
+    def _took_alarm(self, alarm: Alarm) -> None:
+        """An alarm as stored now, stepped by another process: its timers and, for an alarm
+        button, whether the lift still has one unresolved (under the engine lock)."""
+        self._arm_alarm(alarm)
+        if alarm.code != "alarm_button":
+            return
+        lift_id = alarm.lift_id
+        if alarm.resolved:
+            still = any(a.code == "alarm_button" for a in store.unresolved_alarms(self.db, lift_id))
+        else:
+            still = True
+        if still:
+            self._button_open.add(lift_id)
+        else:
+            self._button_open.discard(lift_id)
+        ctx = self._ctx.get(lift_id)
+        if ctx is not None:
+            ctx.button_unresolved = still
 
     def _take_lifts(self, rows: Sequence[tuple[Lift, str | None, int]]) -> None:
         now = self.clock.now_ms()

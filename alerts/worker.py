@@ -28,11 +28,12 @@ from liftwatch.influx import InfluxClient, InfluxError
 from liftwatch.lineprotocol import line
 from liftwatch.mqtt import RawMessage, consume
 from liftwatch.settings import Settings
-from liftwatch.store import Database, open_store
+from liftwatch.store import Database, changes, open_store
 
 log = logging.getLogger("liftwatch.alerts")
 
-REGISTRY_REFRESH_S: Final = 10.0
+# The change loop's re-read of the registry and alarm buttons, whatever the feed said.
+SAFETY_REREAD_S: Final = 60.0
 INFLUX_FLUSH_S: Final = 0.5
 INFLUX_QUEUE_MAX: Final = 100_000
 INFLUX_BATCH: Final = 5000
@@ -184,15 +185,35 @@ async def _timer_loop(
         stop_waiter.cancel()
 
 
-async def _registry_loop(engine: Engine, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), REGISTRY_REFRESH_S)
-        if not stop.is_set():
-            try:
-                await asyncio.to_thread(engine.refresh_registry)
-            except Exception:
-                log.exception("event=registry_refresh_failed: keeping the lifts known so far")
+async def _change_loop(engine: Engine, stop: asyncio.Event) -> None:
+    """Follow the change feed (liftwatch/store/changes.py): woken when any process commits a
+    registry change or an alarm action, the engine applies it at once. Every
+    :data:`SAFETY_REREAD_S` it also re-reads the registry and the alarm-button alarms, in case
+    a wake-up was lost (the feed's ids are the truth, so nothing is, but the cost is nil)."""
+    kinds = (changes.REGISTRY, changes.ALARM)
+    with changes.Waker(engine.db, kinds=kinds, outbox=False) as waker:
+        stop_waiter = asyncio.create_task(stop.wait())
+        loop = asyncio.get_running_loop()
+        last_full = loop.time()
+        try:
+            woke = True  # changes committed between start() and the subscription
+            while not stop.is_set():
+                try:
+                    if loop.time() - last_full >= SAFETY_REREAD_S:
+                        last_full = loop.time()
+                        await asyncio.to_thread(engine.refresh_registry)
+                        await asyncio.to_thread(engine.apply_changes)
+                    elif woke:
+                        await asyncio.to_thread(engine.apply_changes)
+                except Exception:
+                    log.exception("event=change_apply_failed: keeping what is known so far")
+                timeout = max(0.0, SAFETY_REREAD_S - (loop.time() - last_full))
+                waiter = asyncio.create_task(waker.wait(timeout))
+                await asyncio.wait({waiter, stop_waiter}, return_when="FIRST_COMPLETED")
+                woke = waiter.done() and waiter.result()
+                waiter.cancel()
+        finally:
+            stop_waiter.cancel()
 
 
 async def run(
@@ -227,7 +248,7 @@ async def run(
     client = influx or (InfluxClient.from_settings(settings) if sink is not None else None)
     tasks = [
         asyncio.create_task(_timer_loop(engine, stop, counts)),
-        asyncio.create_task(_registry_loop(engine, stop)),
+        asyncio.create_task(_change_loop(engine, stop)),
     ]
     if sink is not None and client is not None:
         tasks.append(asyncio.create_task(sink.run(client, stop)))

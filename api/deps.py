@@ -40,8 +40,10 @@ def get_engine(request: Request) -> Any:
 
 def registry_changed(engine: Any) -> None:
     """Tell the in-process alerts engine (``liftwatch serve``) that lifts changed, so a lift
-    registered a moment ago gets its company and thresholds on its very next message. A
-    separate ``liftwatch alerts`` picks registry changes up by itself within 10 s."""
+    registered a moment ago gets its company and thresholds on its very next message, before
+    the request answers. An engine in another process (``liftwatch alerts``, any host) is
+    woken by the change feed the registry write recorded (liftwatch/store/changes.py) and
+    refreshes within milliseconds; in ``serve`` that wake finds nothing left to do."""
     if engine is not None and hasattr(engine, "refresh_registry"):
         engine.refresh_registry()
 

@@ -25,7 +25,7 @@ from api.deps import DbDep, EngineDep
 from api.errors import conflict, invalid, not_found, responses
 from api.timeparams import EXAMPLE, parse_time
 from liftwatch.protocol import format_ts
-from liftwatch.store import Database, outbox
+from liftwatch.store import Database, changes, outbox
 from liftwatch.store import alarm_queries as aq
 from liftwatch.store import alarms as store
 from liftwatch.store import registry as reg
@@ -146,6 +146,10 @@ def visible_alarm(db: Database, principal: Principal, alarm_id: str) -> Alarm:
 RECHECK_S = 1.0  # an open stream re-checks its token (revoked? company deactivated?)
 
 
+KEEPALIVE_S = 15.0
+_ENDS_STREAMS = (changes.TOKEN, changes.COMPANY)
+
+
 async def _feed(
     request: Request,
     db: Database,
@@ -154,25 +158,36 @@ async def _feed(
     poll_s: float,
     token_id: str | None,
 ) -> AsyncIterator[bytes]:
-    """``token_id`` None: the bootstrap admin (not in the store, never revoked)."""
+    """``token_id`` None: the bootstrap admin (not in the store, never revoked).
+
+    Woken by the change feed (liftwatch/store/changes.py) as soon as any process commits
+    outbox rows, a token revocation or a company change; ``poll_s`` and :data:`RECHECK_S` are
+    only the fallback if a wake-up were lost."""
     yield b": liftwatch alarm events\nretry: 2000\n\n"
-    last_beat = last_check = time.monotonic()
-    while True:
-        if await request.is_disconnected():
-            return
-        if token_id is not None and time.monotonic() - last_check >= RECHECK_S:
-            last_check = time.monotonic()
-            if not await asyncio.to_thread(tok.token_in_force, db, token_id):
-                return  # the client's reconnect is answered 401 with the reason
-        events = await asyncio.to_thread(outbox.outbox_after, db, after, company_id=company_id)
-        for e in events:
-            after = e.id
-            yield f"id: {e.id}\nevent: {e.event_type}\ndata: {e.payload}\n\n".encode()
-        if not events:
-            if time.monotonic() - last_beat > 15:
-                last_beat = time.monotonic()
-                yield b": keep-alive\n\n"
-            await asyncio.sleep(poll_s)
+    with changes.Waker(db, kinds=_ENDS_STREAMS) as waker:
+        last_beat = last_check = time.monotonic()
+        while True:
+            if await request.is_disconnected():
+                return
+            revoked = bool(waker.take())
+            now = time.monotonic()
+            if token_id is not None and (revoked or now - last_check >= RECHECK_S):
+                last_check = now
+                if not await asyncio.to_thread(tok.token_in_force, db, token_id):
+                    return  # the client's reconnect is answered 401 with the reason
+            events = await asyncio.to_thread(outbox.outbox_after, db, after, company_id=company_id)
+            for e in events:
+                after = e.id
+                yield f"id: {e.id}\nevent: {e.event_type}\ndata: {e.payload}\n\n".encode()
+            if not events:
+                now = time.monotonic()
+                if now - last_beat > KEEPALIVE_S:
+                    last_beat = now
+                    yield b": keep-alive\n\n"
+                timeout = min(poll_s, max(0.0, last_beat + KEEPALIVE_S - now))
+                if token_id is not None:
+                    timeout = min(timeout, max(0.0, last_check + RECHECK_S - now))
+                await waker.wait(timeout)
 
 
 MAX_EVENT_ID = 2**62

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final
 
 from liftwatch import clock
+from liftwatch.store import changes
 from liftwatch.store.db import Connection, Database, Row, from_row
 
 # Names callers of this module used before the outbox and maintenance-window SQL got their own
@@ -27,6 +28,8 @@ from liftwatch.store.outbox import outbox_rows as outbox_rows
 STATUSES: Final = ("open", "acknowledged", "on_site", "resolved")
 STATUS_RANK: Final = {s: i for i, s in enumerate(STATUSES)}
 OUTCOMES: Final = ("rescued", "repaired", "false_alarm", "test")
+# Transitions that step an alarm's status: each is also a change-feed row (kind "alarm").
+STATUS_STEPS: Final = frozenset(STATUSES[1:])
 
 _CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -272,7 +275,13 @@ def add_transition(conn: Connection, t: Transition) -> Transition:
         " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         (t.alarm_id, t.at, t.event, t.from_state, t.to_state, t.actor[:200], t.note),
     )
-    return replace(t, id=int(cur.fetchone()[0]))
+    out = replace(t, id=int(cur.fetchone()[0]))
+    if t.event in STATUS_STEPS:
+        # Acknowledged, on site, resolved (the API's actions, an end of alarm, an automatic
+        # resolution): the alerts engine of whichever process re-arms its timers and the
+        # alarm-button filter from it at once (store/changes.py; ../shared/repros r13).
+        changes.record_in(conn, changes.ALARM, t.alarm_id, t.at)
+    return out
 
 
 def transitions_of(db: Database | Connection, alarm_id: str) -> list[Transition]:

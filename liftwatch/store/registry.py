@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from liftwatch.clock import now_ms
 from liftwatch.registry import CSV_COLUMNS, STORED, Company, Lift
-from liftwatch.store import alarms
+from liftwatch.store import alarms, changes
 from liftwatch.store.db import (
     Connection,
     Database,
@@ -50,6 +50,7 @@ def _upsert_company(conn: Connection, company: Company) -> Outcome:
                 now,
             ),
         )
+        changes.record_in(conn, changes.COMPANY, company.company_id, now)
         return "inserted"
     if _company_from_row(row) == company:
         return "unchanged"
@@ -65,6 +66,8 @@ def _upsert_company(conn: Connection, company: Company) -> Outcome:
             company.company_id,
         ),
     )
+    # A deactivated company's open event streams end at once, in every API process.
+    changes.record_in(conn, changes.COMPANY, company.company_id, now)
     return "updated"
 
 
@@ -142,11 +145,13 @@ def upsert_lift(db: Database, lift: Lift) -> Outcome:
         return upsert_lift_in(conn, lift)
 
 
-def upsert_lift_in(conn: Connection, lift: Lift) -> Outcome:
+def upsert_lift_in(conn: Connection, lift: Lift, *, record: bool = True) -> Outcome:
     """Insert or update one lift inside an open transaction.
 
     Raises a store ``IntegrityError`` for an unknown company or a registration code that
-    belongs to another lift.
+    belongs to another lift. A change is also a change-feed row (kind ``registry``: the alerts
+    engine of any process refreshes at once) unless ``record`` is False (an import records
+    one for all its rows).
     """
     row = conn.execute("SELECT * FROM lifts WHERE lift_id = ?", (lift.lift_id,)).fetchone()
     now = now_ms()
@@ -163,6 +168,8 @@ def upsert_lift_in(conn: Connection, lift: Lift) -> Outcome:
             [*values.values(), now, now],
         )
         alarms.move_unresolved(conn, lift.lift_id, lift.company_id, now)
+        if record:
+            changes.record_in(conn, changes.REGISTRY, lift.lift_id, now)
         return "inserted"
     if lift_from_row(row) == lift:
         return "unchanged"
@@ -172,6 +179,8 @@ def upsert_lift_in(conn: Connection, lift: Lift) -> Outcome:
         [*(v for c, v in values.items() if c != "lift_id"), now, lift.lift_id],
     )
     alarms.move_unresolved(conn, lift.lift_id, lift.company_id, now)
+    if record:
+        changes.record_in(conn, changes.REGISTRY, lift.lift_id, now)
     return "updated"
 
 
@@ -233,6 +242,8 @@ def set_lift_active(db: Database, lift_id: str, active: bool) -> bool:
             "UPDATE lifts SET active = ?, updated_at = ?, change_seq = ? WHERE lift_id = ?",
             (int(active), now_ms(), next_change_seq(conn), lift_id),
         )
+        if cur.rowcount > 0:
+            changes.record_in(conn, changes.REGISTRY, lift_id)
         return cur.rowcount > 0
 
 
@@ -250,13 +261,15 @@ def import_lifts(
         for line, lift in rows:
             conn.execute("SAVEPOINT row")
             try:
-                outcome = upsert_lift_in(conn, lift)
+                outcome = upsert_lift_in(conn, lift, record=False)
             except IntegrityError as exc:
                 conn.execute("ROLLBACK TO row")
                 rejected.append((line, lift.lift_id, _integrity_reason(exc, lift)))
             else:
                 outcomes[outcome].append(line)
             conn.execute("RELEASE row")
+        if outcomes["inserted"] or outcomes["updated"]:
+            changes.record_in(conn, changes.REGISTRY, "*")  # one row for the whole import
     return outcomes, rejected
 
 

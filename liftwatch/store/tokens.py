@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from liftwatch.clock import now_ms
+from liftwatch.store import changes
 from liftwatch.store.db import Database, Row
 
 
@@ -125,4 +126,6 @@ def revoke_token(db: Database, token_id: str) -> bool:
             conn.execute(
                 "UPDATE api_tokens SET revoked_at = ? WHERE token_id = ?", (now_ms(), token_id)
             )
+            # Open event streams of every API process end at once (store/changes.py).
+            changes.record_in(conn, changes.TOKEN, token_id)
         return True

@@ -5,8 +5,10 @@ ends when its token is revoked or its company deactivated."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -15,16 +17,17 @@ import uvicorn
 
 from alerts import lifecycle
 from api.app import create_app
+from api.routes import alarms as alarm_routes
 from api.timeparams import now_ms
 from liftwatch.influx import InfluxClient
 from liftwatch.localservices import free_port
 from liftwatch.registry import Company
 from liftwatch.settings import Settings
-from liftwatch.store import Database
+from liftwatch.store import Database, changes
 from liftwatch.store import registry as reg
 from liftwatch.store import tokens as tok
 from liftwatch.store.outbox import last_outbox_id
-from tests.support.api import World, raise_alarm
+from tests.support.api import ADMIN_TOKEN, World, raise_alarm
 from tests.support.harness import eventually
 
 pytestmark = pytest.mark.integration
@@ -139,3 +142,78 @@ async def test_open_stream_ends_when_its_token_stops_being_valid(
     await asyncio.sleep(1.5)
     assert not task.done()
     task.cancel()
+
+
+# --- several API processes on one store (issue 14 § 4): each stream carries what any commits --
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started, what="uvicorn started")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+def other_db(db: Database) -> Iterator[Database]:
+    """A second store object on the same store: what another API process has."""
+    other = Database(db.target)
+    yield other
+    other.close()
+
+
+async def test_stream_of_another_api_process_carries_a_commit_at_once(
+    settings: Settings, db: Database, other_db: Database, influx: InfluxClient, world: World
+) -> None:
+    # The poll is 10 s: an event within ~1 s can only come from the change notification.
+    slow = settings.model_copy(update={"api_sse_poll_ms": 10_000})
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # bootstrap: no 1 s token re-check
+    async with (
+        serving(create_app(slow, db=db, influx=influx)) as first,
+        serving(create_app(slow, db=other_db, influx=influx)) as second,
+    ):
+        start = str(last_outbox_id(db))
+        reader = asyncio.create_task(events(second, admin, 2, after=start))
+        feed = changes.listener(other_db)
+        await eventually(lambda: feed.wakes >= 1, what="the second API's listener connected")
+        t0 = time.monotonic()
+        a = raise_alarm(db, world.lift_a, "entrapment", at=now_ms(), company_id="co-a")
+        async with httpx.AsyncClient(base_url=first, timeout=10) as c:
+            r = await c.post(f"/api/v1/alarms/{a}/acknowledge", headers=admin, json={})
+            assert r.status_code == 200, r.text
+        got = await asyncio.wait_for(reader, 8)
+        elapsed = time.monotonic() - t0
+    assert [(e["event"], e["data"]["data"]["alarm_id"]) for e in got] == [
+        ("alarm.raised", a),
+        ("alarm.acknowledged", a),
+    ]
+    assert elapsed < 2.0, f"took {elapsed:.2f} s: the stream waited for its poll"
+
+
+async def test_revocation_through_another_api_process_ends_a_stream_at_once(
+    settings: Settings,
+    db: Database,
+    other_db: Database,
+    influx: InfluxClient,
+    world: World,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(alarm_routes, "RECHECK_S", 30.0)  # only the change feed can end it
+    slow = settings.model_copy(update={"api_sse_poll_ms": 10_000})
+    async with serving(create_app(slow, db=db, influx=influx)) as base:
+        opened = asyncio.Event()
+        reader = asyncio.create_task(read_until_end(base, world.h("maintainer_a"), opened))
+        await asyncio.wait_for(opened.wait(), 10)
+        await eventually(lambda: changes.listener(db).wakes >= 1, what="listener connected")
+        t0 = time.monotonic()
+        tok.revoke_token(other_db, world.token_ids["maintainer_a"])
+        await asyncio.wait_for(reader, 5)
+        assert time.monotonic() - t0 < 2.0
