@@ -260,3 +260,21 @@ def test_import_with_a_wrong_encoding_flag_is_refused(tmp_path: Path) -> None:
     assert unknown.returncode == 1 and "unknown encoding 'klingon'" in unknown.stderr
     stdin = run(tmp_path, "lifts", "import", "-", stdin="电梯编号,城区\nL9,是\n")
     assert stdin.returncode == 0 and "inserted=1" in stdin.stdout, stdin.stderr
+
+
+def test_provision_names_its_store_and_never_creates_one(tmp_path: Path) -> None:
+    from tests.deploy.broker import SHIPPED_ACL
+
+    acl = tmp_path / "acl"
+    acl.write_text(SHIPPED_ACL.read_text())
+    files = ["--password-file", str(tmp_path / "passwd"), "--acl-file", str(acl)]
+    data = tmp_path / "nowhere"
+    out = run(data, "devices", "provision", "L-1", *files)
+    assert out.returncode == 1 and f"no store at {data / 'liftwatch.sqlite3'}" in out.stderr
+    assert not data.exists() and not (tmp_path / "passwd").exists()
+
+    Database(data / "liftwatch.sqlite3").close()
+    known = run(data, "devices", "provision", "L-1", *files)
+    assert known.returncode == 1  # the store exists, the lift is not in it
+    assert f"store: {data / 'liftwatch.sqlite3'}" in known.stderr
+    assert "unknown lift 'L-1'" in known.stderr
