@@ -227,7 +227,13 @@ class Engine:
             if registry:
                 self.refresh_registry()
             if total:
-                log.debug("event=changes_applied rows=%d alarms=%d", total, len(alarm_ids))
+                # Rare (registry writes, alarm actions): one line each, for operators and tests.
+                log.info(
+                    "event=changes_applied rows=%d registry=%d alarms=%d",
+                    total,
+                    int(registry),
+                    len(alarm_ids),
+                )
             return total
 
     def _took_alarm(self, alarm: Alarm) -> None:
