@@ -190,3 +190,18 @@ async def test_report_csv_has_a_bom_and_the_period(
     rows = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
     assert rows[0][:3] == ["company", "alarms", "critical"]
     assert {row[0]: row[1] for row in rows[1:]} == {"co-a": "1", "co-b": "1", "(total)": "2"}
+
+
+def test_timezone_setting_is_validated() -> None:
+    from liftwatch.settings import SettingsError, load_settings
+
+    assert load_settings().timezone == "Asia/Shanghai"
+    assert load_settings(timezone="Europe/Berlin").tz == ZoneInfo("Europe/Berlin")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(timezone="Mars/Olympus_Mons")
+    assert str(caught.value) == (
+        "invalid setting LIFTWATCH_TIMEZONE: unknown time zone 'Mars/Olympus_Mons': use an "
+        "IANA name such as Asia/Shanghai or UTC"
+    )
+    with pytest.raises(SettingsError, match="LIFTWATCH_API_URL: must not carry credentials"):
+        load_settings(api_url="http://user:secret@127.0.0.1:8000")
