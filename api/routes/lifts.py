@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from api.auth import AdminDep, PrincipalDep, WriterDep, company_scope, ensure_admin, visible_lift
 from api.deps import DbDep, EngineDep, InfluxDep, registry_changed
 from api.errors import ApiError, conflict, invalid, not_found, responses, validation_detail
-from api.importer import ImportResult, import_body
+from api.importer import ImportResult, charset_of, import_body
 from api.live import LiveState, live_state
 from api.open_alarms import open_alarms
 from liftwatch.registry import (
@@ -159,7 +159,7 @@ async def import_lifts(
     # delivery (security review #4; api/importer.py).
     started = time.monotonic()
     size = len(raw)
-    body = await import_body(db, kind, raw)
+    body = await import_body(db, kind, raw, charset_of(request.headers.get("content-type")))
     del raw
     imported = time.monotonic()
     await asyncio.to_thread(registry_changed, engine)  # SQLite reads: off the event loop

@@ -19,7 +19,7 @@ from alerts import command as alerts_command
 from api import command as api_command
 from ingest import command as ingest_command
 from liftwatch import __version__
-from liftwatch.cmd import admin, db, devices, serve
+from liftwatch.cmd import admin, client, db, devices, serve
 from simulator import command as simulator_command
 from simulator import demo
 
@@ -28,6 +28,7 @@ PARTS: tuple[ModuleType, ...] = (
     admin,
     api_command,
     devices,
+    client,
     db,
     simulator_command,
     alerts_command,
