@@ -62,6 +62,7 @@ import random
 import secrets
 import socket
 import time
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, ParamSpec, TypeVar
@@ -102,6 +103,15 @@ DRAIN_RATE_PER_S: Final = 30.0
 # loaded event loop to start the task late, for the outcome's commit, and for clock skew
 # between hosts (claims are stamped with the claiming host's clock, judged by another's).
 CLAIM_GRACE_S: Final = 10.0
+# httpcore's connection pool looks at every pooled connection for each request it places, so
+# one pool of `concurrency` connections costs O(concurrency) per request (bench/
+# outbox_dispatch.py profile: most of a busy dispatcher's CPU). Subscriptions are spread over
+# this many clients (never more than concurrency / per_subscription): a receiver's connections
+# all live in one of them, each pool holds a fraction.
+CLIENT_SHARDS: Final = 8
+# Store threads of a dispatcher on PostgreSQL (one on SQLite): within the default pool of 10
+# connections, which the alerts engine shares with its in-engine dispatcher.
+STORE_THREADS_PG: Final = 4
 
 
 def _node() -> str:
@@ -169,6 +179,7 @@ class Dispatcher:
         attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
         uniform: Callable[[float, float], float] = random.uniform,
         drain_rate_per_s: float = DRAIN_RATE_PER_S,
+        store_threads: int | None = None,
     ) -> None:
         self.db = db
         # True: every private target (tests); the processes pass the settings' policy.
@@ -176,6 +187,8 @@ class Dispatcher:
         self.clock: Clock = clock or SystemClock()
         self._client = client
         self._owns_client = client is None
+        # Our own clients, one per shard of the subscriptions (see CLIENT_SHARDS).
+        self._clients: list[httpx.AsyncClient] = []
         self.concurrency = concurrency
         self.per_subscription = per_subscription
         self.poll_interval_s = poll_interval_s
@@ -184,9 +197,15 @@ class Dispatcher:
         self.drain_spacing_ms = max(1, round(1000 / drain_rate_per_s))
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        # One thread for the store: commits fsync, which must not stall the event loop the
-        # alerts engine shares, and one thread keeps our own writes from contending.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhooks-db")
+        # Threads for the store: commits fsync, which must not stall the event loop the
+        # alerts engine shares. SQLite has one writer, so one thread keeps our own writes from
+        # contending; on PostgreSQL the claims and outcomes are row-guarded and outside the
+        # writers' lock, so several commit at once (group commit) instead of one commit's
+        # flush after another capping the deliveries a second (bench/outbox_dispatch.py).
+        self.store_threads = store_threads or (1 if db.dialect == "sqlite" else STORE_THREADS_PG)
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.store_threads, thread_name_prefix="webhooks-db"
+        )
         self._inflight: dict[int, asyncio.Task[None]] = {}  # loop thread only
         # Shared with the engine's thread (fan_out_in): it locks itself.
         self.admission = Admission(concurrency=concurrency, per_subscription=per_subscription)
@@ -231,7 +250,9 @@ class Dispatcher:
         abandoned; they stay ``delivering`` in the store and are sent again at the next start."""
         self._loop = asyncio.get_running_loop()
         if self._client is None:
-            self._client = build_client(self.concurrency)
+            shards = max(1, min(CLIENT_SHARDS, self.concurrency // max(1, self.per_subscription)))
+            self._clients = [build_client(self.concurrency) for _ in range(shards)]
+            self._client = self._clients[0]
         stopper = asyncio.create_task(_relay(stop, self._wake)) if stop is not None else None
         _RUNNING.add(self.owner)
         try:
@@ -476,7 +497,9 @@ class Dispatcher:
         await asyncio.gather(*tasks, return_exceptions=True)
         # Cancelled attempts stay 'delivering' and are resumed at the next start.
         if self._owns_client and self._client is not None:
-            await self._client.aclose()
+            for client in self._clients:
+                await client.aclose()
+            self._clients = []
             self._client = None
         self._executor.shutdown(wait=False)
 
@@ -601,8 +624,11 @@ class Dispatcher:
     async def attempt(self, sub: Subscription, d: Delivery) -> Result:
         """One signed POST of ``d`` to ``sub`` (:func:`alerts.webhooks.attempt.attempt`)."""
         assert self._client is not None
+        client = self._client
+        if len(self._clients) > 1:
+            client = self._clients[zlib.crc32(sub.id.encode()) % len(self._clients)]
         return await post_attempt(
-            self._client,
+            client,
             sub,
             d,
             private=self.private,
