@@ -1,5 +1,6 @@
-"""Acceptance (issue 8): the systemd units pass ``systemd-analyze verify`` and keep a low
-exposure score in ``systemd-analyze security``; their structure is checked everywhere."""
+"""Acceptance (issues 8, 17): the systemd units pass ``systemd-analyze verify`` and keep a low
+exposure score in ``systemd-analyze security``; their structure is checked everywhere, and
+every ``Documentation=`` page exists after the host install deploy/README.md documents."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from liftwatch.settings import EXIT_CONFIG, Settings
-from tests.deploy.broker import DEPLOY
+from tests.deploy.broker import DEPLOY, REPO
 
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
 INSTALLED = "/opt/liftwatch/venv/bin/liftwatch"
@@ -185,3 +186,63 @@ def test_env_file_example_shows_a_valid_postgresql_store() -> None:
     url = line.removeprefix("# LIFTWATCH_DATABASE_URL=")
     settings = Settings(database_url=url)
     assert settings.database == url and url.startswith("postgresql://")
+
+
+# --- Documentation= (issue 17 item 5) -------------------------------------------------------
+
+PREFIX = "/opt/liftwatch"
+
+
+def documented_install_lines() -> list[str]:
+    """The host install's commands that put files under /opt/liftwatch other than the venv
+    (deploy/README.md § Host install, first block)."""
+    text = (DEPLOY / "README.md").read_text()
+    section = text.split("## Host install (systemd)", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [
+        line
+        for line in block.splitlines()
+        if line.startswith("sudo install ") and f"{PREFIX}/" in line
+    ]
+
+
+def documentation_targets(unit: Path) -> list[str]:
+    targets: list[str] = []
+    for line in unit.read_text().splitlines():
+        if line.startswith("Documentation="):
+            targets += line.removeprefix("Documentation=").split()
+    return targets
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_documentation_pages_exist_after_the_documented_install(unit: Path, tmp_path: Path) -> None:
+    """The install runs as documented, into a stand-in for /opt/liftwatch; every target is a
+    file: page it put there (nothing online: the hosts may have no Internet), the repo's own."""
+    lines = documented_install_lines()
+    assert lines, "deploy/README.md installs no documentation under /opt/liftwatch"
+    root = tmp_path / "opt-liftwatch"
+    for line in lines:
+        command = line.removeprefix("sudo ").replace(PREFIX, str(root))
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", command],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, f"{line}: {done.stderr}"
+    targets = documentation_targets(unit)
+    assert targets, f"{unit.name} has no Documentation="
+    for target in targets:
+        scheme, _, rest = target.partition(":")
+        if scheme == "man":
+            man = shutil.which("man")
+            assert man, "man: pages need man-db"
+            assert subprocess.run([man, "-w", rest], capture_output=True).returncode == 0, target
+            continue
+        assert scheme == "file" and rest.startswith(f"//{PREFIX}/"), target
+        path = Path(rest.removeprefix("//"))
+        installed = root / path.relative_to(PREFIX)
+        assert installed.is_file(), f"{target} does not exist after the install"
+        source = REPO / path.relative_to(PREFIX)
+        assert installed.read_bytes() == source.read_bytes(), f"{target} is not {source}"
