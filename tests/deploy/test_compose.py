@@ -191,6 +191,12 @@ def test_liftwatch_health_check_runs(name: str) -> None:
         assert subprocess.run(live, capture_output=True, timeout=20).returncode == 0
         dead = [sys.executable, *test[2:-1], url.replace(f":{port}", f":{free_port()}")]
         assert subprocess.run(dead, capture_output=True, timeout=20).returncode != 0
+        if name == "api":
+            # Healthy means ready: /readyz, whose 503 (a dependency down) fails the check.
+            assert urlsplit(url).path == "/readyz"
+            assert [r.path for r in receiver.requests] == ["/readyz"]
+            receiver.responder = lambda _: (503, {}, b'{"status":"not_ready"}')
+            assert subprocess.run(live, capture_output=True, timeout=20).returncode != 0
     finally:
         receiver.close()
 
