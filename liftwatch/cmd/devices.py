@@ -91,8 +91,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "service-user",
         parents=[common],
         help="create or replace the password of liftwatch's own broker users (ingest, ...)",
-        description="NAME must be a `user` in the ACL file (ingest, alerts, healthcheck in the "
-        "shipped ACL). Prints one JSON line {username, password} per NAME, once; put the "
+        description="NAME must be a `user` in the ACL file (ingest, alerts, api, healthcheck in "
+        "the shipped ACL). Prints one JSON line {username, password} per NAME, once; put the "
         "password into that service's LIFTWATCH_MQTT_URL.",
     )
     svc.add_argument("names", nargs="+", metavar="NAME")

@@ -53,7 +53,7 @@ def test_shipped_acl_covers_devices_and_names_the_service_users() -> None:
         "elevators/%u/status",
     ]
     _, users = parse_acl(text)
-    assert users == {"ingest", "alerts", "healthcheck"}
+    assert users == {"ingest", "alerts", "api", "healthcheck"}
     rules, _ = parse_acl(text)
     device_rules = [r for r in rules if r.kind == "pattern"]
     assert all(r.access == "write" for r in device_rules)  # devices read nothing
