@@ -233,7 +233,7 @@ class Listener:
             version = conn.execute("PRAGMA data_version").fetchone()[0]
             self._start_cursor(conn)
             self._dispatch(conn, _SINCE, True)
-            while not stop.wait(self.check_s):
+            while not stop.wait(self.check_s) and not self._closed():
                 now = conn.execute("PRAGMA data_version").fetchone()[0]
                 if now != version:
                     version = now
