@@ -275,9 +275,7 @@ def csv_row(view: dict[str, Any]) -> list[str]:
 
 
 def _csv_header() -> Iterator[str]:
-    buf = io.StringIO()
-    csvsafe.writer(buf).writerow(CSV_COLUMNS)
-    yield buf.getvalue()
+    yield csvsafe.header(CSV_COLUMNS)
 
 
 def _csv(
@@ -285,7 +283,7 @@ def _csv(
 ) -> Iterator[str]:
     buf = io.StringIO()
     writer = csvsafe.writer(buf)
-    writer.writerow(CSV_COLUMNS)
+    buf.write(csvsafe.header(CSV_COLUMNS))  # UTF-8 BOM first: Excel shows 困人, not mojibake
     sent = 0
     while sent < CSV_MAX_ROWS:
         batch = aq.search_alarms(db, f, order=order, cursor=cursor, limit=1000)

@@ -120,7 +120,8 @@ async def test_csv_export(client: httpx.AsyncClient, world: World, alarms: dict[
     )
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/csv")
-    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert r.content.startswith(b"\xef\xbb\xbf")  # UTF-8 BOM: Excel reads Chinese right
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
     assert {row["alarm_id"] for row in rows} == {
         alarms[k] for k in ("a_entrap", "a_door", "a2_button", "a_muted")
     }
@@ -138,7 +139,7 @@ async def test_csv_cells_cannot_carry_formulas(
     reg.upsert_lift(db, Lift(lift_id="evil-1", company_id="co-a", name="=HYPERLINK(1)"))
     raise_alarm(db, "evil-1", "run_timeout", at=now_ms(), severity="major", company_id="co-a")
     r = await client.get("/api/v1/alarms", params={"format": "csv"}, headers=world.h("admin"))
-    rows = list(csv.DictReader(io.StringIO(r.text)))
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
     assert rows[0]["lift_name"] == "'=HYPERLINK(1)"
 
 

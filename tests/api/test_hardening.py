@@ -272,7 +272,10 @@ async def test_csv_export_neutralises_device_and_registry_strings(
     }
     r = await client.get("/api/v1/alarms", params={"format": "csv"}, headers=world.h("admin"))
     assert r.status_code == 200
-    rows = {row["alarm_id"]: row for row in csv.DictReader(io.StringIO(r.text, newline=""))}
+    rows = {
+        row["alarm_id"]: row
+        for row in csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"), newline=""))
+    }
     for alarm_id, payload in ids.items():
         got = rows[alarm_id]
         assert got["subtype"].startswith("'"), got["subtype"]
@@ -282,6 +285,8 @@ async def test_csv_export_neutralises_device_and_registry_strings(
     # The same bytes opened by a spreadsheet whose locale separates cells with ";" (or tabs),
     # or cut naively at every separator: no piece starts a formula.
     for delimiter in (";", ",", "\t"):
-        for row in csv.reader(io.StringIO(r.text, newline=""), delimiter=delimiter):
+        for row in csv.reader(
+            io.StringIO(r.content.decode("utf-8-sig"), newline=""), delimiter=delimiter
+        ):
             assert [c for c in row if _formula_like(c)] == [], delimiter
     assert [p for p in _pieces(r.text) if _formula_like(p)] == []
