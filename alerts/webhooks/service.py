@@ -4,9 +4,10 @@ alerts``, on the configured store (``LIFTWATCH_DATABASE_URL``).
 Any number of them may share one PostgreSQL store, on any hosts (docs/webhooks.md § Several
 dispatchers): they claim due chain heads with ``FOR UPDATE SKIP LOCKED``, so each attempt has
 one sender, and a claim of a dispatcher that died expires and is sent again by another. This
-process has no alerts engine, so no fast path: it polls the store every ``poll_interval_s``
-(as the in-engine dispatcher does for rows other processes write) and wakes at once whenever
-one of its own attempts ends (a chain's next event, a subscription's next slot).
+process has no alerts engine, so no fast path: it wakes when any process commits outbox rows
+(the store's change listener: PostgreSQL ``NOTIFY``, SQLite ``data_version``; docs/storage.md
+§ Change notifications), when one of its own attempts ends (a chain's next event, a
+subscription's next slot), and polls every ``poll_interval_s`` as a fallback.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from alerts.webhooks import ssrf
 from alerts.webhooks.dispatcher import Dispatcher
 from liftwatch.settings import Settings
 from liftwatch.store import Database, open_store
+from liftwatch.store.changes import Waker
 
 log = logging.getLogger("liftwatch.webhooks")
 
@@ -68,9 +70,27 @@ async def run(
         dispatcher.per_subscription,
     )
     try:
-        await dispatcher.run(stop)
+        await serve(dispatcher, store, stop)
     finally:
         log.info("event=dispatcher_stopped sent=%d rounds=%d", dispatcher.sent, dispatcher.rounds)
         if own:
             await asyncio.to_thread(store.close)
     return dispatcher
+
+
+async def serve(dispatcher: Dispatcher, store: Database, stop: asyncio.Event) -> None:
+    """Run ``dispatcher`` until ``stop``, woken by every outbox commit of any process."""
+    waking = asyncio.create_task(_wake_on_outbox(store, dispatcher, stop))
+    try:
+        await dispatcher.run(stop)
+    finally:
+        waking.cancel()
+        await asyncio.gather(waking, return_exceptions=True)
+
+
+async def _wake_on_outbox(store: Database, dispatcher: Dispatcher, stop: asyncio.Event) -> None:
+    """Wake the dispatcher as soon as any process commits outbox rows, not at its next poll."""
+    with Waker(store, kinds=(), outbox=True) as waker:
+        while not stop.is_set():
+            if await waker.wait(1.0):
+                dispatcher.notify()
