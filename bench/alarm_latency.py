@@ -5,6 +5,7 @@ under 50 ms at 5,000 messages/s of background telemetry).
                                             [--alarms 200] [--receiver-outage 60]
                                             [--outage-alarms 100]
                                             [--backend sqlite|postgresql|both] [--rounds 1]
+                                            [--samples latencies.csv]
 
 A private Mosquitto (``liftwatch.localservices``) and the real ``liftwatch alerts`` process
 (its own ``LIFTWATCH_*`` environment, a fresh store holding ``--lifts`` registered lifts
@@ -41,6 +42,9 @@ same telemetry rate; then it answers 204 again. ``backlog_drained_s`` is the tim
 recovery until the last of them was answered 2xx, ``backlog_lost`` those not answered 2xx
 within 120 s of the recovery, ``backlog_dups`` extra 2xx answers of the same alarm (none is
 expected: the webhook-id is the same, but a 2xx ends the delivery).
+
+``--samples CSV`` appends every alarm's latency and its MQTT floor, with the time it was
+published, to a file: whether a slow tail is spread over the run or one stall.
 
 Every ``alarm.raised`` request is checked afterwards against the subscription's secret
 (Standard Webhooks signature); ``bad_signatures`` counts those that do not verify.
@@ -450,6 +454,12 @@ def measure(args: argparse.Namespace, root: Path, database_url: str | None) -> R
         run.base_mqtt = [(baseline[k] - at) * 1000 for k, at in published.items() if k in baseline]
         arrived = {key: r.arrived for r in list(receiver.requests) if (key := direct_key(r))}
         run.base_http = [(arrived[k] - at) * 1000 for k, at in direct.sent.items() if k in arrived]
+        if args.samples is not None:
+            with args.samples.open("a") as out:
+                for lift, at in published.items():
+                    ms = f"{(got[lift] - at) * 1000:.2f}" if lift in got else ""
+                    floor = f"{(baseline[lift] - at) * 1000:.2f}" if lift in baseline else ""
+                    out.write(f"{run.backend},{root.name},{lift},{at:.3f},{ms},{floor}\n")
         if args.receiver_outage:
             run.outages.append(receiver_outage(args, broker.url, receiver, buttons))
     finally:
@@ -484,6 +494,12 @@ def main() -> int:
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="sqlite")
     parser.add_argument(
         "--rounds", type=int, default=1, help="runs per backend (alternating with both)"
+    )
+    parser.add_argument(
+        "--samples",
+        type=Path,
+        metavar="CSV",
+        help="append every alarm's latency to CSV: backend,run,lift,published_at,ms,mqtt_ms",
     )
     args = parser.parse_args()
     if args.alarms >= args.lifts:
