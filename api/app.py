@@ -9,6 +9,7 @@ the serving loop when not given) and, inside ``liftwatch serve``, the alerts eng
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from collections.abc import AsyncIterator
@@ -67,6 +68,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.loop = asyncio.get_running_loop()
         yield
         if app.state.owns_influx and app.state.influx is not None:
             await app.state.influx.aclose()
@@ -80,6 +82,9 @@ def create_app(
         dependencies=[Depends(reject_unknown_query)],
     )
     app.state.settings = settings
+    # Set when the server begins to stop (begin_shutdown): open event streams end at once.
+    app.state.stopping = asyncio.Event()
+    app.state.loop = None
     app.state.db = db if db is not None else open_store(settings)
     app.state.influx = influx
     app.state.owns_influx = False
@@ -107,3 +112,12 @@ def create_app(
         templates |= {id(r): API_PREFIX + getattr(r, "path", "") for r in module.router.routes}
     app.state.route_templates = templates
     return app
+
+
+def begin_shutdown(app: FastAPI) -> None:
+    """The server is stopping: every open ``/alarms/stream`` ends now (its client reconnects
+    with ``Last-Event-ID`` to the next server, without a gap) instead of holding the shutdown
+    until the client leaves. Safe from a signal handler and from any thread."""
+    loop: asyncio.AbstractEventLoop | None = getattr(app.state, "loop", None)
+    if loop is not None and not loop.is_closed():
+        loop.call_soon_threadsafe(app.state.stopping.set)

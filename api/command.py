@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from types import FrameType
 
 from liftwatch.settings import api_settings_from
 
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import create_app
+    from api.app import begin_shutdown, create_app
     from api.httpserver import server_options
 
     settings = api_settings_from(args)
@@ -33,5 +34,11 @@ def _api(args: argparse.Namespace) -> int:
         port=args.port if args.port is not None else settings.api_port,
         log_level=args.log_level,
     )
-    uvicorn.run(app, **options)  # request deadlines etc.: api/httpserver.py
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            begin_shutdown(app)  # open event streams end now, not when their clients leave
+            super().handle_exit(sig, frame)
+
+    Server(uvicorn.Config(app, **options)).run()  # request deadlines etc.: api/httpserver.py
     return 0

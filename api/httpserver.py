@@ -37,6 +37,7 @@ HEADER_TIMEOUT_S = 5.0
 BODY_IDLE_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 120.0  # 32 MiB (the import limit) at 280 KB/s
 KEEP_ALIVE_S = 5
+GRACEFUL_SHUTDOWN_S = 3  # then still-running responses are cancelled (< 5 s stop, issue 17)
 MAX_HEADER_BYTES = 16 * 1024  # h11's limit for an incomplete request head (its default)
 
 log = logging.getLogger("liftwatch.api")
@@ -203,5 +204,8 @@ def server_options(*, host: str, port: int, log_level: str) -> dict[str, Any]:
         "server_header": False,
         "http": GuardedH11Protocol,
         "timeout_keep_alive": KEEP_ALIVE_S,
+        # A response still running this long after SIGTERM is cancelled: the stop stays
+        # inside the units' stop timeout whatever a client does (event streams end at once).
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
         "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
     }

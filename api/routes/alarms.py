@@ -162,32 +162,46 @@ async def _feed(
 
     Woken by the change feed (liftwatch/store/changes.py) as soon as any process commits
     outbox rows, a token revocation or a company change; ``poll_s`` and :data:`RECHECK_S` are
-    only the fallback if a wake-up were lost."""
+    only the fallback if a wake-up were lost. Ends at once when the server begins to stop
+    (api/app.py ``begin_shutdown``): the client reconnects with ``Last-Event-ID``."""
     yield b": liftwatch alarm events\nretry: 2000\n\n"
-    with changes.Waker(db, kinds=_ENDS_STREAMS) as waker:
-        last_beat = last_check = time.monotonic()
-        while True:
-            if await request.is_disconnected():
-                return
-            revoked = bool(waker.take())
-            now = time.monotonic()
-            if token_id is not None and (revoked or now - last_check >= RECHECK_S):
-                last_check = now
-                if not await asyncio.to_thread(tok.token_in_force, db, token_id):
-                    return  # the client's reconnect is answered 401 with the reason
-            events = await asyncio.to_thread(outbox.outbox_after, db, after, company_id=company_id)
-            for e in events:
-                after = e.id
-                yield f"id: {e.id}\nevent: {e.event_type}\ndata: {e.payload}\n\n".encode()
-            if not events:
+    stopping: asyncio.Event = request.app.state.stopping
+    stopped = asyncio.ensure_future(stopping.wait())
+    try:
+        with changes.Waker(db, kinds=_ENDS_STREAMS) as waker:
+            last_beat = last_check = time.monotonic()
+            while True:
+                if stopping.is_set():
+                    yield b": liftwatch is stopping; reconnect with Last-Event-ID\n\n"
+                    return
+                if await request.is_disconnected():
+                    return
+                revoked = bool(waker.take())
                 now = time.monotonic()
-                if now - last_beat > KEEPALIVE_S:
-                    last_beat = now
-                    yield b": keep-alive\n\n"
-                timeout = min(poll_s, max(0.0, last_beat + KEEPALIVE_S - now))
-                if token_id is not None:
-                    timeout = min(timeout, max(0.0, last_check + RECHECK_S - now))
-                await waker.wait(timeout)
+                if token_id is not None and (revoked or now - last_check >= RECHECK_S):
+                    last_check = now
+                    if not await asyncio.to_thread(tok.token_in_force, db, token_id):
+                        return  # the client's reconnect is answered 401 with the reason
+                events = await asyncio.to_thread(
+                    outbox.outbox_after, db, after, company_id=company_id
+                )
+                for e in events:
+                    after = e.id
+                    yield f"id: {e.id}\nevent: {e.event_type}\ndata: {e.payload}\n\n".encode()
+                if not events:
+                    now = time.monotonic()
+                    if now - last_beat > KEEPALIVE_S:
+                        last_beat = now
+                        yield b": keep-alive\n\n"
+                    timeout = min(poll_s, max(0.0, last_beat + KEEPALIVE_S - now))
+                    if token_id is not None:
+                        timeout = min(timeout, max(0.0, last_check + RECHECK_S - now))
+                    woken = asyncio.ensure_future(waker.wait(timeout))
+                    await asyncio.wait({woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                    if not woken.done():
+                        woken.cancel()
+    finally:
+        stopped.cancel()
 
 
 MAX_EVENT_ID = 2**62

@@ -22,6 +22,9 @@ from liftwatch.runner import run_until_signal
 from liftwatch.settings import Settings, api_settings_from
 
 log = logging.getLogger("liftwatch.serve")
+# After SIGTERM, parts still running this long are cancelled; the units' TimeoutStopSec is
+# above it (tests/deploy/test_systemd.py), so systemd never SIGKILLs a clean stop.
+PART_STOP_TIMEOUT_S = 30
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -85,12 +88,13 @@ async def serve(
     ``on_ready`` receives the API's base URL once it listens and both MQTT consumers are
     subscribed (also logged as ``event=serve_ready``). True if stopped cleanly."""
     from alerts import worker as alerts_worker
-    from api.app import create_app
+    from api.app import begin_shutdown, create_app
     from ingest.worker import run_ingest
 
     engine, sink = alerts_worker.build_engine(settings)
     ingest_subscribed, alerts_subscribed = asyncio.Event(), asyncio.Event()
-    server = _api_server(create_app(settings, engine=engine), host, port, log_level)
+    app = create_app(settings, engine=engine)
+    server = _api_server(app, host, port, log_level)
     parts = {
         asyncio.create_task(
             run_ingest(settings, stop, on_connect=ingest_subscribed.set), name="ingest"
@@ -129,9 +133,10 @@ async def serve(
             "event=part_stopped part=%s error=%r; stopping the others", task.get_name(), error
         )
     stop.set()
+    begin_shutdown(app)  # open event streams end now, not when their clients leave
     server.should_exit = True
     announcer.cancel()
-    finished, pending = await asyncio.wait(parts, timeout=30)
+    finished, pending = await asyncio.wait(parts, timeout=PART_STOP_TIMEOUT_S)
     for task in pending:
         log.error("event=part_stop_timeout part=%s", task.get_name())
         task.cancel()

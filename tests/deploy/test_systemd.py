@@ -246,3 +246,26 @@ def test_documentation_pages_exist_after_the_documented_install(unit: Path, tmp_
         assert installed.is_file(), f"{target} does not exist after the install"
         source = REPO / path.relative_to(PREFIX)
         assert installed.read_bytes() == source.read_bytes(), f"{target} is not {source}"
+
+
+def _stop_timeout_s(unit: Path) -> float:
+    for line in unit.read_text().splitlines():
+        if line.startswith("TimeoutStopSec="):
+            return float(line.split("=", 1)[1].removesuffix("s"))
+    raise AssertionError(f"{unit.name} sets no TimeoutStopSec")
+
+
+def test_units_stop_timeouts_exceed_liftwatchs_own() -> None:
+    """Issue 17 #2: systemd must never SIGKILL a clean stop. Each unit waits longer than the
+    longest liftwatch itself takes to stop (then cancels what still runs)."""
+    from api.httpserver import GRACEFUL_SHUTDOWN_S
+    from liftwatch.cmd.serve import PART_STOP_TIMEOUT_S
+
+    own = {
+        "liftwatch-api.service": GRACEFUL_SHUTDOWN_S,
+        "liftwatch-serve.service": PART_STOP_TIMEOUT_S,
+        "liftwatch-ingest.service": PART_STOP_TIMEOUT_S,
+        "liftwatch-alerts.service": PART_STOP_TIMEOUT_S,
+    }
+    for name, bound in own.items():
+        assert _stop_timeout_s(DEPLOY / "systemd" / name) >= bound + 10, name
