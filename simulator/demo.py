@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import queue
-import shutil
 import signal
 import socket
 import sys
@@ -482,5 +481,23 @@ def _clean_up(
     if keep:
         say(f"data and logs kept in {workdir}")
     else:
-        shutil.rmtree(workdir, ignore_errors=True)
+        logs = _remove_all_but_logs(workdir)
+        if logs:
+            say(f"logs kept in {workdir}: {', '.join(logs)} (the data is removed)")
     return code
+
+
+def _remove_all_but_logs(workdir: Path) -> list[str]:
+    """Remove the demo's data (stores, broker and InfluxDB files) but keep its logs where the
+    demo said they are: a log named on screen must still exist after Ctrl-C."""
+    kept = []
+    for path in sorted(workdir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir():
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only once empty: directories holding a log stay
+        elif path.suffix == ".log":
+            kept.append(str(path.relative_to(workdir)))
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    return sorted(kept)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -34,8 +35,11 @@ timeline:
 class Demo:
     """``liftwatch demo`` in its own process group (as a terminal's foreground job)."""
 
-    def __init__(self, workdir: Path, *args: str) -> None:
+    def __init__(self, workdir: Path, *args: str, data_dir: bool = True) -> None:
+        """``data_dir`` False: the demo makes its own temp directory, as ``make demo`` does
+        (``workdir`` is then found from the server log it names)."""
         story = workdir.parent / "story.yaml"
+        workdir.parent.mkdir(parents=True, exist_ok=True)
         story.write_text(STORY)
         env = {
             k: v
@@ -43,7 +47,8 @@ class Demo:
             if k not in ("LIFTWATCH_MQTT_URL", "LIFTWATCH_INFLUX_URL", "LIFTWATCH_API_PORT")
         }
         self.workdir = workdir
-        argv = ["--scenario", str(story), "--data-dir", str(workdir), "--port", "0", *args]
+        place = ["--data-dir", str(workdir)] if data_dir else []
+        argv = ["--scenario", str(story), *place, "--port", "0", *args]
         self.child = Child(
             ["--log-level", "WARNING", "demo", *argv], env=env, start_new_session=True
         )
@@ -129,3 +134,27 @@ def test_demo_ctrl_c_stops_everything_it_started(workdir: Path) -> None:
     assert "Traceback" not in out and "stopping (Ctrl-C)" in out
     assert "stopped: liftwatch serve, influxdb, mosquitto" in out
     assert demo.children() == set(), "Ctrl-C left processes behind"
+
+
+def test_make_demo_ctrl_c_exits_0_within_5_s_and_keeps_the_log_it_named(tmp_path: Path) -> None:
+    """Issue 17 #2, as ``make demo`` runs it (its own temp directory): Ctrl-C ends it with exit
+    0 in under 5 s, and the server log it printed the path of is still there to read."""
+    demo = Demo(tmp_path / "unused", data_dir=False)
+    try:
+        demo.wait_for("story    begins")
+        log = Path(re.search(r"server log +(\S+)", demo.output)[1])  # type: ignore[index]
+        demo.workdir = log.parent
+        assert len(demo.children()) == 3
+        began = time.monotonic()
+        os.killpg(demo.proc.pid, signal.SIGINT)
+        code = demo.proc.wait(60)
+        took = time.monotonic() - began
+    finally:
+        demo.kill()
+    assert code == 0, demo.output
+    assert took < 5.0, f"Ctrl-C took {took:.1f} s"
+    assert "error" not in demo.output.split("stopping (Ctrl-C)")[1], demo.output
+    assert log.is_file() and "event=serve_ready" in log.read_text()
+    assert f"logs kept in {log.parent}" in demo.output
+    assert not list(log.parent.rglob("*.sqlite3")), "the demo's data was left behind"
+    assert demo.children() == set()
