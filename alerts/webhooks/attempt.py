@@ -151,6 +151,12 @@ async def _post(
                 error=f"transport error: {exc or type(exc).__name__}",
                 retryable=True,
             )
+        except (AttributeError, OSError) as exc:
+            # A socket that closed while being set up can surface as a bare AttributeError
+            # from inside httpcore/anyio (``getpeername`` on a vanished socket, seen when a
+            # receiver shut down mid-connect): a failed connection attempt like any other.
+            last_error = f"connection error: {type(exc).__name__}: {exc}"
+            continue
         try:
             text = await _read_head(response)
         except httpx.TransportError:
