@@ -16,7 +16,7 @@ from alerts.engine import Engine
 from alerts.webhooks.dispatcher import Dispatcher
 from liftwatch.clock import SystemClock
 from liftwatch.registry import Company, Lift
-from liftwatch.store import Database
+from liftwatch.store import Connection, Database
 from liftwatch.store import registry as reg
 from liftwatch.store import webhooks as store
 from simulator.receiver import Received, RecordingReceiver
@@ -165,7 +165,7 @@ async def test_rolled_back_transaction_gives_its_claims_back(
     seen: list[int] = []
 
     @contextmanager
-    def commit_fails_once() -> Iterator[sqlite3.Connection]:
+    def commit_fails_once(**_: object) -> Iterator[Connection]:
         """The first transaction that writes an alarm fails at COMMIT (and rolls back)."""
         with real() as conn:
             yield conn
