@@ -407,16 +407,27 @@ def _tokens_create(args: argparse.Namespace) -> int:
     return _run(args, job)
 
 
-def _tokens_list(args: argparse.Namespace) -> int:
+def _listing(
+    args: argparse.Namespace,
+    path: str,
+    headers: Sequence[str],
+    row: Callable[[dict[str, Any], Api], Sequence[Any]],
+) -> int:
+    """``GET path`` shown as a table of ``headers`` (one ``row`` per item) or as JSON."""
+
     def job(api: Api) -> int:
-        tokens = api.call("GET", "/tokens")
+        items = api.call("GET", path)
         if args.json:
-            _print_json(tokens)
+            _print_json(items)
         else:
-            print(table(_TOKEN_HEADERS, [_token_row(t, api.tz) for t in tokens]))
+            print(table(headers, [row(item, api) for item in items]))
         return EXIT_OK
 
     return _run(args, job)
+
+
+def _tokens_list(args: argparse.Namespace) -> int:
+    return _listing(args, "/tokens", _TOKEN_HEADERS, lambda t, api: _token_row(t, api.tz))
 
 
 def _tokens_revoke(args: argparse.Namespace) -> int:
@@ -489,15 +500,7 @@ def _webhooks_add(args: argparse.Namespace) -> int:
 
 
 def _webhooks_list(args: argparse.Namespace) -> int:
-    def job(api: Api) -> int:
-        hooks = api.call("GET", "/webhooks")
-        if args.json:
-            _print_json(hooks)
-        else:
-            print(table(_HOOK_HEADERS, [_hook_row(w) for w in hooks]))
-        return EXIT_OK
-
-    return _run(args, job)
+    return _listing(args, "/webhooks", _HOOK_HEADERS, lambda w, _: _hook_row(w))
 
 
 def _webhooks_test(args: argparse.Namespace) -> int:
