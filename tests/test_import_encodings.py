@@ -139,3 +139,25 @@ def test_header_aliases_and_problems() -> None:
     _, errors = parse_csv("名称,颜色\nA,red\n")
     assert "missing column lift_id (or 电梯编号)" in errors[0].error
     assert "unknown columns ['颜色']" in errors[0].error
+
+
+async def test_upload_charset_in_the_content_type_is_used(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    """The upload's ``charset`` wins over detection: a GBK body declared UTF-8 is refused
+    (detection would have read it), and the same body declared gbk is imported."""
+    body = SHEET.encode("gbk")
+    r = await client.post(
+        "/api/v1/lifts/import",
+        content=body,
+        headers={**H, "content-type": "text/csv; charset=utf-8"},
+    )
+    assert r.status_code == 400, r.text
+    assert "utf-8" in r.json()["error"]["message"].lower()
+    r = await client.post(
+        "/api/v1/lifts/import",
+        content=body,
+        headers={**H, "content-type": 'text/csv; charset="gbk"'},
+    )
+    assert r.status_code == 200, r.text
+    _check_imported(db, r.json())
