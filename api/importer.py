@@ -5,8 +5,9 @@ by a child process (:mod:`api.import_worker`) that opens the same SQLite file: a
 about 250,000 rows, and building that many objects in the API process made its garbage
 collector pause the event loop (which ``liftwatch serve`` shares with ingest, alerts and
 webhook delivery) even with the work in a thread. Either way rows are written
-:data:`CHUNK_ROWS` per transaction, so an alarm transition waiting for the SQLite write lock
-waits for one chunk (a few ms), not for the whole file (docs/registry.md § API import).
+:data:`CHUNK_ROWS` at a time, each in transactions of at most 20 ms (the store's
+``IMPORT_HOLD_S``), so an alarm transition waiting for the writers' lock waits that long at
+most, on SQLite or PostgreSQL, not for the whole file (docs/registry.md § API import).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from liftwatch.registry import (
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
 
-CHUNK_ROWS = 100  # one transaction holds the SQLite write lock about 3 ms
+CHUNK_ROWS = 100  # rows validated together; the store commits them in parts of ≤ 20 ms
 # After each chunk the write lock is left free for 4-10 ms (random, so that no other writer's
 # busy-retry schedule stays in step with the chunks): SQLite's busy handler does not queue
 # waiters, and back-to-back chunks starved an alarm transition for 0.5 s (measured).
