@@ -1,5 +1,5 @@
-"""Start a real Mosquitto, InfluxDB 1.x or PostgreSQL as a child process, on free ports, in a
-directory of our own: for the test harness, the benchmarks and ``make demo``.
+"""Start a real Mosquitto, NATS server (MQTT), InfluxDB 1.x or PostgreSQL as a child process,
+on free ports, in a directory of our own: for the test harness, the benchmarks and ``make demo``.
 
 Nothing here touches a service it did not start: every port is chosen free, every file lives
 in the given directory, and :meth:`stop` signals only our own child process.
@@ -164,6 +164,66 @@ class Mosquitto(_ChildService):
             "set_tcp_nodelay true\n"
             "queue_qos0_messages false\n"
             "log_type error\nlog_type warning\n"
+            f"{self.extra_conf}\n"
+        )
+        return [self.binary, "-c", str(conf)]
+
+    def _ready(self) -> bool:
+        return _port_open(self.port)
+
+
+class NatsServer(_ChildService):
+    """A private NATS server (Debian package ``nats-server``) with its MQTT interface enabled:
+    anonymous access on 127.0.0.1 only, like :class:`Mosquitto`. NATS's MQTT needs JetStream
+    (sessions, subscriptions and QoS 1 messages are JetStream streams and consumers, stored in
+    ``workdir``, so persistent sessions survive a restart) and a ``server_name``.
+
+    ``url`` is the MQTT listener; the NATS client port and the monitoring port are free ports
+    too (never 4222/8222: the machine's own NATS). ``ack_wait`` is how long the server waits
+    for a PUBACK before it sends a message again (NATS's own default 30 s); ``max_ack_pending``
+    bounds the unacknowledged messages per subscription (NATS's default 1024)."""
+
+    name = "nats-server"
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        ack_wait: str = "30s",
+        max_ack_pending: int = 0,
+        extra_conf: str = "",
+    ) -> None:
+        super().__init__(workdir)
+        self.port = port or free_port()  # the MQTT port
+        self.client_port = free_port()
+        self.http_port = free_port()
+        self.ack_wait = ack_wait
+        self.max_ack_pending = max_ack_pending
+        self.extra_conf = extra_conf
+        self.binary = _require("nats-server", "nats-server")
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def _argv(self) -> list[str]:
+        conf = self.workdir / "nats-server.conf"
+        pending = f"  max_ack_pending: {self.max_ack_pending}\n" if self.max_ack_pending else ""
+        conf.write_text(
+            f'server_name: "liftwatch-{self.port}"\n'
+            f'listen: "127.0.0.1:{self.client_port}"\n'
+            f'http: "127.0.0.1:{self.http_port}"\n'
+            "max_payload: 1MB\n"
+            # NATS keeps its streams in ``<store_dir>/jetstream``: here workdir/jetstream.
+            f'jetstream {{\n  store_dir: "{self.workdir}"\n'
+            "  max_memory_store: 64MB\n  max_file_store: 4GB\n}\n"
+            f'mqtt {{\n  listen: "127.0.0.1:{self.port}"\n'
+            f'  ack_wait: "{self.ack_wait}"\n{pending}}}\n'
             f"{self.extra_conf}\n"
         )
         return [self.binary, "-c", str(conf)]

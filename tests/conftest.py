@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from liftwatch.influx import InfluxClient
-from liftwatch.localservices import InfluxDB, Mosquitto, PostgreSQL
+from liftwatch.localservices import InfluxDB, Mosquitto, NatsServer, PostgreSQL
 from simulator.receiver import RecordingReceiver
 from tests.support.harness import External, Service, Services
 from tests.support.postgres import PostgresForTests
@@ -31,6 +31,23 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         yield External(url)
         return
     svc = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    svc.start()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_mqtt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A private nats-server with MQTT enabled (JetStream in its temp dir), shared by the
+    session: the second broker liftwatch's consumer is tested against (docs/deploy.md §
+    Brokers). ``LIFTWATCH_TEST_NATS_MQTT_URL`` points at an existing one instead. Tests use
+    their own topic prefix, and MQTT 3.1.1 (NATS 2.9 has no MQTT 5)."""
+    if url := os.environ.get("LIFTWATCH_TEST_NATS_MQTT_URL"):
+        yield External(url)
+        return
+    # ack_wait 2 s, not NATS's 30 s: NATS sends an unacknowledged message again only when it
+    # runs out, even to a new session, and the redelivery tests should not wait 30 s for it.
+    svc = NatsServer(tmp_path_factory.mktemp("nats"), ack_wait="2s")
     svc.start()
     yield svc
     svc.stop()
