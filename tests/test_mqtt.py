@@ -1,12 +1,20 @@
-"""The shared MQTT consumer against a real Mosquitto: ordering, ack-after-work, persistent
-sessions, redelivery after a failed batch, backpressure, shared subscriptions, reconnects."""
+"""The shared MQTT consumer against real brokers: ordering, ack-after-work, persistent
+sessions, redelivery after a failed batch, backpressure, shared subscriptions, reconnects.
+
+Every at-least-once test runs against two brokers: the private Mosquitto 2.x and a private
+nats-server 2.9 with MQTT enabled (``nats_mqtt``; sessions in JetStream). A combination the
+broker cannot do is marked not applicable with the reason (``NATS_LACKS``), and the tests at the
+end pin what NATS 2.9 does instead, as docs/deploy.md § Brokers reports it."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 
 import pytest
 
+from liftwatch.localservices import Mosquitto, NatsServer
 from liftwatch.mqtt import (
     ConsumerStats,
     RawMessage,
@@ -15,11 +23,39 @@ from liftwatch.mqtt import (
     subscribe_packet,
 )
 from liftwatch.settings import Settings
-from tests.support.harness import Service, eventually
+from tests.support.harness import Service, Services, eventually
 from tests.support.ingest import publish
 from tests.support.mqtt import Collector, run, settings_for
 
 pytestmark = pytest.mark.integration
+
+BROKERS = ("mosquitto", "nats_mqtt")  # fixture names (tests/conftest.py)
+
+# What nats-server 2.9's MQTT does not have, measured by the tests at the end of this file.
+NATS_LACKS = {
+    "5": "nats-server 2.9 speaks MQTT 3.1.1 only: a protocol level 5 CONNECT gets CONNACK 0x01"
+    " (unacceptable protocol version), see test_nats_refuses_mqtt5",
+    "share": "nats-server 2.9 has no shared subscriptions: $share/<group>/<filter> is granted as"
+    " a literal topic filter and receives nothing, see test_nats_ignores_share_prefix",
+}
+
+
+def brokers(*protocols: str) -> pytest.MarkDecorator:
+    """Parametrise ``broker`` (the fixture's Service) and ``protocol`` over both brokers; the
+    combinations NATS lacks are marked not applicable, with the reason."""
+    params = []
+    for name in BROKERS:
+        for protocol in protocols:
+            lacks = NATS_LACKS.get(protocol) if name == "nats_mqtt" else None
+            marks = [pytest.mark.skip(reason=f"not applicable: {lacks}")] if lacks else []
+            params.append(pytest.param(name, protocol, marks=marks, id=f"{name}-{protocol}"))
+    return pytest.mark.parametrize(("broker", "protocol"), params, indirect=["broker"])
+
+
+@pytest.fixture
+def broker(request: pytest.FixtureRequest) -> Service:
+    service: Service = request.getfixturevalue(request.param)
+    return service
 
 
 async def subscribe_then_stop(settings: Settings, client_id: str) -> None:
@@ -32,15 +68,15 @@ async def subscribe_then_stop(settings: Settings, client_id: str) -> None:
     await task
 
 
-@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+@brokers("3.1.1", "5")
 async def test_receives_in_order_and_acks_after_the_batch(
-    mosquitto: Service, unique: str, protocol: str
+    broker: Service, unique: str, protocol: str
 ) -> None:
-    settings = settings_for(mosquitto.url, unique, protocol)
+    settings = settings_for(broker.url, unique, protocol)
     await subscribe_then_stop(settings, f"c-{unique}")
     items = [(f"{unique}/lift{i % 7}/telemetry", f'{{"n":{i}}}'.encode()) for i in range(3000)]
     items.append((f"{unique}/liftx/other", b"not subscribed"))
-    await asyncio.to_thread(publish, mosquitto.url, items)
+    await asyncio.to_thread(publish, broker.url, items)
 
     first = Collector(until=3000)
     await run(settings, f"c-{unique}", first)
@@ -50,17 +86,23 @@ async def test_receives_in_order_and_acks_after_the_batch(
     assert first.batches < 3000  # handed over in batches, not one call per message
 
     # Everything was acknowledged: the next session gets only the new message.
-    await asyncio.to_thread(publish, mosquitto.url, [(f"{unique}/a/event", b"after")])
+    await asyncio.to_thread(publish, broker.url, [(f"{unique}/a/event", b"after")])
     second = Collector(until=1)
     await run(settings, f"c-{unique}", second)
     assert [m.payload for m in second.messages] == [b"after"]
 
 
-async def test_failed_batch_is_not_acked_and_comes_back(mosquitto: Service, unique: str) -> None:
-    settings = settings_for(mosquitto.url, unique)
+@brokers("3.1.1", "5")
+async def test_failed_batch_is_not_acked_and_comes_back(
+    broker: Service, unique: str, protocol: str
+) -> None:
+    """The connection drops before any PUBACK of the batch (as when the process dies): the
+    broker sends every message again to the next session of the same client id. Mosquitto
+    resends them at once on reconnect; NATS when its ack_wait runs out (the fixture's 2 s)."""
+    settings = settings_for(broker.url, unique, protocol)
     await subscribe_then_stop(settings, f"c-{unique}")
     items = [(f"{unique}/l1/event", f"m{i}".encode()) for i in range(50)]
-    await asyncio.to_thread(publish, mosquitto.url, items)
+    await asyncio.to_thread(publish, broker.url, items)
 
     failing = Collector(until=10**9, fail_on=lambda batch: True)
     with pytest.raises(RuntimeError, match="on purpose"):
@@ -72,11 +114,14 @@ async def test_failed_batch_is_not_acked_and_comes_back(mosquitto: Service, uniq
     assert [m.payload for m in again.messages] == [p for _, p in items]
 
 
-async def test_queued_while_offline_and_max_batch(mosquitto: Service, unique: str) -> None:
-    settings = settings_for(mosquitto.url, unique, "3.1.1")
+@brokers("3.1.1")
+async def test_queued_while_offline_and_max_batch(
+    broker: Service, unique: str, protocol: str
+) -> None:
+    settings = settings_for(broker.url, unique, protocol)
     await subscribe_then_stop(settings, f"c-{unique}")
     await asyncio.to_thread(
-        publish, mosquitto.url, [(f"{unique}/l/telemetry", b"x") for _ in range(500)]
+        publish, broker.url, [(f"{unique}/l/telemetry", b"x") for _ in range(500)]
     )
     sizes: list[int] = []
     c = Collector(until=500)
@@ -91,12 +136,12 @@ async def test_queued_while_offline_and_max_batch(mosquitto: Service, unique: st
     assert len(c.messages) == 500 and max(sizes) <= 64
 
 
-@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
-async def test_backpressure_bounds_unacked(mosquitto: Service, unique: str, protocol: str) -> None:
-    settings = settings_for(mosquitto.url, unique, protocol)
+@brokers("3.1.1", "5")
+async def test_backpressure_bounds_unacked(broker: Service, unique: str, protocol: str) -> None:
+    settings = settings_for(broker.url, unique, protocol)
     await subscribe_then_stop(settings, f"c-{unique}")
     await asyncio.to_thread(
-        publish, mosquitto.url, [(f"{unique}/l/telemetry", b"y" * 200) for _ in range(4000)]
+        publish, broker.url, [(f"{unique}/l/telemetry", b"y" * 200) for _ in range(4000)]
     )
     stats = ConsumerStats()
     peak = 0
@@ -121,12 +166,16 @@ async def test_backpressure_bounds_unacked(mosquitto: Service, unique: str, prot
     await task
     assert len(c.messages) == 4000
     # One socket read (asyncio reads up to 256 KiB) may land past the limit: Mosquitto
-    # resends a session's queue on reconnect without heeding MQTT 5's Receive Maximum.
+    # resends a session's queue on reconnect without heeding MQTT 5's Receive Maximum, and
+    # with 3.1.1 (NATS: max_ack_pending 1024 per subscription) only the paused socket bounds it.
     assert peak <= 100 + 256 * 1024 // 200
 
 
-async def test_shared_subscription_splits_the_load(mosquitto: Service, unique: str) -> None:
-    settings = settings_for(mosquitto.url, unique, mqtt_share_group=f"g{unique}")
+@brokers("share")
+async def test_shared_subscription_splits_the_load(
+    broker: Service, unique: str, protocol: str
+) -> None:
+    settings = settings_for(broker.url, unique, mqtt_share_group=f"g{unique}")
     await subscribe_then_stop(settings, f"a-{unique}")
     await subscribe_then_stop(settings, f"b-{unique}")
     items = [(f"{unique}/l{i}/telemetry", str(i).encode()) for i in range(400)]
@@ -135,7 +184,7 @@ async def test_shared_subscription_splits_the_load(mosquitto: Service, unique: s
     tb = asyncio.create_task(run(settings, f"b-{unique}", b))
     await a.connected.wait()
     await b.connected.wait()
-    await asyncio.to_thread(publish, mosquitto.url, items)
+    await asyncio.to_thread(publish, broker.url, items)
     await eventually(lambda: len(a.messages) + len(b.messages) >= 400, what="all messages")
     a.stop.set()
     b.stop.set()
@@ -145,9 +194,29 @@ async def test_shared_subscription_splits_the_load(mosquitto: Service, unique: s
     assert a.messages and b.messages
 
 
-async def test_reconnects_after_broker_restart(services: object, unique: str) -> None:
-    broker = services.mosquitto()  # type: ignore[attr-defined]
-    settings = settings_for(broker.url, unique)
+@pytest.mark.parametrize("kind", ["mosquitto", "nats"])
+async def test_reconnects_after_broker_restart(
+    services: Services, tmp_path: Path, unique: str, kind: str
+) -> None:
+    """A private broker restarted under the consumer: it reconnects, its persistent session
+    (NATS: in JetStream, on disk) is still there, nothing is lost or repeated."""
+    broker: Mosquitto | NatsServer
+    if kind == "nats":
+        broker = NatsServer(tmp_path / "nats", ack_wait="2s")
+        broker.start()
+        protocol = "3.1.1"
+    else:
+        broker = services.mosquitto()
+        protocol = "5"
+    try:
+        await _reconnects_after_restart(broker, settings_for(broker.url, unique, protocol), unique)
+    finally:
+        broker.stop()
+
+
+async def _reconnects_after_restart(
+    broker: Mosquitto | NatsServer, settings: Settings, unique: str
+) -> None:
     c = Collector(until=20)
     stats = ConsumerStats()
     task = asyncio.create_task(run(settings, f"c-{unique}", c, stats=stats))
@@ -166,12 +235,15 @@ async def test_reconnects_after_broker_restart(services: object, unique: str) ->
     assert stats.connects == 2
 
 
-async def test_qos0_messages_are_delivered_without_ack(mosquitto: Service, unique: str) -> None:
-    settings = settings_for(mosquitto.url, unique)
+@brokers("3.1.1")
+async def test_qos0_messages_are_delivered_without_ack(
+    broker: Service, unique: str, protocol: str
+) -> None:
+    settings = settings_for(broker.url, unique, protocol)
     c = Collector(until=5)
     task = asyncio.create_task(run(settings, f"c-{unique}", c))
     await c.connected.wait()
-    await asyncio.to_thread(publish, mosquitto.url, [(f"{unique}/l/telemetry", b"q0")] * 5, qos=0)
+    await asyncio.to_thread(publish, broker.url, [(f"{unique}/l/telemetry", b"q0")] * 5, qos=0)
     await task
     assert [m.qos for m in c.messages] == [0] * 5
 
@@ -209,3 +281,144 @@ def test_packets_are_well_formed() -> None:
         ]
     )
     assert acks == b"\x40\x02\x01\x02\x40\x02\x00\x01"
+
+
+# --- what differs on nats-server 2.9 (docs/deploy.md § Brokers) ----------------------------
+
+
+async def test_nats_refuses_mqtt5(
+    nats_mqtt: Service, unique: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MQTT 5 (liftwatch's default protocol) is refused at CONNECT: liftwatch keeps retrying
+    and never connects, so a NATS deployment must set LIFTWATCH_MQTT_PROTOCOL=3.1.1."""
+    settings = settings_for(nats_mqtt.url, unique, "5")
+    c = Collector(until=1)
+    stats = ConsumerStats()
+    with caplog.at_level("WARNING", logger="liftwatch.mqtt"):
+        task = asyncio.create_task(run(settings, f"c-{unique}", c, stats=stats))
+
+        def refusals() -> int:
+            return sum("broker refused the connection" in r.getMessage() for r in caplog.records)
+
+        await eventually(lambda: refusals() >= 2, what="two refused CONNECTs")
+        c.stop.set()
+        await task
+    assert stats.connects == 0
+    # The 3.1.1 return code 1 (unacceptable protocol version), read as an MQTT 5 reason code.
+    assert "0x01" in caplog.text
+
+
+async def test_nats_ignores_share_prefix(nats_mqtt: Service, unique: str) -> None:
+    """$share/<group>/... is granted (SUBACK without failure) but is a literal topic to NATS
+    2.9: the group's members receive nothing while a plain subscriber gets everything."""
+    shared = settings_for(nats_mqtt.url, unique, "3.1.1", mqtt_share_group=f"g{unique}")
+    plain = settings_for(nats_mqtt.url, unique, "3.1.1")
+    a, b, p = Collector(until=10**9), Collector(until=10**9), Collector(until=100)
+    ta = asyncio.create_task(run(shared, f"a-{unique}", a))
+    tb = asyncio.create_task(run(shared, f"b-{unique}", b))
+    tp = asyncio.create_task(run(plain, f"p-{unique}", p))
+    await asyncio.gather(a.connected.wait(), b.connected.wait(), p.connected.wait())
+    items = [(f"{unique}/l{i}/telemetry", str(i).encode()) for i in range(100)]
+    await asyncio.to_thread(publish, nats_mqtt.url, items)
+    await tp  # the plain subscriber has all 100 (NATS fans out to every match at once)
+    a.stop.set()
+    b.stop.set()
+    await asyncio.gather(ta, tb)
+    assert len(p.messages) == 100
+    assert a.messages == [] and b.messages == []
+
+
+async def test_nats_redelivers_after_ack_wait_behind_newer_messages(
+    tmp_path: Path, unique: str
+) -> None:
+    """Unacknowledged messages come back to the resumed session only when NATS's ack_wait runs
+    out, not on reconnect as with Mosquitto; messages published meanwhile overtake them. Still
+    at-least-once: every message arrives (alerts orders by seq, PROTOCOL.md 1.1 § Order)."""
+    nats = NatsServer(tmp_path / "nats", ack_wait="3s")
+    nats.start()
+    try:
+        settings = settings_for(nats.url, unique, "3.1.1")
+        await subscribe_then_stop(settings, f"c-{unique}")
+        old = [(f"{unique}/l1/event", f"m{i}".encode()) for i in range(20)]
+        await asyncio.to_thread(publish, nats.url, old)
+        failing = Collector(until=10**9, fail_on=lambda batch: True)
+        with pytest.raises(RuntimeError, match="on purpose"):
+            await run(settings, f"c-{unique}", failing)
+        dropped = time.monotonic()
+
+        again = Collector(until=30)
+        task = asyncio.create_task(run(settings, f"c-{unique}", again))
+        await again.connected.wait()
+        new = [(f"{unique}/l1/event", f"n{i}".encode()) for i in range(10)]
+        await asyncio.to_thread(publish, nats.url, new)
+        await eventually(lambda: len(again.messages) >= 10, what="the new messages")
+        first_ten = [m.payload for m in again.messages[:10]]
+        await task
+        waited = time.monotonic() - dropped
+    finally:
+        nats.stop()
+    assert first_ten == [p for _, p in new]  # the newer ones first
+    assert [m.payload for m in again.messages[10:]] == [p for _, p in old]
+    assert 2.5 <= waited < 10, f"redelivered {waited:.1f} s after the drop (ack_wait 3 s)"
+
+
+@brokers("3.1.1")
+async def test_retained_status_replayed_only_to_a_new_subscription(
+    broker: Service, unique: str, protocol: str
+) -> None:
+    """A retained status reaches a new subscription flagged retain=True (QoS 1), and is not
+    replayed when a persistent session resumes (3.1.1: no SUBSCRIBE again)."""
+    settings = settings_for(broker.url, unique, protocol)
+    topic = f"{unique}/l1/status"
+    await asyncio.to_thread(publish, broker.url, [(topic, b'{"state":"online"}')], retain=True)
+    first = Collector(until=1)
+    await run(settings, f"c-{unique}", first, kinds=("status",))
+    assert [(m.topic, m.retain, m.qos) for m in first.messages] == [(topic, True, 1)]
+
+    # Resumed session: a live message arrives, the retained one is not sent again.
+    resumed = Collector(until=1)
+    task = asyncio.create_task(run(settings, f"c-{unique}", resumed, kinds=("status",)))
+    await resumed.connected.wait()
+    await asyncio.to_thread(publish, broker.url, [(f"{unique}/l2/status", b"live")])
+    await task
+    assert [(m.payload, m.retain) for m in resumed.messages] == [(b"live", False)]
+    await asyncio.to_thread(publish, broker.url, [(topic, b"")], retain=True)  # clear it
+
+
+@brokers("3.1.1")
+async def test_last_will_reaches_the_consumer(broker: Service, unique: str, protocol: str) -> None:
+    """A device's Last Will (QoS 1, retained, PROTOCOL.md status offline) is published by the
+    broker when the device's connection ends without DISCONNECT."""
+    settings = settings_for(broker.url, unique, protocol)
+    c = Collector(until=1)
+    task = asyncio.create_task(run(settings, f"c-{unique}", c, kinds=("status",)))
+    await c.connected.wait()
+    will_topic = f"{unique}/dev1/status"
+    await asyncio.to_thread(_connect_with_will_then_vanish, broker.url, will_topic, b"offline")
+    await task
+    assert [(m.topic, m.payload, m.qos) for m in c.messages] == [(will_topic, b"offline", 1)]
+    await asyncio.to_thread(publish, broker.url, [(will_topic, b"")], retain=True)
+
+
+def _connect_with_will_then_vanish(url: str, topic: str, message: bytes) -> None:
+    """CONNECT (3.1.1, clean session) with a QoS 1 retained will, then close the socket
+    without DISCONNECT, as a device that loses power."""
+    import socket
+
+    from liftwatch.mqtt import encode_str, packet
+
+    host, port = url.removeprefix("mqtt://").split(":")
+    flags = 0x02 | 0x04 | (1 << 3) | 0x20  # clean session, will, will QoS 1, will retain
+    body = (
+        encode_str("MQTT")
+        + bytes((4, flags))
+        + (30).to_bytes(2, "big")
+        + encode_str(f"dev-{topic.replace('/', '-')}")
+        + encode_str(topic)
+        + len(message).to_bytes(2, "big")
+        + message
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(packet(0x10, body))
+        connack = sock.recv(4)
+        assert connack[:1] == b"\x20" and connack[3:4] == b"\x00", connack
