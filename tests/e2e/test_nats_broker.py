@@ -88,7 +88,7 @@ def test_ingest_and_alerts_on_nats_alerts_killed_with_unacked_messages(
 ) -> None:
     if not hasattr(nats_mqtt, "monitor_url"):
         pytest.skip("needs the private nats-server (its monitoring port counts unacked messages)")
-    monitor_url: str = nats_mqtt.monitor_url  # type: ignore[attr-defined]
+    monitor_url: str = nats_mqtt.monitor_url
     prefix = f"nats{os.getpid()}x{int(time.time() * 1000) % 100000}"
     lifts = [f"{prefix}-L{i}" for i in range(LIFTS)]
     database = f"e2e_{prefix}"
