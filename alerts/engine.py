@@ -13,16 +13,18 @@ right after the commit, so an alarm costs one commit between the message and the
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, Final, Protocol, cast
 
 import msgspec
 
-from alerts import lifecycle, rules, suppression
+from alerts import checkpoint, lifecycle, rules, suppression
 from alerts.lifecycle import Change, Policy, Raise
 from alerts.rules import Context, Signal
 from alerts.state import LiftState, alarm_source, latch_key
@@ -31,9 +33,10 @@ from liftwatch.clock import Clock, SystemClock
 from liftwatch.faults import info
 from liftwatch.protocol import Decoded, Rejection, SelftestEvent, Telemetry, decode
 from liftwatch.registry import Lift
-from liftwatch.store import Connection, Database, OperationalError
+from liftwatch.store import Connection, Database, OperationalError, leases
 from liftwatch.store import alarms as store
 from liftwatch.store import changes as feed
+from liftwatch.store import checkpoints as ckpt
 from liftwatch.store import registry as reg
 from liftwatch.store.alarms import Alarm
 from liftwatch.store.deadletters import DeadLetter, add_dead_letters_in
@@ -47,6 +50,14 @@ DEADLINE_CODES: Final = frozenset({"entrapment", "alarm_button"})
 _RETRY_MAX_S: Final = 2.0
 BUTTONS_RECHECK_MS: Final = 10_000  # timers re-read unresolved alarm-button alarms this often
 REFRESH_CHUNK: Final = 200  # lifts per registry-refresh step under the engine lock
+# --- replicas (docs/ha.md) ---
+# Signals of lifts this replica evaluated without owning them, kept for a takeover: this long,
+# at most this many (a takeover matches them against the store, so keeping more is safe).
+DEFERRED_KEEP_MS: Final = 15 * 60_000
+DEFERRED_MAX: Final = 200_000
+COVER_MS: Final = 5_000  # a stored alarm raised this close to a replayed raise is that raise
+RESTORE_GRACE_MS: Final = 3_000  # restored lifts' first timer check waits for the backlog
+CHECKPOINT_CHUNK: Final = 200  # lifts per periodic checkpoint transaction
 
 Sink = Callable[[Sequence[Change]], None]
 # (lift, its live state, the signals to apply, index of the message that caused them or -1)
@@ -81,6 +92,10 @@ def policy_of(p: Thresholds) -> Policy:
     )
 
 
+class _Fenced(Exception):
+    """Inside a write: a partition's lease is no longer this replica's."""
+
+
 class Engine:
     def __init__(
         self,
@@ -91,8 +106,18 @@ class Engine:
         prefix: str = "lifts",
         sink: Sink | None = None,
         dead_letter_max: int = 100_000,
+        replica_id: str | None = None,
     ) -> None:
         self.db = db
+        # A replica (docs/ha.md) commits only for the partitions it holds (partition ->
+        # epoch, kept by alerts/replicas.py); ``None``: the sole evaluator, owns every lift.
+        self.replica_id = replica_id
+        self.held: dict[int, int] | None = {} if replica_id else None
+        self._deferred: deque[tuple[int, str, list[Signal]]] = deque(maxlen=DEFERRED_MAX)
+        self._alarm_lift: dict[str, str] = {}
+        self._dirty: set[str] = set()  # lifts whose state moved since their last checkpoint
+        self._ckpt_counter = 0
+        self.restored = 0
         self.clock: Clock = clock or SystemClock()
         self.prefix = prefix
         self.sink = sink
@@ -131,6 +156,8 @@ class Engine:
             "transitions": 0,
             "timers_fired": 0,
             "evaluation_errors": 0,
+            "replayed": 0,
+            "checkpoints": 0,
         }
 
     # --- start-up ----------------------------------------------------------------------
@@ -150,6 +177,8 @@ class Engine:
             self._created = reg.lifts_with_created_at(self.db)
             self._marks = store.lift_marks(self.db)
             self._inactive = {lift.lift_id for lift in self.lifts.values() if not lift.active}
+            self._ckpt_counter = ckpt.max_counter(self.db)
+            restored = self._restore(now)
             for lift in self.lifts.values():
                 if lift.active:
                     self._state(lift.lift_id, now)
@@ -160,13 +189,39 @@ class Engine:
                 self._arm_alarm(alarm)
             work: list[Work] = []
             for lift_id, st in self.states.items():
-                self._tick(lift_id, st, now, work)
+                if lift_id in restored:
+                    # Its backlog (the broker's session) is evaluated first: a condition that
+                    # ended while this process was away must not be raised from the old state.
+                    self._arm_lift(lift_id, now + RESTORE_GRACE_MS)
+                else:
+                    self._tick(lift_id, st, now, work)
             self._after(self._commit(work, now))
             log.info(
-                "event=alerts_engine_started lifts=%d timers=%d",
+                "event=alerts_engine_started lifts=%d restored=%d timers=%d",
                 len(self.states),
+                len(restored),
                 len(self.scheduler),
             )
+
+    def _restore(self, now: int) -> set[str]:
+        """Each lift's state as its owner last checkpointed it (alerts/checkpoint.py). A row
+        that cannot be read is skipped: that lift starts afresh, the others are restored."""
+        restored: set[str] = set()
+        for lift_id, data in ckpt.load(self.db):
+            if lift_id in self._inactive:
+                continue
+            try:
+                st = checkpoint.decode(lift_id, data, now)
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
+                log.warning("event=checkpoint_unusable lift_id=%s error=%r", lift_id, str(exc))
+                continue
+            ok_at, first_seen = self._marks.get(lift_id, (None, None))
+            if st.selftest_ok_at is None:
+                st.selftest_ok_at = ok_at or self._created.get(lift_id) or first_seen or now
+            self.states[lift_id] = st
+            restored.add(lift_id)
+        self.restored = len(restored)
+        return restored
 
     def refresh_registry(self) -> int:
         """Pick up lifts added or changed in the registry since the last look, and alarm-button
@@ -356,6 +411,7 @@ class Engine:
             self.counts["late"] += 1
         ctx = self._context(lift_id)
         sigs, due = rules.on_message(st, msg, now, ctx)
+        self._dirty.add(lift_id)
         if sigs is rules.DUPLICATE[0]:
             self.counts["duplicates"] += 1
             return
@@ -431,6 +487,7 @@ class Engine:
         except Exception as exc:
             self._evaluation_failed(lift_id, exc, "timer")
             return
+        self._dirty.add(lift_id)
         self._arm_lift(lift_id, due)
         if sigs:
             work.append((lift_id, st, sigs, -1))
@@ -523,6 +580,10 @@ class Engine:
 
     def _arm_alarm(self, alarm: Alarm) -> None:
         aid = alarm.alarm_id
+        if alarm.resolved:
+            self._alarm_lift.pop(aid, None)
+        else:
+            self._alarm_lift[aid] = alarm.lift_id
         policy = self._context(alarm.lift_id).policy
         summary = lifecycle.summary_due(alarm, policy)
         if summary is not None:
@@ -582,6 +643,10 @@ class Engine:
         ok event is recorded (no state). Each lift's signals and each alarm step run under
         their own savepoint: one that raises is rolled back alone (and its message, if any,
         dead-lettered with ``failed``, the messages whose evaluation already raised)."""
+        if self.held is not None:
+            work, alarm_steps, marks, failed = self._owned(
+                work, alarm_steps, marks, failed, letters
+            )
         if not work and not alarm_steps and not marks and not failed:
             return []
         delay = 0.05
@@ -593,6 +658,8 @@ class Engine:
             self._wrote_outbox = False
             try:
                 with self.db.transaction() as conn:
+                    if self.held is not None and self._fenced(conn):
+                        raise _Fenced
                     for lift_id, st, sigs, index in work:
                         mark = len(out)
                         conn.execute("SAVEPOINT lift")
@@ -628,8 +695,20 @@ class Engine:
                     dead = self._dead_letters(broken, letters, now)
                     if dead:
                         add_dead_letters_in(conn, dead, keep=self.dead_letter_max)
+                    saved = self._checkpoint_rows(work, now)
+                    ckpt.save_in(conn, saved)
                     if hook is not None and (out or self._wrote_outbox):
                         fanned = hook.fan_out_in(conn, now)
+            except _Fenced:
+                # Partitions lost since the split (another replica took them): split again.
+                work, alarm_steps, marks, failed = self._owned(
+                    work, alarm_steps, marks, failed, letters
+                )
+                if touched is not None:
+                    touched.clear()
+                if not work and not alarm_steps and not marks and not failed:
+                    return []
+                continue
             except OperationalError as exc:
                 # Locked or busy beyond the busy timeout, disk trouble: the signals are in
                 # hand and the messages not yet acknowledged, so retry rather than lose them.
@@ -648,11 +727,244 @@ class Engine:
                     hook.abandon(fanned)
                 raise
             self.counts["transitions"] += len(out)
+            self.counts["checkpoints"] += len(saved)
+            for row in saved:
+                self._dirty.discard(row[0])
             for lift_id in marks:
                 self._marks[lift_id] = (now, self._marks.get(lift_id, (None, None))[1])
             if hook is not None and (out or self._wrote_outbox):
                 hook.hand_over(fanned)
             return out
+
+    # --- replicas: ownership, takeover, checkpoints (docs/ha.md) ---------------------------
+
+    def owns(self, lift_id: str) -> bool:
+        held = self.held
+        return held is None or leases.partition_of(lift_id) in held
+
+    def _owned(
+        self,
+        work: list[Work],
+        alarm_steps: Sequence[tuple[str, str]],
+        marks: Sequence[str],
+        failed: Sequence[tuple[int, BaseException]],
+        letters: tuple[Sequence[Decoded], Sequence[tuple[str, bytes]] | None] | None,
+    ) -> tuple[list[Work], list[tuple[str, str]], list[str], list[tuple[int, BaseException]]]:
+        """What this replica commits: its partitions' lifts. The signals of the others are
+        kept for a takeover (:meth:`take_over`); their owner commits them."""
+        mine: list[Work] = []
+        for item in work:
+            if self.owns(item[0]):
+                mine.append(item)
+            elif item[2]:
+                self._defer(item)
+        steps = [s for s in alarm_steps if self.owns(self._step_lift(s))]
+        own_marks = [m for m in marks if self.owns(m)]
+        own_failed = list(failed)
+        if failed and letters is not None:
+            messages = letters[0]
+            own_failed = [
+                f
+                for f in failed
+                if not 0 <= f[0] < len(messages) or self.owns(messages[f[0]].lift_id)
+            ]
+        return mine, steps, own_marks, own_failed
+
+    def _step_lift(self, step: tuple[str, str]) -> str:
+        kind, ident = step
+        if kind == "summary":
+            return ident.split("\x00", 1)[0]
+        return self._alarm_lift.get(ident, "")
+
+    def _defer(self, item: Work) -> None:
+        lift_id, st, sigs, _ = item
+        at = st.eff_floor if st.eff_floor > 0 else self.clock.now_ms()
+        deferred = self._deferred
+        deferred.append((at, lift_id, list(sigs)))
+        horizon = at - DEFERRED_KEEP_MS
+        while deferred and deferred[0][0] < horizon:
+            deferred.popleft()
+
+    def _fenced(self, conn: Connection) -> bool:
+        """In the write's transaction: drop the partitions whose lease this replica no longer
+        holds (leases.fence). True if any was dropped."""
+        held = self.held
+        assert held is not None and self.replica_id is not None
+        confirmed = leases.fence(conn, self.db.dialect, self.replica_id, held)
+        lost = [p for p in held if p not in confirmed]
+        for p in lost:
+            del held[p]
+        if lost:
+            log.warning(
+                "event=partitions_fenced replica=%s partitions=%d: another replica owns them now",
+                self.replica_id,
+                len(lost),
+            )
+        return bool(lost)
+
+    def _version(self, lift_id: str) -> int:
+        self._ckpt_counter += 1
+        held = self.held
+        epoch = 0 if held is None else held.get(leases.partition_of(lift_id), 0)
+        return ckpt.version_of(epoch, self._ckpt_counter)
+
+    def _checkpoint_rows(self, work: Sequence[Work], now: int) -> list[ckpt.CheckpointRow]:
+        rows: dict[str, ckpt.CheckpointRow] = {}
+        for lift_id, st, _, _ in work:
+            if self.states.get(lift_id) is st:  # not the stand-in state of a registry step
+                rows[lift_id] = (lift_id, self._version(lift_id), now, checkpoint.encode(st))
+        return list(rows.values())
+
+    def checkpoint_dirty(self, limit: int = CHECKPOINT_CHUNK) -> int:
+        """Save up to ``limit`` lifts whose state moved since their last checkpoint (the
+        worker calls this every few seconds). Encoded under the engine lock, written in a
+        transaction of its own (fenced like any other write). Returns how many were saved."""
+        with self._lock:
+            now = self.clock.now_ms()
+            rows: list[ckpt.CheckpointRow] = []
+            while self._dirty and len(rows) < limit:
+                lift_id = self._dirty.pop()
+                st = self.states.get(lift_id)
+                if st is not None and self.owns(lift_id):
+                    rows.append((lift_id, self._version(lift_id), now, checkpoint.encode(st)))
+            held = None if self.held is None else dict(self.held)
+        if not rows:
+            return 0
+        try:
+            with self.db.transaction() as conn:
+                if held is not None:
+                    assert self.replica_id is not None
+                    ok = leases.fence(conn, self.db.dialect, self.replica_id, held)
+                    rows = [r for r in rows if leases.partition_of(r[0]) in ok]
+                ckpt.save_in(conn, rows)
+        except OperationalError:
+            with self._lock:
+                self._dirty.update(r[0] for r in rows)
+            raise
+        with self._lock:
+            self.counts["checkpoints"] += len(rows)
+        return len(rows)
+
+    def give_up(self, partitions: Iterable[int]) -> None:
+        """Partitions this replica no longer holds (lost, or given back): it stops committing
+        for their lifts (their state stays current: it may own them again)."""
+        with self._lock:
+            if self.held is not None:
+                for p in partitions:
+                    self.held.pop(p, None)
+
+    def take_over(self, gained: Mapping[int, int]) -> dict[str, int]:
+        """This replica now holds ``gained`` (partition -> epoch). Before anything else is
+        committed for their lifts: (1) commit what this replica evaluated for them while it did
+        not own them and the store does not show (the old owner died before committing it);
+        (2) take their unresolved alarms as stored (timers at their absolute times, the
+        condition latched); (3) fire every lift timer that fell due meanwhile."""
+        with self._lock:
+            assert self.held is not None
+            t0 = time.monotonic()
+            now = self.clock.now_ms()
+            parts = set(gained)
+            self.held.update(gained)
+            entries: dict[str, list[tuple[int, list[Signal]]]] = {}
+            keep: deque[tuple[int, str, list[Signal]]] = deque(maxlen=DEFERRED_MAX)
+            for at, lift_id, sigs in self._deferred:
+                if leases.partition_of(lift_id) in parts:
+                    entries.setdefault(lift_id, []).append((at, sigs))
+                else:
+                    keep.append((at, lift_id, sigs))
+            self._deferred = keep
+            work, replayed = self._replay(entries, now)
+            changes = self._commit(work, now)
+            self._after(changes)
+            lift_ids = [lid for lid in self.states if leases.partition_of(lid) in parts]
+            mine = set(lift_ids)
+            buttons: set[str] = set()
+            for alarm in store.unresolved_alarms(self.db):
+                if leases.partition_of(alarm.lift_id) in parts:
+                    self._latch(alarm, now)
+                    self._arm_alarm(alarm)
+                    if alarm.code == "alarm_button":
+                        buttons.add(alarm.lift_id)
+            for alarm in store.flood_pending(self.db):
+                if leases.partition_of(alarm.lift_id) in parts:
+                    self._arm_alarm(alarm)
+            for lift_id in mine:
+                if lift_id in buttons:
+                    self._button_open.add(lift_id)
+                else:
+                    self._button_open.discard(lift_id)
+                ctx = self._ctx.get(lift_id)
+                if ctx is not None:
+                    ctx.button_unresolved = lift_id in buttons
+            work = []
+            for lift_id in lift_ids:
+                self._tick(lift_id, self.states[lift_id], now, work)
+            fired = self._commit(work, now)
+            self._after(fired)
+            self.counts["replayed"] += replayed
+            return {
+                "partitions": len(parts),
+                "lifts": len(lift_ids),
+                "replayed": replayed,
+                "transitions": len(changes) + len(fired),
+                "took_ms": round((time.monotonic() - t0) * 1000),
+            }
+
+    def _replay(
+        self, entries: Mapping[str, list[tuple[int, list[Signal]]]], now: int
+    ) -> tuple[list[Work], int]:
+        """The deferred signals of newly owned lifts that the store does not show, in order:
+        a raise is skipped when its alarm stands, or when an alarm of that code was raised
+        within :data:`COVER_MS` of it (the old owner committed it); a clear only while its
+        alarm's condition is active; the rest are idempotent writes."""
+        if not entries:
+            return [], 0
+        horizon = min(at for items in entries.values() for at, _ in items) - COVER_MS
+        pool: dict[tuple[str, str, str | None], list[Alarm]] = {}
+        for alarm in store.alarms_raised_since(self.db, list(entries), horizon):
+            pool.setdefault((alarm.lift_id, alarm.code, alarm.subtype), []).append(alarm)
+        standing: dict[tuple[str, str, str | None], bool] = {}
+        for alarm in store.unresolved_alarms(self.db):
+            if alarm.lift_id in entries:
+                key = (alarm.lift_id, alarm.code, alarm.subtype)
+                standing[key] = standing.get(key, False) or alarm.condition == "active"
+        work: list[Work] = []
+        replayed = 0
+        for lift_id, items in entries.items():
+            st = self.states.get(lift_id)
+            if st is None:
+                continue
+            out: list[Signal] = []
+            for at, sigs in items:
+                for sig in sigs:
+                    key = (lift_id, sig.code, sig.subtype)
+                    if sig.kind == "raise":
+                        if standing.get(key):
+                            continue
+                        stored = pool.get(key)
+                        hit = next(
+                            (a for a in stored or () if abs(a.raised_at - at) <= COVER_MS), None
+                        )
+                        if hit is not None:
+                            stored.remove(hit)
+                            standing[key] = not hit.resolved and hit.condition == "active"
+                            continue
+                        if now - at > rules.LATE_SLACK_MS:
+                            late = {"late": True, "late_by_s": round((now - at) / 1000, 1)}
+                            evidence = {**(sig.evidence or {}), **late}
+                            sig = dataclasses.replace(sig, evidence=evidence)
+                        out.append(sig)
+                        standing[key] = True
+                    elif sig.kind == "clear":
+                        if standing.get(key):
+                            out.append(sig)
+                            standing[key] = False
+                    elif sig.kind != "duplicate":
+                        out.append(sig)
+            if out:
+                work.append((lift_id, st, out, -1))
+                replayed += len(out)
+        return work, replayed
 
     def _dead_letters(
         self,

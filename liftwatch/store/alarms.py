@@ -161,6 +161,24 @@ def unresolved_alarms(
     return [alarm_from_row(r) for r in c.execute(sql + " ORDER BY alarm_id", params)]
 
 
+def alarms_raised_since(db: Database, lift_ids: Sequence[str], since_ms: int) -> list[Alarm]:
+    """Alarms of ``lift_ids`` raised at or after ``since_ms``, oldest first (a takeover matches
+    the signals it replays against them, docs/ha.md)."""
+    out: list[Alarm] = []
+    ids = list(lift_ids)
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ", ".join("?" * len(chunk))
+        rows = db.conn.execute(
+            f"SELECT * FROM alarms WHERE raised_at >= ? AND lift_id IN ({marks})"  # noqa: S608 - placeholders only
+            " ORDER BY raised_at, alarm_id",
+            [since_ms, *chunk],
+        )
+        out.extend(alarm_from_row(r) for r in rows)
+    out.sort(key=lambda a: (a.raised_at, a.alarm_id))
+    return out
+
+
 def lifts_with_unresolved(db: Database, code: str) -> set[str]:
     rows = db.conn.execute(
         "SELECT DISTINCT lift_id FROM alarms WHERE status != 'resolved' AND code = ?", (code,)

@@ -56,8 +56,10 @@ ORDER: tuple[str, ...] = (
     "dead_letters",
 )
 #: Tables each store keeps for itself: the migration record (the two backends' histories
-#: differ: PostgreSQL starts from a baseline at version 8).
-NOT_COPIED = frozenset({"schema_migrations"})
+#: differ: PostgreSQL starts from a baseline at version 8), and the alerts replicas' leases
+#: and heartbeats (who runs now on the source says nothing about the destination's
+#: replicas; docs/ha.md).
+NOT_COPIED = frozenset({"schema_migrations", "alert_leases", "alert_replicas"})
 
 BATCH = 1000
 #: How many differing rows a report names per table.

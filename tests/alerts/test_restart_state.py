@@ -1,9 +1,8 @@
 """State that lives only in the alerts process's memory (../shared/repros r10, r13, r15).
 
-r13 is fixed here (the engine re-reads which lifts have an unresolved alarm-button alarm at
-every registry refresh). r10 and r15 need per-lift state recoverable by a new owner, which is
-the alerts-HA issue (#15: dedup keys, button state and timer deadlines survive a restart or a
-takeover): they stay ``xfail(strict=True)`` until it lands, so they cannot be forgotten.
+r13 is fixed by the engine re-reading which lifts have an unresolved alarm-button alarm. r10
+and r15 are fixed by the per-lift checkpoints (alerts/checkpoint.py, docs/ha.md): the dedup
+keys and the button's press state are stored with each alarm write and restored at start.
 """
 
 from __future__ import annotations
@@ -11,8 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from alerts import lifecycle
 from tests.alerts.rig import Rig
@@ -52,9 +49,6 @@ def test_button_filter_is_back_after_an_api_in_another_process_resolves(tmp_path
     assert _button_filter_after_resolve(tmp_path, same_process=False) == ["resolved"]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 15 (alerts HA): button state recoverable after a restart"
-)
 def test_issue15_stuck_button_after_restart_is_the_same_press(tmp_path: Path) -> None:
     """Repro r10 (m2), FAULTS.md 1.1 #3: after a restart a button still held is the same
     press, not a new one."""
@@ -72,7 +66,6 @@ def test_issue15_stuck_button_after_restart_is_the_same_press(tmp_path: Path) ->
     assert [a.status for a in r.alarms("alarm_button")] == ["resolved"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 (alerts HA): dedup keys recoverable after a crash")
 def test_issue15_batch_redelivered_after_a_crash_is_evaluated_once(tmp_path: Path) -> None:
     """Repro r15 (m1), PROTOCOL.md: a duplicate is evaluated once, also when redelivered
     after liftwatch restarted."""

@@ -1,0 +1,46 @@
+"""Per-lift evaluation checkpoints (``lift_checkpoints``; the bytes are alerts/checkpoint.py's).
+
+Written by a lift's owner: in the transaction of each alarm write (so the dedup keys of a
+batch are stored with its alarms) and every few seconds for lifts whose state moved. Read at
+start-up. ``version`` orders writes of different owners: an older snapshot never replaces a
+newer one (:func:`version_of`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from liftwatch.store.db import Connection, Database
+
+#: (lift_id, version, saved_at, state)
+CheckpointRow = tuple[str, int, int, bytes]
+
+_UPSERT = (
+    "INSERT INTO lift_checkpoints (lift_id, version, saved_at, state) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (lift_id) DO UPDATE SET version = excluded.version,"
+    " saved_at = excluded.saved_at, state = excluded.state"
+    " WHERE lift_checkpoints.version < excluded.version"
+)
+
+
+def version_of(epoch: int, counter: int) -> int:
+    """A write's version: the writer's lease epoch above its own counter, so a new owner's
+    (higher epoch) snapshots always win over the old owner's. Fits a signed 64-bit column."""
+    return (epoch << 40) | (counter & ((1 << 40) - 1))
+
+
+def save_in(conn: Connection, rows: Sequence[CheckpointRow]) -> None:
+    if rows:
+        conn.executemany(_UPSERT, rows)
+
+
+def load(db: Database) -> Iterator[tuple[str, bytes]]:
+    for lift_id, state in db.tuples("SELECT lift_id, state FROM lift_checkpoints"):
+        yield lift_id, bytes(state)
+
+
+def max_counter(db: Database) -> int:
+    """The highest write counter stored (the low bits of ``version``): a restarted writer
+    counts on from it, so its snapshots replace the ones its previous process saved."""
+    row = db.conn.execute("SELECT MAX(version) FROM lift_checkpoints").fetchone()
+    return 0 if row is None or row[0] is None else int(row[0]) & ((1 << 40) - 1)
