@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     mqtt_share_group: str = ""
     ingest_client_id: str = "liftwatch-ingest"
     alerts_client_id: str = "liftwatch-alerts"
+    # This process's name among several alerts replicas on one store (docs/ha.md): unique per
+    # process; its MQTT client id is then ``<alerts_client_id>-<replica id>``. Empty: replica
+    # "main" on ``alerts_client_id`` itself (one replica, as before).
+    alerts_replica_id: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
 
     # --- ingest ------------------------------------------------------------------------------
     ingest_batch_size: int = Field(default=5000, ge=1, le=100_000)
@@ -209,6 +213,18 @@ class Settings(BaseSettings):
     @property
     def sqlite_path(self) -> Path:
         return self.data_dir / "liftwatch.sqlite3"
+
+    @property
+    def alerts_replica(self) -> str:
+        """This alerts replica's id in the store's leases (docs/ha.md)."""
+        return self.alerts_replica_id or "main"
+
+    @property
+    def alerts_mqtt_client_id(self) -> str:
+        """The alerts replica's own MQTT session: every replica receives every message."""
+        if self.alerts_replica_id:
+            return f"{self.alerts_client_id}-{self.alerts_replica_id}"
+        return self.alerts_client_id
 
     @property
     def database(self) -> str:
