@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from limits import parse as parse_rate
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -94,6 +95,36 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(default=1_048_576, ge=1024, le=1_073_741_824)
     api_max_import_bytes: int = Field(default=33_554_432, ge=1024, le=1_073_741_824)
     api_sse_poll_ms: int = Field(default=250, ge=10, le=10_000)
+
+    # --- people's logins (docs/console.md § Accounts and sessions) ---------------------------
+    session_idle_timeout_s: int = Field(default=7200, ge=60, le=30 * 86400)
+    session_lifetime_s: int = Field(default=43200, ge=60, le=90 * 86400)
+    # auto: the cookie is Secure when the request came over TLS; always: behind a TLS proxy.
+    session_cookie_secure: Literal["auto", "always"] = "auto"
+    # Origins besides the API's own Host that may send cookie-authenticated writes.
+    session_trusted_origins: str = ""
+    login_limit_per_user: str = "10 per 15 minutes"
+    login_limit_per_address: str = "100 per 15 minutes"
+
+    @field_validator("login_limit_per_user", "login_limit_per_address")
+    @classmethod
+    def _check_login_limit(cls, value: str) -> str:
+        try:
+            parse_rate(value)
+        except ValueError:
+            raise ValueError(
+                f"{value[:60]!r} is not a rate such as '10 per 15 minutes' or '100/hour'"
+            ) from None
+        return value
+
+    @field_validator("session_trusted_origins")
+    @classmethod
+    def _check_trusted_origins(cls, value: str) -> str:
+        for origin in value.replace(",", " ").split():
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+                raise ValueError(f"{origin[:80]!r} is not an origin such as https://lw.example")
+        return value
 
     # --- people's time (docs/configuration.md) -----------------------------------------------
     # IANA zone of the site: month reports (``month=2026-11``) and times shown to people.
