@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
+from api import apidocs
 from api.auth import hash_token
 from api.errors import BodySizeLimit, install_error_handlers
 from api.httpserver import redact_access_log
@@ -42,6 +43,8 @@ ROUTE_MODULES: tuple[str, ...] = (
     "maintenance_windows",
     "dead_letters",
     "webhooks",
+    "auth",
+    "users",
 )
 
 log = logging.getLogger("liftwatch.api")
@@ -80,7 +83,10 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         dependencies=[Depends(reject_unknown_query)],
+        docs_url=None,  # /docs and /redoc from liftwatch's own files (api/apidocs.py)
+        redoc_url=None,
     )
+    apidocs.install(app)
     app.state.settings = settings
     # Set when the server begins to stop (begin_shutdown): open event streams end at once.
     app.state.stopping = asyncio.Event()

@@ -27,6 +27,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.deps import DbDep
 from api.errors import ApiError, forbidden, not_found
+from api.sessions import COOKIE as SESSION_COOKIE
+from api.sessions import session_principal
 from liftwatch.clock import now_ms
 from liftwatch.registry import Lift
 from liftwatch.store import Database
@@ -49,6 +51,9 @@ class Principal:
     name: str
     role: Role
     company_id: str | None = None
+    #: set when the caller logged in (a person's session cookie, api/sessions.py): then
+    #: ``token_id`` is the user's id and ``name`` the username
+    session_id: str | None = None
 
     @property
     def actor(self) -> str:
@@ -108,6 +113,12 @@ def current_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
+        # Bearer token first, then a person's session cookie (api/sessions.py).
+        session_token = request.cookies.get(SESSION_COOKIE)
+        if credentials is None and session_token:
+            by_session = session_principal(request, db, session_token)
+            request.state.principal = by_session
+            return by_session
         raise _unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
     admin_hash: str | None = request.app.state.admin_token_hash
     try:

@@ -19,13 +19,14 @@ from alerts import command as alerts_command
 from api import command as api_command
 from ingest import command as ingest_command
 from liftwatch import __version__
-from liftwatch.cmd import admin, client, db, devices, serve
+from liftwatch.cmd import admin, client, db, devices, serve, users
 from simulator import command as simulator_command
 from simulator import demo
 
 # In --help order.
 PARTS: tuple[ModuleType, ...] = (
     admin,
+    users,
     api_command,
     devices,
     client,
