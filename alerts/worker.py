@@ -23,12 +23,13 @@ from typing import Final
 from alerts import metrics
 from alerts.engine import Engine
 from alerts.lifecycle import Change
+from alerts.replicas import Keeper
 from liftwatch.clock import Clock, SystemClock
 from liftwatch.influx import InfluxClient, InfluxError
 from liftwatch.lineprotocol import line
 from liftwatch.mqtt import RawMessage, consume
 from liftwatch.settings import Settings
-from liftwatch.store import Database, changes, open_store
+from liftwatch.store import Database, changes, leases, open_store
 
 log = logging.getLogger("liftwatch.alerts")
 
@@ -37,6 +38,7 @@ SAFETY_REREAD_S: Final = 60.0
 INFLUX_FLUSH_S: Final = 0.5
 INFLUX_QUEUE_MAX: Final = 100_000
 INFLUX_BATCH: Final = 5000
+CHECKPOINT_S: Final = 2.0  # lifts whose state moved are checkpointed this often (docs/ha.md)
 
 
 class InfluxSink:
@@ -116,6 +118,7 @@ def build_engine(
         prefix=settings.mqtt_topic_prefix,
         sink=sink,
         dead_letter_max=settings.dead_letter_max,
+        replica_id=settings.alerts_replica,
     )
     return engine, sink
 
@@ -216,6 +219,25 @@ async def _change_loop(engine: Engine, stop: asyncio.Event) -> None:
             stop_waiter.cancel()
 
 
+async def _checkpoint_loop(engine: Engine, stop: asyncio.Event) -> None:
+    """Every :data:`CHECKPOINT_S`, save the lifts whose state moved (alarm writes save theirs
+    in their own transaction). A store outage defers them to the next round."""
+    failing = False
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), CHECKPOINT_S)
+        if stop.is_set():
+            return  # the keeper saves the last ones before it gives its partitions back
+        try:
+            while await asyncio.to_thread(engine.checkpoint_dirty) > 0:
+                pass
+            failing = False
+        except Exception as exc:
+            if not failing:
+                log.warning("event=checkpoint_failed error=%r: retried in 2 s", str(exc)[:200])
+            failing = True
+
+
 async def run(
     settings: Settings,
     *,
@@ -237,6 +259,10 @@ async def run(
     gc.collect()
     gc.freeze()
     counts = _Counts()
+    keeper = Keeper(engine) if engine.held is not None else None
+    if keeper is not None:
+        # Take this replica's partitions before the first message (a lone replica takes all).
+        await asyncio.to_thread(keeper.round)
 
     async def handle_batch(batch: list[RawMessage]) -> None:
         items = [(m.topic, m.payload) for m in batch]
@@ -249,7 +275,10 @@ async def run(
     tasks = [
         asyncio.create_task(_timer_loop(engine, stop, counts)),
         asyncio.create_task(_change_loop(engine, stop)),
+        asyncio.create_task(_checkpoint_loop(engine, stop)),
     ]
+    if keeper is not None:
+        tasks.append(asyncio.create_task(keeper.run(stop)))
     if sink is not None and client is not None:
         tasks.append(asyncio.create_task(sink.run(client, stop)))
     # --- webhook delivery (alerts/webhooks, docs/webhooks.md): woken by the engine after
@@ -257,11 +286,17 @@ async def run(
     from alerts.webhooks.dispatcher import attach
 
     tasks.append(asyncio.create_task(attach(engine, settings).run(stop)))
-    log.info("event=alerts_consuming client_id=%s", settings.alerts_client_id)
+    client_id = settings.alerts_mqtt_client_id
+    log.info(
+        "event=alerts_consuming client_id=%s replica=%s partitions=%d",
+        client_id,
+        engine.replica_id or "-",
+        len(engine.held or {}) if engine.held is not None else leases.PARTITIONS,
+    )
     try:
         await consume(
             settings,
-            client_id=settings.alerts_client_id,
+            client_id=client_id,
             kinds=("telemetry", "event", "status"),
             handle_batch=handle_batch,
             max_unacked=1000,
