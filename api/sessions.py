@@ -226,3 +226,23 @@ def login_limiter(app: FastAPI) -> LoginLimiter:
             limiter = LoginLimiter(settings.login_limit_per_user, settings.login_limit_per_address)
             app.state.login_limiter = limiter
         return limiter
+
+
+def principal_in_force(db: Database, principal: Principal, settings: Settings) -> bool:
+    """Whether ``principal`` still authenticates, for long-lived requests (the event stream
+    re-checks with this): a token not revoked and its company active, or a session not
+    ended, expired or idle, its user enabled and company active. An open stream counts as
+    the session's activity (a dispatcher watching the queue is not idle)."""
+    from api.auth import BOOTSTRAP_ID
+    from liftwatch.store import tokens
+
+    if principal.session_id is None:
+        return principal.token_id == BOOTSTRAP_ID or tokens.token_in_force(db, principal.token_id)
+    now = now_ms()
+    idle_ms = settings.session_idle_timeout_s * 1000
+    if not users.session_in_force(db, principal.session_id, now=now, idle_ms=idle_ms):
+        return False
+    users.touch_session(
+        db, principal.session_id, now=now, min_interval_ms=min(60_000, idle_ms // 10)
+    )
+    return True

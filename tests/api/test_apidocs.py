@@ -5,13 +5,31 @@ other origins."""
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from api.app import create_app
+from liftwatch.settings import load_settings
+from liftwatch.store import Database
+from tests.support.api import ADMIN_TOKEN
+
 URL_ATTR = re.compile(r"""(?:src|href|spec-url)\s*=\s*["']([^"']+)["']""")
 QUOTED_URL = re.compile(r"""["'](https?:)?//[^"']+["']""")
 TYPES = {".js": "javascript", ".css": "text/css", ".png": "image/png"}
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The app on a SQLite store and no other service: the docs need neither."""
+    db = Database(tmp_path / "liftwatch.sqlite3")
+    app = create_app(load_settings(data_dir=tmp_path, admin_token=ADMIN_TOKEN), db=db)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as c:
+        yield c
+    db.close()
 
 
 @pytest.mark.parametrize("page", ["/docs", "/redoc"])

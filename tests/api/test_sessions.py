@@ -379,3 +379,24 @@ async def test_passwords_are_never_logged_or_stored(
     assert secret_new not in caplog.text
     assert secret_new not in store_text(db)
     assert users.get_user(db, "newbie").password_hash.startswith("$argon2id$")  # type: ignore[union-attr]
+
+
+async def test_principal_in_force_follows_the_session_and_the_token(
+    client: httpx.AsyncClient, world: World, db: Database, settings: Settings
+) -> None:
+    """What the event stream re-checks with (api/routes/alarms.py, paste-text pending)."""
+    from api.auth import Principal
+    from api.sessions import principal_in_force, session_id_of
+
+    add_user(db, "disp-a")
+    await login(client, "disp-a")
+    record = users.find_session(db, session_id_of(client.cookies[COOKIE]))
+    assert record is not None
+    session = Principal(record.user_id, "disp-a", "maintainer", "co-a", record.session_id)
+    assert principal_in_force(db, session, settings)
+    users.disable_user(db, "disp-a")
+    assert not principal_in_force(db, session, settings)
+    token = Principal(world.token_ids["maintainer_a"], "maintainer_a", "maintainer", "co-a")
+    assert principal_in_force(db, token, settings)
+    bootstrap = Principal("bootstrap-admin", "bootstrap admin", "admin")
+    assert principal_in_force(db, bootstrap, settings)
