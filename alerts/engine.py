@@ -808,12 +808,40 @@ class Engine:
         epoch = 0 if held is None else held.get(leases.partition_of(lift_id), 0)
         return ckpt.version_of(epoch, self._ckpt_counter)
 
+    def _row(self, lift_id: str, st: LiftState, now: int, handover: int = 0) -> ckpt.CheckpointRow:
+        p = leases.partition_of(lift_id)
+        return (lift_id, p, self._version(lift_id), now, handover, checkpoint.encode(st))
+
     def _checkpoint_rows(self, work: Sequence[Work], now: int) -> list[ckpt.CheckpointRow]:
         rows: dict[str, ckpt.CheckpointRow] = {}
         for lift_id, st, _, _ in work:
             if self.states.get(lift_id) is st:  # not the stand-in state of a registry step
-                rows[lift_id] = (lift_id, self._version(lift_id), now, checkpoint.encode(st))
+                rows[lift_id] = self._row(lift_id, st, now)
         return list(rows.values())
+
+    def hand_over(self, partitions: Mapping[int, int]) -> int:
+        """Give ``partitions`` back (above the fair share, or a clean stop): their lifts'
+        state is saved, marked as a hand-over, in the transaction that releases them, under
+        the engine lock, so the next owner starts from exactly the state this one stopped
+        at. Returns how many partitions were released."""
+        with self._lock:
+            if self.held is None or not partitions:
+                return 0
+            assert self.replica_id is not None
+            now = self.clock.now_ms()
+            parts = {p: e for p, e in partitions.items() if self.held.get(p) == e}
+            rows = [
+                self._row(lift_id, st, now, handover=1)
+                for lift_id, st in self.states.items()
+                if leases.partition_of(lift_id) in parts
+            ]
+            with self.db.transaction() as conn:
+                mine = leases.fence(conn, self.db.dialect, self.replica_id, parts)
+                ckpt.save_in(conn, [r for r in rows if r[1] in mine])
+                released = leases.release_in(conn, self.replica_id, {p: parts[p] for p in mine})
+            for p in partitions:
+                self.held.pop(p, None)
+            return released
 
     def checkpoint_dirty(self, limit: int = CHECKPOINT_CHUNK) -> int:
         """Save up to ``limit`` lifts whose state moved since their last checkpoint (the
@@ -826,7 +854,7 @@ class Engine:
                 lift_id = self._dirty.pop()
                 st = self.states.get(lift_id)
                 if st is not None and self.owns(lift_id):
-                    rows.append((lift_id, self._version(lift_id), now, checkpoint.encode(st)))
+                    rows.append(self._row(lift_id, st, now))
             held = None if self.held is None else dict(self.held)
         if not rows:
             return 0
@@ -835,7 +863,7 @@ class Engine:
                 if held is not None:
                     assert self.replica_id is not None
                     ok = leases.fence(conn, self.db.dialect, self.replica_id, held)
-                    rows = [r for r in rows if leases.partition_of(r[0]) in ok]
+                    rows = [r for r in rows if r[1] in ok]
                 ckpt.save_in(conn, rows)
         except OperationalError:
             with self._lock:
@@ -865,6 +893,7 @@ class Engine:
             now = self.clock.now_ms()
             parts = set(gained)
             self.held.update(gained)
+            adopted = self._adopt(parts, now)
             entries: dict[str, list[tuple[int, list[Signal]]]] = {}
             keep: deque[tuple[int, str, list[Signal]]] = deque(maxlen=DEFERRED_MAX)
             for at, lift_id, sigs in self._deferred:
@@ -905,10 +934,33 @@ class Engine:
             return {
                 "partitions": len(parts),
                 "lifts": len(lift_ids),
+                "adopted": adopted,
                 "replayed": replayed,
                 "transitions": len(changes) + len(fired),
                 "took_ms": round((time.monotonic() - t0) * 1000),
             }
+
+    def _adopt(self, parts: set[int], now: int) -> int:
+        """Lifts of ``parts`` whose last owner handed them over (:meth:`hand_over`): their
+        state as it was handed over replaces this replica's own (which may lack history: a
+        replica that restarted has not seen what its previous process evaluated unsaved)."""
+        adopted = 0
+        for lift_id, data in ckpt.handovers(self.db, sorted(parts)):
+            if lift_id in self._inactive:
+                continue
+            try:
+                st = checkpoint.decode(lift_id, data, now)
+            except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
+                log.warning("event=checkpoint_unusable lift_id=%s error=%r", lift_id, str(exc))
+                continue
+            old = self.states.get(lift_id)
+            if old is not None:
+                st.last_valid_ms, st.will_at = old.last_valid_ms, old.will_at
+                if st.selftest_ok_at is None:
+                    st.selftest_ok_at = old.selftest_ok_at
+            self.states[lift_id] = st
+            adopted += 1
+        return adopted
 
     def _replay(
         self, entries: Mapping[str, list[tuple[int, list[Signal]]]], now: int

@@ -63,15 +63,16 @@ class Keeper:
                 " LIFTWATCH_ALERTS_REPLICA_ID (this one now evaluates without committing)",
                 self.replica_id,
             )
-        gone = r.lost | r.released
-        if gone:
-            engine.give_up(gone)
+        released = engine.hand_over(r.surplus) if r.surplus else 0
+        if r.lost:
+            engine.give_up(r.lost)
+        if r.lost or r.surplus:
             log.info(
                 "event=partitions_left replica=%s lost=%d released=%d held=%d live=%d",
                 self.replica_id,
                 len(r.lost),
-                len(r.released),
-                len(r.held),
+                released,
+                len(r.held) - len(r.surplus),
                 r.live,
             )
         if r.gained:
@@ -79,13 +80,14 @@ class Keeper:
             previous = sorted({o for o in r.previous.values() if o and o != self.replica_id})
             log.info(
                 "event=partitions_taken replica=%s partitions=%d from=%s held=%d live=%d"
-                " lifts=%d replayed=%d transitions=%d took_ms=%d",
+                " lifts=%d adopted=%d replayed=%d transitions=%d took_ms=%d",
                 self.replica_id,
                 len(r.gained),
                 ",".join(previous) or "-",
                 len(r.held),
                 r.live,
                 report["lifts"],
+                report["adopted"],
                 report["replayed"],
                 report["transitions"],
                 report["took_ms"],
@@ -127,12 +129,11 @@ class Keeper:
             log.warning("event=checkpoint_failed replica=%s error=%r", self.replica_id, exc)
         with engine._lock:
             held = dict(engine.held or {})
-            engine.give_up(held)
         try:
-            n = leases.release_all(
-                engine.db, self.replica_id, self.incarnation, held, now_ms=engine.clock.now_ms()
-            )
+            n = engine.hand_over(held)
+            leases.leave(engine.db, self.replica_id, self.incarnation, now_ms=engine.clock.now_ms())
         except Exception as exc:  # the store is away: the leases expire by themselves
+            engine.give_up(held)
             log.warning("event=lease_release_failed replica=%s error=%r", self.replica_id, exc)
             return
         log.info("event=partitions_released replica=%s partitions=%d", self.replica_id, n)

@@ -12,13 +12,15 @@ from collections.abc import Iterator, Sequence
 
 from liftwatch.store.db import Connection, Database
 
-#: (lift_id, version, saved_at, state)
-CheckpointRow = tuple[str, int, int, bytes]
+#: (lift_id, partition, version, saved_at, handover, state)
+CheckpointRow = tuple[str, int, int, int, int, bytes]
 
 _UPSERT = (
-    "INSERT INTO lift_checkpoints (lift_id, version, saved_at, state) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (lift_id) DO UPDATE SET version = excluded.version,"
-    " saved_at = excluded.saved_at, state = excluded.state"
+    "INSERT INTO lift_checkpoints (lift_id, partition, version, saved_at, handover, state)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (lift_id) DO UPDATE SET partition = excluded.partition,"
+    " version = excluded.version, saved_at = excluded.saved_at,"
+    " handover = excluded.handover, state = excluded.state"
     " WHERE lift_checkpoints.version < excluded.version"
 )
 
@@ -37,6 +39,21 @@ def save_in(conn: Connection, rows: Sequence[CheckpointRow]) -> None:
 def load(db: Database) -> Iterator[tuple[str, bytes]]:
     for lift_id, state in db.tuples("SELECT lift_id, state FROM lift_checkpoints"):
         yield lift_id, bytes(state)
+
+
+def handovers(db: Database, partitions: Sequence[int]) -> list[tuple[str, bytes]]:
+    """The snapshots saved by the owner that gave ``partitions`` back, as it gave them back."""
+    if not partitions:
+        return []
+    marks = ", ".join("?" * len(partitions))
+    return [
+        (lift_id, bytes(state))
+        for lift_id, state in db.tuples(
+            "SELECT lift_id, state FROM lift_checkpoints"  # noqa: S608 - placeholders only
+            f" WHERE handover = 1 AND partition IN ({marks})",
+            list(partitions),
+        )
+    ]
 
 
 def max_counter(db: Database) -> int:

@@ -41,7 +41,9 @@ class Round:
     gained: dict[int, int] = field(default_factory=dict)  # taken in this round
     previous: dict[int, str | None] = field(default_factory=dict)  # gained -> its last owner
     lost: set[int] = field(default_factory=set)  # held before, not any more
-    released: set[int] = field(default_factory=set)  # given back (above the fair share)
+    # Held above the fair share (a replica joined): to give back (:func:`release_in`), after
+    # the engine saved their lifts' state for the next owner.
+    surplus: dict[int, int] = field(default_factory=dict)
     live: int = 1  # live replicas, this one included
     conflict: bool = False  # another process runs with this replica id
 
@@ -166,40 +168,34 @@ def lease_round(
                 out.gained[row.partition] = int(got[0])
                 out.previous[row.partition] = row.owner
         if len(mine) > share:
-            # Above the fair share (a replica joined): give back the newest partitions.
+            # Above the fair share (a replica joined): the newest partitions go back.
             extra = sorted(mine, key=lambda p: (p in out.gained, p))[share - len(mine) :]
-            for p in extra:
-                conn.execute(
-                    "UPDATE alert_leases SET owner = NULL, expires_at = 0"
-                    " WHERE partition = ? AND owner = ? AND epoch = ?",
-                    (p, replica_id, mine.pop(p)),
-                )
-                out.gained.pop(p, None)
-                out.released.add(p)
+            out.surplus = {p: mine[p] for p in extra}
         out.held = mine
     return out
 
 
-def release_all(
-    db: Database, replica_id: str, incarnation: str, held: Mapping[int, int], *, now_ms: int
-) -> int:
-    """A clean stop: give every held partition back and leave the live replicas, so the others
-    take over at their next round (≤ 1 s) instead of after the lease time."""
+def release_in(conn: Connection, replica_id: str, partitions: Mapping[int, int]) -> int:
+    """Give ``partitions`` (partition -> epoch held) back, in the caller's transaction."""
     released = 0
+    for p, epoch in partitions.items():
+        cur = conn.execute(
+            "UPDATE alert_leases SET owner = NULL, expires_at = 0"
+            " WHERE partition = ? AND owner = ? AND epoch = ?",
+            (p, replica_id, epoch),
+        )
+        released += cur.rowcount
+    return released
+
+
+def leave(db: Database, replica_id: str, incarnation: str, *, now_ms: int) -> None:
+    """This replica stops: it no longer counts among the live ones."""
     with db.transaction(serialized=False) as conn:
         now = store_now(conn, db.dialect, now_ms)
-        for p, epoch in held.items():
-            cur = conn.execute(
-                "UPDATE alert_leases SET owner = NULL, expires_at = 0"
-                " WHERE partition = ? AND owner = ? AND epoch = ?",
-                (p, replica_id, epoch),
-            )
-            released += cur.rowcount
         conn.execute(
             "UPDATE alert_replicas SET stopped_at = ? WHERE replica_id = ? AND incarnation = ?",
             (now, replica_id, incarnation),
         )
-    return released
 
 
 def fence(conn: Connection, dialect: str, replica_id: str, held: Mapping[int, int]) -> set[int]:

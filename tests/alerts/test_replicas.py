@@ -139,6 +139,25 @@ def test_a_joining_replica_gets_its_share_and_every_partition_has_one_owner(
         assert r.owner_of(lift_id) is not None
 
 
+def test_a_joining_replica_goes_on_from_the_state_handed_over(tmp_path: Path) -> None:
+    """A replica that joins has not seen what happened before it started (here: every lift
+    trapped); the partitions it is given come with their owner's state, saved in the
+    transaction that gave them back, so their entrapments are still raised, once, on time."""
+    r = Replicas(tmp_path / "lw.db", ("a",))
+    for lift_id in r.lift_ids:
+        r.tel(lift_id, **TRAPPED)
+    threshold = r.clock.now_ms() + 30_000
+    r.advance(5)
+    r.start("b")
+    r.advance(3)
+    moved = [lid for lid in r.lift_ids if r.owner_of(lid) == "b"]
+    assert moved, "b was given nothing"
+    r.advance(25)
+    for lift_id in r.lift_ids:
+        (alarm,) = r.alarms("entrapment", lift_id)
+        assert alarm.raised_at - threshold <= 1000, (lift_id, alarm.raised_at - threshold)
+
+
 def test_owner_killed_while_an_entrapment_timer_is_armed(tmp_path: Path) -> None:
     """Issue 15: the alarm still arrives, within 15 s of its threshold, exactly once."""
     r = Replicas(tmp_path / "lw.db", ("a", "b"))

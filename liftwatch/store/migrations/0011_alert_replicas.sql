@@ -23,10 +23,14 @@ CREATE TABLE alert_replicas (
 -- a restarted replica restores, so a duration is timed from the first message on which its
 -- condition held and a redelivered message is recognised (FAULTS.md, PROTOCOL.md). `version`
 -- orders writes of different owners (epoch in the high bits): an older snapshot never
--- replaces a newer one.
+-- replaces a newer one. `handover` = 1: saved by an owner giving the partition back, in the
+-- transaction that released it (the next owner adopts exactly that state).
 CREATE TABLE lift_checkpoints (
     lift_id   TEXT PRIMARY KEY,
+    partition INTEGER NOT NULL,
     version   INTEGER NOT NULL,
+    handover  INTEGER NOT NULL DEFAULT 0,
     saved_at  INTEGER NOT NULL,
     state     BLOB NOT NULL
 );
+CREATE INDEX lift_checkpoints_partition ON lift_checkpoints(partition);

@@ -19,10 +19,14 @@ CREATE TABLE alert_replicas (
     stopped_at    BIGINT
 );
 -- Each lift's evaluation state as of its owner's last checkpoint (alerts/checkpoint.py).
--- `version` orders writes of different owners (epoch in the high bits).
+-- `version` orders writes of different owners (epoch in the high bits); `handover` = 1: saved
+-- in the transaction that gave the partition back (the next owner adopts that state).
 CREATE TABLE lift_checkpoints (
     lift_id   TEXT COLLATE "C" PRIMARY KEY,
+    partition INTEGER NOT NULL,
     version   BIGINT NOT NULL,
+    handover  INTEGER NOT NULL DEFAULT 0,
     saved_at  BIGINT NOT NULL,
     state     BYTEA NOT NULL
 );
+CREATE INDEX lift_checkpoints_partition ON lift_checkpoints(partition);
