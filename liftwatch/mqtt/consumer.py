@@ -102,6 +102,10 @@ class _Consumer:
         self.wakeup = asyncio.Event()
         self.failed = False
         self.halting = False
+        # SUBACK seen on a connection of this process: until then every connection subscribes,
+        # present session or not (a session left by a refused SUBSCRIBE, or made for another
+        # prefix, must not be used as it is).
+        self.subscribed = False
 
     # called by the connection
     def chunk_for(self, gen: int) -> Chunk:
@@ -179,11 +183,13 @@ class _Consumer:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 session_present = await conn.connack
             # 3.1.1 re-sends every retained message on SUBSCRIBE; a present session already
-            # holds the subscription (MQTT 5 uses retain handling instead, and resubscribes).
-            if not session_present or self.protocol == "5":
+            # holds the subscription once this process has seen it granted (MQTT 5 uses
+            # retain handling instead, and resubscribes).
+            if not session_present or self.protocol == "5" or not self.subscribed:
                 conn.write(subscribe_packet(self.filters, protocol=self.protocol))
                 async with asyncio.timeout(CONNECT_TIMEOUT_S):
                     await conn.suback
+                self.subscribed = True
         except BaseException:
             conn.abort()
             if self.conn is conn:
