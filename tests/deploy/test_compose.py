@@ -43,6 +43,7 @@ from tests.deploy.broker import (
 
 COMPOSE = DEPLOY / "compose.yaml"
 OVERLAY = DEPLOY / "compose.postgresql.yaml"  # the PostgreSQL store (docs/storage.md)
+REPLICAS = DEPLOY / "compose.replicas.yaml"  # a second alerts replica (docs/ha.md)
 LIFTWATCH_SERVICES = ("ingest", "alerts", "api")
 
 
@@ -379,8 +380,25 @@ def validate(*files: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_replicas_overlay_makes_two_alerts_replicas_on_the_shared_store() -> None:
+    extra: dict[str, Any] = yaml.safe_load(REPLICAS.read_text())["services"]
+    assert set(extra) == {"alerts", "alerts-b"}
+    assert extra["alerts"]["environment"] == {"LIFTWATCH_ALERTS_REPLICA_ID": "a"}
+    b = extra["alerts-b"]
+    assert b["extends"] == {"file": "compose.yaml", "service": "alerts"}
+    assert b["environment"]["LIFTWATCH_ALERTS_REPLICA_ID"] == "b"
+    # extends does not carry the overlay's store nor depends_on: both are set here.
+    url = merged_services()["alerts"]["environment"]["LIFTWATCH_DATABASE_URL"]
+    assert b["environment"]["LIFTWATCH_DATABASE_URL"] == url
+    assert b["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert set(b["depends_on"]) >= set(services()["alerts"]["depends_on"])
+
+
 def test_compose_files_follow_the_compose_specification() -> None:
     done = validate(COMPOSE, OVERLAY)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "validation done" in done.stdout
+    done = validate(REPLICAS)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "validation done" in done.stdout
 

@@ -42,15 +42,28 @@ def installed_copies(tmp_path: Path) -> list[Path]:
     assert exe.exists(), exe
     out = []
     for unit in UNITS:
-        copy = tmp_path / unit.name
+        # A template is verified as one of its instances.
+        copy = tmp_path / unit.name.replace("@.service", "@r1.service")
         copy.write_text(unit.read_text().replace(INSTALLED, str(exe)))
         out.append(copy)
     return out
 
 
-def test_the_four_units_exist() -> None:
+def test_the_units_exist() -> None:
     names = {u.name for u in UNITS}
-    assert names == {f"liftwatch-{n}.service" for n in ("ingest", "alerts", "api", "serve")}
+    parts = ("ingest", "alerts", "alerts@", "api", "serve")
+    assert names == {f"liftwatch-{n}.service" for n in parts}
+
+
+def test_the_replica_template_is_the_alerts_unit_with_the_instance_as_replica_id() -> None:
+    """docs/ha.md: several alerts replicas; each instance its own id (and MQTT session)."""
+    single = read_unit(DEPLOY / "systemd" / "liftwatch-alerts.service")
+    template = read_unit(DEPLOY / "systemd" / "liftwatch-alerts@.service")
+    assert "LIFTWATCH_ALERTS_REPLICA_ID=%i" in template["Service"]["Environment"]
+    assert template["Service"]["ExecStart"] == single["Service"]["ExecStart"]
+    assert "Conflicts" not in template["Unit"]  # replicas and serve share leases (docs/ha.md)
+    for key in ("User", "TimeoutStopSec", "Restart", "ProtectSystem", "SystemCallFilter"):
+        assert template["Service"][key] == single["Service"][key], key
 
 
 @needs_systemd
@@ -91,12 +104,18 @@ def test_units_are_hardened(tmp_path: Path) -> None:
 def test_unit_runs_liftwatch_as_its_own_user_and_restarts(unit: Path) -> None:
     parsed = read_unit(unit)
     service = parsed["Service"]
-    subcommand = unit.stem.removeprefix("liftwatch-")
+    subcommand = unit.stem.removeprefix("liftwatch-").removesuffix("@")
     assert service["ExecStart"] == f"{INSTALLED} {subcommand}"
     assert service["User"] == "liftwatch"
     assert service["Restart"] == "always"
     assert service["RestartPreventExitStatus"] == str(EXIT_CONFIG)
-    assert service["EnvironmentFile"] == "/etc/liftwatch/liftwatch.env"
+    files = [
+        line.split("=", 1)[1]
+        for line in unit.read_text().splitlines()
+        if line.startswith("EnvironmentFile=")
+    ]
+    assert files[0] == "/etc/liftwatch/liftwatch.env"
+    assert all(f.startswith("-") for f in files[1:]), "only optional files besides it"
     assert service["StateDirectory"] == "liftwatch"
     assert "LIFTWATCH_DATA_DIR=/var/lib/liftwatch" in service["Environment"]
     for key, value in {
@@ -266,6 +285,7 @@ def test_units_stop_timeouts_exceed_liftwatchs_own() -> None:
         "liftwatch-serve.service": PART_STOP_TIMEOUT_S,
         "liftwatch-ingest.service": PART_STOP_TIMEOUT_S,
         "liftwatch-alerts.service": PART_STOP_TIMEOUT_S,
+        "liftwatch-alerts@.service": PART_STOP_TIMEOUT_S,
     }
     for name, bound in own.items():
         assert _stop_timeout_s(DEPLOY / "systemd" / name) >= bound + 10, name
