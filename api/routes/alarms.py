@@ -23,13 +23,13 @@ from api import csvsafe
 from api.auth import BOOTSTRAP_ID, Principal, PrincipalDep, WriterDep, company_scope
 from api.deps import DbDep, EngineDep
 from api.errors import conflict, invalid, not_found, responses
+from api.sessions import principal_in_force
 from api.timeparams import EXAMPLE, parse_time
 from liftwatch.protocol import format_ts
 from liftwatch.store import Database, changes, outbox
 from liftwatch.store import alarm_queries as aq
 from liftwatch.store import alarms as store
 from liftwatch.store import registry as reg
-from liftwatch.store import tokens as tok
 from liftwatch.store.alarms import Alarm
 from liftwatch.views import alarm_view
 
@@ -156,9 +156,9 @@ async def _feed(
     company_id: str | None,
     after: int,
     poll_s: float,
-    token_id: str | None,
+    who: Principal | None,
 ) -> AsyncIterator[bytes]:
-    """``token_id`` None: the bootstrap admin (not in the store, never revoked).
+    """``who`` None: the bootstrap admin (not in the store, never revoked).
 
     Woken by the change feed (liftwatch/store/changes.py) as soon as any process commits
     outbox rows, a token revocation or a company change; ``poll_s`` and :data:`RECHECK_S` are
@@ -178,9 +178,10 @@ async def _feed(
                     return
                 revoked = bool(waker.take())
                 now = time.monotonic()
-                if token_id is not None and (revoked or now - last_check >= RECHECK_S):
+                if who is not None and (revoked or now - last_check >= RECHECK_S):
                     last_check = now
-                    if not await asyncio.to_thread(tok.token_in_force, db, token_id):
+                    settings = request.app.state.settings
+                    if not await asyncio.to_thread(principal_in_force, db, who, settings):
                         return  # the client's reconnect is answered 401 with the reason
                 events = await asyncio.to_thread(
                     outbox.outbox_after, db, after, company_id=company_id
@@ -194,7 +195,7 @@ async def _feed(
                         last_beat = now
                         yield b": keep-alive\n\n"
                     timeout = min(poll_s, max(0.0, last_beat + KEEPALIVE_S - now))
-                    if token_id is not None:
+                    if who is not None:
                         timeout = min(timeout, max(0.0, last_check + RECHECK_S - now))
                     woken = asyncio.ensure_future(waker.wait(timeout))
                     await asyncio.wait({woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -240,9 +241,9 @@ async def stream(
         start = await asyncio.to_thread(outbox.last_outbox_id, db)
     company = principal.company_id if principal.role == "maintainer" else None
     poll_s = request.app.state.settings.api_sse_poll_ms / 1000
-    token_id = None if principal.token_id == BOOTSTRAP_ID else principal.token_id
+    who = None if principal.token_id == BOOTSTRAP_ID else principal
     return StreamingResponse(
-        _feed(request, db, company, start, poll_s, token_id),
+        _feed(request, db, company, start, poll_s, who),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
