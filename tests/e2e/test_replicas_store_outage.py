@@ -1,0 +1,160 @@
+"""Issue 15: PostgreSQL unreachable while alarms happen, with two alerts replicas. During the
+outage nothing is notified (nothing can be recorded); once the store is back every alarm whose
+condition held is raised once and delivered, whoever owns its lift by then.
+
+A private PostgreSQL of this test's own (it is stopped and started again; the session's is
+shared by other tests), the session's Mosquitto, two real ``liftwatch alerts`` replicas."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from standardwebhooks import Webhook
+
+from liftwatch.localservices import PostgreSQL
+from liftwatch.registry import Company, Lift
+from liftwatch.store import Database, leases
+from liftwatch.store import registry as reg
+from liftwatch.store import webhooks as subs
+from simulator.receiver import RecordingReceiver
+from tests.support.harness import Service, until
+from tests.support.processes import Child
+
+pytestmark = pytest.mark.integration
+
+OUTAGE_S = 10  # the issue says 30 s: the same path, kept short for the test budget
+SECRET = "whsec_" + "S" * 40
+TRAPPED = {
+    "service_mode": "normal",
+    "car_status": "stopped",
+    "direction": "none",
+    "floor": "2",
+    "door_zone": False,
+    "doors_closed": True,
+    "passenger_present": True,
+    "speed": 0.0,
+}
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[PostgreSQL]:
+    pg = PostgreSQL(tmp_path / "pg")
+    pg.start()
+    try:
+        yield pg
+    finally:
+        pg.stop()
+
+
+def test_store_unreachable_then_every_alarm_raised_once(
+    own_postgres: PostgreSQL, mosquitto: Service, tmp_path: Path
+) -> None:
+    prefix = f"so{os.getpid()}x{int(time.time() * 1000) % 100000}"
+    url = own_postgres.url
+    db = Database(url)
+    receiver = RecordingReceiver()
+    children: list[Child] = []
+    reg.upsert_company(db, Company(company_id="co", name="Co"))
+    lifts = [f"{prefix}-L{i}" for i in range(12)]
+    for lift in lifts:
+        reg.upsert_lift(db, Lift(lift_id=lift, company_id="co"))
+    subs.add_subscription(
+        db, company_id=None, url=receiver.url, secret=SECRET, filters={}, created_by="test"
+    )
+    env = {
+        **os.environ,
+        "LIFTWATCH_DATABASE_URL": url,
+        "LIFTWATCH_DATA_DIR": str(tmp_path / "data"),
+        "LIFTWATCH_MQTT_URL": mosquitto.url,
+        "LIFTWATCH_MQTT_TOPIC_PREFIX": prefix,
+        "LIFTWATCH_ALERTS_CLIENT_ID": f"{prefix}-alerts",
+        "LIFTWATCH_ALERTS_METRICS_PORT": "0",
+        "LIFTWATCH_ALERTS_THRESHOLDS": json.dumps(
+            {"entrapment_s": 5, "stopped_outside_zone_s": 3600}
+        ),
+        "LIFTWATCH_WEBHOOK_PRIVATE_ALLOW": "127.0.0.1",
+        "LIFTWATCH_INFLUX_URL": "http://127.0.0.1:9",
+    }
+    host, port = mosquitto.url.removeprefix("mqtt://").split(":")
+    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{prefix}-pub")
+    pub.connect(host, int(port))
+    pub.loop_start()
+    seq: Counter[str] = Counter()
+
+    def publish(lift: str, kind: str, body: dict[str, object]) -> None:
+        seq[lift] += 1
+        msg = {"v": 1, "ts": time.time_ns() // 1_000_000, "seq": seq[lift], **body}
+        pub.publish(f"{prefix}/{lift}/{kind}", json.dumps(msg), qos=1).wait_for_publish(5)
+
+    try:
+        for name in ("a", "b"):
+            child = Child(["alerts"], {**env, "LIFTWATCH_ALERTS_REPLICA_ID": name})
+            children.append(child)
+            child.wait_for(r"event=mqtt_connected", 30)
+
+        def shared() -> bool:
+            owners = Counter(row.owner for row in leases.leases(db))
+            return set(owners) == {"a", "b"}
+
+        until(shared, 20, what="both replicas holding partitions")
+        db.close()
+        own_postgres.stop()
+        outage_began = time.monotonic()
+        pressed, trapped = lifts[:6], lifts[6:8]
+        for lift in pressed:
+            publish(lift, "event", {"type": "alarm_button", "pressed": True})
+        for lift in trapped:
+            publish(lift, "telemetry", TRAPPED)  # the entrapment's 5 s run out in the outage
+        # The outage lasts what the scenario says; meanwhile nothing may be notified.
+        while time.monotonic() - outage_began < OUTAGE_S:
+            assert receiver.requests == [], "a webhook without a recorded alarm"
+            time.sleep(0.2)
+        own_postgres.start()
+        db = Database(url)
+        expected = {(lift, "alarm_button") for lift in pressed} | {
+            (lift, "entrapment") for lift in trapped
+        }
+
+        def raised() -> list[tuple[str, str, str]]:
+            rows = db.conn.execute("SELECT alarm_id, lift_id, code FROM alarms").fetchall()
+            return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
+        until(lambda: {(r[1], r[2]) for r in raised()} >= expected, 40, what="every alarm")
+        rows = raised()
+        assert Counter((r[1], r[2]) for r in rows) == Counter(expected), rows
+        alarm_ids = {r[0] for r in rows}
+
+        def delivered() -> set[str]:
+            return {
+                json.loads(r.body)["data"]["alarm_id"]
+                for r in list(receiver.requests)
+                if json.loads(r.body)["type"] == "alarm.raised"
+            }
+
+        until(lambda: delivered() >= alarm_ids, 30, what="every alarm.raised delivered")
+        assert delivered() == alarm_ids
+        for r in list(receiver.requests):
+            Webhook(SECRET).verify(r.body, r.headers)
+        for c in children:
+            c.proc.send_signal(signal.SIGTERM)
+        for c in children:
+            assert c.proc.wait(30) == 0, c.output[-3000:]
+        assert "Traceback" not in "".join(c.output for c in children)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        for c in children:
+            if c.proc.poll() is None:
+                c.proc.kill()
+                c.proc.wait()
+        receiver.close()
+        db.close()
