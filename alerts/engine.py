@@ -208,12 +208,8 @@ class Engine:
         that cannot be read is skipped: that lift starts afresh, the others are restored."""
         restored: set[str] = set()
         for lift_id, data in ckpt.load(self.db):
-            if lift_id in self._inactive:
-                continue
-            try:
-                st = checkpoint.decode(lift_id, data, now)
-            except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
-                log.warning("event=checkpoint_unusable lift_id=%s error=%r", lift_id, str(exc))
+            st = self._checkpointed(lift_id, data, now)
+            if st is None:
                 continue
             ok_at, first_seen = self._marks.get(lift_id, (None, None))
             if st.selftest_ok_at is None:
@@ -940,18 +936,25 @@ class Engine:
                 "took_ms": round((time.monotonic() - t0) * 1000),
             }
 
+    def _checkpointed(self, lift_id: str, data: bytes, now: int) -> LiftState | None:
+        """A stored checkpoint as live state; None for an inactive lift (it raises nothing)
+        or a row that cannot be read (that lift starts afresh, the others go on)."""
+        if lift_id in self._inactive:
+            return None
+        try:
+            return checkpoint.decode(lift_id, data, now)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
+            log.warning("event=checkpoint_unusable lift_id=%s error=%r", lift_id, str(exc))
+            return None
+
     def _adopt(self, parts: set[int], now: int) -> int:
         """Lifts of ``parts`` whose last owner handed them over (:meth:`hand_over`): their
         state as it was handed over replaces this replica's own (which may lack history: a
         replica that restarted has not seen what its previous process evaluated unsaved)."""
         adopted = 0
         for lift_id, data in ckpt.handovers(self.db, sorted(parts)):
-            if lift_id in self._inactive:
-                continue
-            try:
-                st = checkpoint.decode(lift_id, data, now)
-            except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
-                log.warning("event=checkpoint_unusable lift_id=%s error=%r", lift_id, str(exc))
+            st = self._checkpointed(lift_id, data, now)
+            if st is None:
                 continue
             old = self.states.get(lift_id)
             if old is not None:

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from alerts import lifecycle
 from tests.alerts.rig import Rig
 
@@ -93,3 +95,30 @@ def test_issue15_batch_redelivered_after_a_crash_is_evaluated_once(tmp_path: Pat
         ("resolved", "rescued"),
         ("open", None),
     ]
+
+
+def test_every_slot_of_the_live_state_is_checkpointed_or_deliberately_not() -> None:
+    from alerts import checkpoint
+    from alerts.state import LiftState
+
+    assert checkpoint.saved_slots() | checkpoint.NOT_SAVED == set(LiftState.__slots__)
+    assert not checkpoint.saved_slots() & checkpoint.NOT_SAVED
+
+
+def test_an_unreadable_checkpoint_starts_that_lift_afresh_and_restores_the_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from liftwatch.registry import Lift
+    from liftwatch.store import registry as reg
+
+    r = Rig(tmp_path / "lw.db")
+    reg.upsert_lift(r.db, Lift(lift_id="L2", company_id="acme", rated_speed=1.0))
+    for lift in ("L1", "L2"):
+        r.tel(lift, door_zone=False, alarm_button=False)
+        r.tel(lift, alarm_button=True)  # a press: its alarm write saves the checkpoint
+    with r.db.transaction() as conn:
+        conn.execute("UPDATE lift_checkpoints SET state = ? WHERE lift_id = 'L2'", (b"\x00",))
+    r.restart()
+    assert "event=checkpoint_unusable lift_id=L2" in caplog.text
+    assert r.engine.states["L1"].btn_pressed is True  # restored
+    assert r.engine.states["L2"].btn_pressed is False  # afresh

@@ -18,9 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from standardwebhooks import Webhook
 
 from liftwatch.registry import Company, Lift
@@ -31,6 +29,7 @@ from simulator.receiver import RecordingReceiver
 from tests.support.harness import Service, until
 from tests.support.postgres import PostgresForTests
 from tests.support.processes import Child
+from tests.support.replicas import Devices, alerts_env
 
 pytestmark = pytest.mark.integration
 
@@ -72,20 +71,13 @@ def test_three_replicas_owner_killed_five_times(
     subs.add_subscription(
         db, company_id=None, url=receiver.url, secret=SECRET, filters={}, created_by="test"
     )
-    env = {
-        **os.environ,
-        "LIFTWATCH_DATABASE_URL": store_url,
-        "LIFTWATCH_DATA_DIR": str(tmp_path / "data"),
-        "LIFTWATCH_MQTT_URL": mosquitto.url,
-        "LIFTWATCH_MQTT_TOPIC_PREFIX": prefix,
-        "LIFTWATCH_ALERTS_CLIENT_ID": f"{prefix}-alerts",
-        "LIFTWATCH_ALERTS_METRICS_PORT": "0",
-        "LIFTWATCH_ALERTS_THRESHOLDS": json.dumps(
-            {"entrapment_s": ENTRAPMENT_S, "stopped_outside_zone_s": 3600}
-        ),
-        "LIFTWATCH_WEBHOOK_PRIVATE_ALLOW": "127.0.0.1",
-        "LIFTWATCH_INFLUX_URL": "http://127.0.0.1:9",
-    }
+    env = alerts_env(
+        store_url,
+        mosquitto.url,
+        prefix,
+        tmp_path / "data",
+        {"entrapment_s": ENTRAPMENT_S, "stopped_outside_zone_s": 3600},
+    )
 
     def start(name: str) -> Child:
         child = Child(["alerts"], {**env, "LIFTWATCH_ALERTS_REPLICA_ID": name})
@@ -99,16 +91,8 @@ def test_three_replicas_owner_killed_five_times(
     def owner_of(lift: str) -> str | None:
         return owners()[str(leases.partition_of(lift))]
 
-    host, port = mosquitto.url.removeprefix("mqtt://").split(":")
-    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{prefix}-pub")
-    pub.connect(host, int(port))
-    pub.loop_start()
-    seq: Counter[str] = Counter()
-
-    def publish(lift: str, kind: str, body: dict[str, object]) -> None:
-        seq[lift] += 1
-        msg = {"v": 1, "ts": time.time_ns() // 1_000_000, "seq": seq[lift], **body}
-        pub.publish(f"{prefix}/{lift}/{kind}", json.dumps(msg), qos=1).wait_for_publish(5)
+    devices = Devices(mosquitto.url, prefix)
+    publish = devices.publish
 
     trapped_at: dict[str, float] = {}  # lift -> wall time (ms) of the first trapped snapshot
     pressed: list[str] = []
@@ -201,8 +185,7 @@ def test_three_replicas_owner_killed_five_times(
         everything = "".join(c.output for c in [*children.values(), *dead])
         assert "Traceback" not in everything, everything[-5000:]
     finally:
-        pub.loop_stop()
-        pub.disconnect()
+        devices.close()
         for c in [*children.values(), *dead]:
             if c.proc.poll() is None:
                 c.proc.kill()

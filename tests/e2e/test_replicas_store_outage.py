@@ -15,9 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from standardwebhooks import Webhook
 
 from liftwatch.localservices import PostgreSQL
@@ -28,6 +26,7 @@ from liftwatch.store import webhooks as subs
 from simulator.receiver import RecordingReceiver
 from tests.support.harness import Service, until
 from tests.support.processes import Child
+from tests.support.replicas import Devices, alerts_env
 
 pytestmark = pytest.mark.integration
 
@@ -70,30 +69,15 @@ def test_store_unreachable_then_every_alarm_raised_once(
     subs.add_subscription(
         db, company_id=None, url=receiver.url, secret=SECRET, filters={}, created_by="test"
     )
-    env = {
-        **os.environ,
-        "LIFTWATCH_DATABASE_URL": url,
-        "LIFTWATCH_DATA_DIR": str(tmp_path / "data"),
-        "LIFTWATCH_MQTT_URL": mosquitto.url,
-        "LIFTWATCH_MQTT_TOPIC_PREFIX": prefix,
-        "LIFTWATCH_ALERTS_CLIENT_ID": f"{prefix}-alerts",
-        "LIFTWATCH_ALERTS_METRICS_PORT": "0",
-        "LIFTWATCH_ALERTS_THRESHOLDS": json.dumps(
-            {"entrapment_s": 5, "stopped_outside_zone_s": 3600}
-        ),
-        "LIFTWATCH_WEBHOOK_PRIVATE_ALLOW": "127.0.0.1",
-        "LIFTWATCH_INFLUX_URL": "http://127.0.0.1:9",
-    }
-    host, port = mosquitto.url.removeprefix("mqtt://").split(":")
-    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{prefix}-pub")
-    pub.connect(host, int(port))
-    pub.loop_start()
-    seq: Counter[str] = Counter()
-
-    def publish(lift: str, kind: str, body: dict[str, object]) -> None:
-        seq[lift] += 1
-        msg = {"v": 1, "ts": time.time_ns() // 1_000_000, "seq": seq[lift], **body}
-        pub.publish(f"{prefix}/{lift}/{kind}", json.dumps(msg), qos=1).wait_for_publish(5)
+    env = alerts_env(
+        url,
+        mosquitto.url,
+        prefix,
+        tmp_path / "data",
+        {"entrapment_s": 5, "stopped_outside_zone_s": 3600},
+    )
+    devices = Devices(mosquitto.url, prefix)
+    publish = devices.publish
 
     try:
         for name in ("a", "b"):
@@ -150,8 +134,7 @@ def test_store_unreachable_then_every_alarm_raised_once(
             assert c.proc.wait(30) == 0, c.output[-3000:]
         assert "Traceback" not in "".join(c.output for c in children)
     finally:
-        pub.loop_stop()
-        pub.disconnect()
+        devices.close()
         for c in children:
             if c.proc.poll() is None:
                 c.proc.kill()
