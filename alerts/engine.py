@@ -754,7 +754,13 @@ class Engine:
                 mine.append(item)
             elif item[2]:
                 self._defer(item)
-        steps = [s for s in alarm_steps if self.owns(self._step_lift(s))]
+        steps: list[tuple[str, str]] = []
+        for step in alarm_steps:
+            if self.owns(self._step_lift(step)):
+                steps.append(step)
+            elif step[0] == "summary":
+                # Its owner sends it; this replica re-arms it from the store if it takes over.
+                self._summaries.pop(step, None)
         own_marks = [m for m in marks if self.owns(m)]
         own_failed = list(failed)
         if failed and letters is not None:
@@ -889,52 +895,62 @@ class Engine:
             now = self.clock.now_ms()
             parts = set(gained)
             self.held.update(gained)
-            adopted = self._adopt(parts, now)
-            entries: dict[str, list[tuple[int, list[Signal]]]] = {}
-            keep: deque[tuple[int, str, list[Signal]]] = deque(maxlen=DEFERRED_MAX)
-            for at, lift_id, sigs in self._deferred:
-                if leases.partition_of(lift_id) in parts:
-                    entries.setdefault(lift_id, []).append((at, sigs))
-                else:
-                    keep.append((at, lift_id, sigs))
-            self._deferred = keep
-            work, replayed = self._replay(entries, now)
-            changes = self._commit(work, now)
-            self._after(changes)
-            lift_ids = [lid for lid in self.states if leases.partition_of(lid) in parts]
-            mine = set(lift_ids)
-            buttons: set[str] = set()
-            for alarm in store.unresolved_alarms(self.db):
-                if leases.partition_of(alarm.lift_id) in parts:
-                    self._latch(alarm, now)
-                    self._arm_alarm(alarm)
-                    if alarm.code == "alarm_button":
-                        buttons.add(alarm.lift_id)
-            for alarm in store.flood_pending(self.db):
-                if leases.partition_of(alarm.lift_id) in parts:
-                    self._arm_alarm(alarm)
-            for lift_id in mine:
-                if lift_id in buttons:
-                    self._button_open.add(lift_id)
-                else:
-                    self._button_open.discard(lift_id)
-                ctx = self._ctx.get(lift_id)
-                if ctx is not None:
-                    ctx.button_unresolved = lift_id in buttons
-            work = []
-            for lift_id in lift_ids:
-                self._tick(lift_id, self.states[lift_id], now, work)
-            fired = self._commit(work, now)
-            self._after(fired)
-            self.counts["replayed"] += replayed
-            return {
-                "partitions": len(parts),
-                "lifts": len(lift_ids),
-                "adopted": adopted,
-                "replayed": replayed,
-                "transitions": len(changes) + len(fired),
-                "took_ms": round((time.monotonic() - t0) * 1000),
-            }
+            try:
+                return self._take_over(parts, now, t0)
+            except BaseException:
+                # Half a takeover is none: these partitions are not this replica's until a
+                # later round takes them again (and runs the whole of it).
+                for p in parts:
+                    self.held.pop(p, None)
+                raise
+
+    def _take_over(self, parts: set[int], now: int, t0: float) -> dict[str, int]:
+        adopted = self._adopt(parts, now)
+        entries: dict[str, list[tuple[int, list[Signal]]]] = {}
+        keep: deque[tuple[int, str, list[Signal]]] = deque(maxlen=DEFERRED_MAX)
+        for at, lift_id, sigs in self._deferred:
+            if leases.partition_of(lift_id) in parts:
+                entries.setdefault(lift_id, []).append((at, sigs))
+            else:
+                keep.append((at, lift_id, sigs))
+        work, replayed = self._replay(entries, now)
+        changes = self._commit(work, now)
+        self._after(changes)
+        self._deferred = keep
+        lift_ids = [lid for lid in self.states if leases.partition_of(lid) in parts]
+        mine = set(lift_ids)
+        buttons: set[str] = set()
+        for alarm in store.unresolved_alarms(self.db):
+            if leases.partition_of(alarm.lift_id) in parts:
+                self._latch(alarm, now)
+                self._arm_alarm(alarm)
+                if alarm.code == "alarm_button":
+                    buttons.add(alarm.lift_id)
+        for alarm in store.flood_pending(self.db):
+            if leases.partition_of(alarm.lift_id) in parts:
+                self._arm_alarm(alarm)
+        for lift_id in mine:
+            if lift_id in buttons:
+                self._button_open.add(lift_id)
+            else:
+                self._button_open.discard(lift_id)
+            ctx = self._ctx.get(lift_id)
+            if ctx is not None:
+                ctx.button_unresolved = lift_id in buttons
+        work = []
+        for lift_id in lift_ids:
+            self._tick(lift_id, self.states[lift_id], now, work)
+        fired = self._commit(work, now)
+        self._after(fired)
+        self.counts["replayed"] += replayed
+        return {
+            "partitions": len(parts),
+            "lifts": len(lift_ids),
+            "adopted": adopted,
+            "replayed": replayed,
+            "transitions": len(changes) + len(fired),
+            "took_ms": round((time.monotonic() - t0) * 1000),
+        }
 
     def _checkpointed(self, lift_id: str, data: bytes, now: int) -> LiftState | None:
         """A stored checkpoint as live state; None for an inactive lift (it raises nothing)

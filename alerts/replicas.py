@@ -76,7 +76,14 @@ class Keeper:
                 r.live,
             )
         if r.gained:
-            report = engine.take_over(r.gained)
+            try:
+                report = engine.take_over(r.gained)
+            except Exception:
+                # Give them back: the next round (this replica's or another's) takes them
+                # again with a whole takeover. If even that fails, they expire.
+                with contextlib.suppress(Exception), engine.db.transaction(serialized=False) as c:
+                    leases.release_in(c, self.replica_id, r.gained)
+                raise
             previous = sorted({o for o in r.previous.values() if o and o != self.replica_id})
             log.info(
                 "event=partitions_taken replica=%s partitions=%d from=%s held=%d live=%d"

@@ -10,6 +10,7 @@ The lease protocol itself also runs on PostgreSQL (server clock, real time) belo
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from alerts.engine import Engine
 from alerts.replicas import Keeper
 from liftwatch.clock import ManualClock
 from liftwatch.registry import Company, Lift
-from liftwatch.store import Database, leases
+from liftwatch.store import Database, OperationalError, leases
 from liftwatch.store import alarms as store
 from liftwatch.store import registry as reg
 from liftwatch.store.alarms import Alarm
@@ -376,3 +377,35 @@ def test_a_takeover_waits_for_the_old_owners_write_in_flight(postgres: Any) -> N
     finally:
         db.close()
         postgres.drop(url)
+
+
+def test_a_takeover_that_fails_half_way_gives_the_partitions_back_and_is_redone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = Replicas(tmp_path / "lw.db", ("a", "b"))
+    r.advance(3)
+    lift = next(lid for lid in r.lift_ids if r.owner_of(lid) == "a")
+    r.send(lift, "event", {"type": "alarm_button", "pressed": True})
+    (alarm,) = r.alarms("alarm_button", lift)
+    r.kill("a")
+    r.advance(TTL_S + 0.5, rounds=False)  # a's leases have expired
+    real = store.flood_pending
+    calls: list[int] = []
+
+    def store_away_once(db: Database) -> list[Alarm]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(db)
+
+    monkeypatch.setattr(store, "flood_pending", store_away_once)
+    with pytest.raises(OperationalError):
+        r.keepers["b"].round()
+    p = leases.partition_of(lift)
+    assert p not in (r.engines["b"].held or {})
+    assert {row.partition: row.owner for row in leases.leases(r.db)}[p] is None
+    r.keepers["b"].round()  # the whole takeover this time
+    assert r.owner_of(lift) == "b"
+    due = alarm.raised_at + 300_000  # its escalation is armed again, at the stored time
+    r.advance((due - r.clock.now_ms()) / 1000 + 1)
+    assert r.alarms("alarm_button", lift)[0].escalations == 1
