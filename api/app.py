@@ -17,8 +17,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.responses import RedirectResponse
 
-from api import apidocs
+from api import apidocs, console
 from api.auth import hash_token
 from api.errors import BodySizeLimit, install_error_handlers
 from api.httpserver import redact_access_log
@@ -117,6 +118,10 @@ def create_app(
         app.include_router(module.router, prefix=API_PREFIX)
         templates |= {id(r): API_PREFIX + getattr(r, "path", "") for r in module.router.routes}
     app.state.route_templates = templates
+    # The web console (api/console/, docs/console.md): pages, their static files, and / for browsers.
+    app.include_router(console.router)
+    app.mount(console.STATIC, console.static_files(), name="console-static")
+    app.add_api_route("/", lambda: RedirectResponse("/console/"), include_in_schema=False)
     return app
 
 

@@ -1,0 +1,68 @@
+"""The login page in a real browser: a wrong password shows the API's reason, a good one
+leads to the role's start page, logout and an ended session send the person back to login,
+the page is Chinese for a browser that prefers Chinese."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.console.conftest import Site
+from tests.console.helpers import login, shot
+
+pytestmark = pytest.mark.integration
+
+
+def test_wrong_password_shows_the_apis_reason(site: Site, page: Page) -> None:
+    page.goto("/console/alarms")
+    expect(page).to_have_url(f"{site.url}/console/login?next=%2Fconsole%2Falarms")
+    page.get_by_label("Username").fill("disp-a")
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "wrong username or password, or the account is disabled"
+    )
+    expect(page).to_have_url(f"{site.url}/console/login?next=%2Fconsole%2Falarms")
+    shot(page, "login-refused")
+
+
+def test_login_leads_back_and_logout_ends_the_session(site: Site, page: Page) -> None:
+    page.goto("/console/find")
+    page.get_by_label("Username").fill("disp-a")
+    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(f"{site.url}/console/find")
+    expect(page.get_by_role("navigation", name="Main")).to_contain_text("Alarms")
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(f"{site.url}/console/login")
+    page.goto("/console/alarms")  # the cookie's session ended on the server
+    expect(page).to_have_url(f"{site.url}/console/login?next=%2Fconsole%2Falarms")
+
+
+def test_a_session_ended_elsewhere_sends_the_page_to_login(site: Site, page: Page) -> None:
+    login(page, "disp-a")
+    expect(page).to_have_url(f"{site.url}/console/alarms")
+    # The person's password changed (an admin, the CLI): every session of theirs ends at once.
+    done = site.users_cli("passwd", "disp-a", "--password-stdin", stdin="correct horse battery\n")
+    assert done.returncode == 0, done.stderr
+    page.reload()
+    expect(page).to_have_url(f"{site.url}/console/login?next=%2Fconsole%2Falarms")
+
+
+def test_chinese_browser_gets_chinese_and_the_switch_overrides(site: Site, zh_page: Page) -> None:
+    zh_page.goto("/console/login")
+    expect(zh_page.locator("html")).to_have_attribute("lang", "zh-CN")
+    expect(zh_page.get_by_role("heading", name="登录")).to_be_visible()
+    expect(zh_page.get_by_label("用户名")).to_be_visible()
+    shot(zh_page, "login-zh")
+    zh_page.get_by_role("link", name="English").click()
+    expect(zh_page.get_by_role("heading", name="Log in")).to_be_visible()
+    zh_page.get_by_role("link", name="中文").click()
+    expect(zh_page.get_by_role("heading", name="登录")).to_be_visible()
+
+
+def test_an_inspector_starts_on_the_city_view_and_may_not_act(site: Site, page: Page) -> None:
+    login(page, "inspector")
+    expect(page).to_have_url(f"{site.url}/console/city")
+    page.goto("/console/maintenance")
+    expect(page.locator("#mw-form")).to_have_count(0)
