@@ -27,7 +27,7 @@ from api.open_alarms import open_alarms
 from api.routes import history
 from api.routes.alarms import visible_alarm
 from liftwatch.clock import now_ms
-from liftwatch.faults import names
+from liftwatch.faults import CODES, names
 from liftwatch.registry import Lift
 from liftwatch.store import Database, maintenance
 from liftwatch.store import alarm_queries as aq
@@ -164,9 +164,8 @@ def queue_page(
     code: Code = None,
 ) -> Response:
     ctx = _queue_context(db, principal, unack, severity, code)
-    codes = sorted(
-        {a["code"] for g in ctx["groups"] for a in g.alarms} | ({code} if code else set())
-    )
+    # every code the engine can raise, the most severe first
+    codes = sorted(CODES, key=lambda c: (SEVERITY_RANK.get(CODES[c].severity, 9), c))
     return render(
         request,
         "dispatch/queue.html",
@@ -196,25 +195,29 @@ def _not_found(request: Request, exc: ApiError) -> Response:
 
 
 @router.get("/alarms/{alarm_id}")
-def alarm_page(
+async def alarm_page(
     alarm_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$")],
     request: Request,
     db: DbDep,
+    influx: InfluxDep,
     principal: Annotated[Principal, Reader],
 ) -> Response:
     try:
-        alarm = visible_alarm(db, principal, alarm_id)
+        alarm = await asyncio.to_thread(visible_alarm, db, principal, alarm_id)
     except ApiError as exc:
         return _not_found(request, exc)
     view = alarm_view(alarm, reg.lift_card(db, alarm.lift_id))
     lift = reg.get_lift(db, alarm.lift_id)
     transitions = store.transitions_of(db, alarm_id)
+    # the floor: the evidence's (where it happened), else the lift's last reported floor
+    live = await live_state(influx, alarm.lift_id)
     return render(
         request,
         "dispatch/alarm.html",
         nav="alarms",
         alarm=view,
         lift=lift,
+        live=live,
         transitions=transitions,
         can_act=principal.role in ("admin", "maintainer"),
     )
@@ -325,6 +328,22 @@ async def lift_page(
         timeline=timeline,
         events_available=events is not None,
     )
+
+
+@router.get("/lifts/{lift_id}/live")
+async def lift_live_fragment(
+    lift_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,64}$")],
+    request: Request,
+    db: DbDep,
+    influx: InfluxDep,
+    principal: Annotated[Principal, Reader],
+) -> Response:
+    """The live state alone, refreshed by the lift page every few seconds."""
+    try:
+        await asyncio.to_thread(visible_lift, db, principal, lift_id)
+    except ApiError as exc:
+        return _not_found(request, exc)
+    return render(request, "dispatch/_live.html", live=await live_state(influx, lift_id))
 
 
 # --- maintenance windows ------------------------------------------------------------------------

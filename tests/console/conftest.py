@@ -129,8 +129,25 @@ class Site:
         payload = {"v": 1, "ts": now, "seq": next(self._seq), **body}
         publish(self.mqtt_url, [(f"{self.prefix}/{lift_id}/{kind}", json.dumps(payload).encode())])
 
+    def status(self, lift_id: str, state: str = "online") -> None:
+        """The device's connection status (its birth message or Last Will)."""
+        body = json.dumps({"v": 1, "state": state}).encode()
+        publish(self.mqtt_url, [(f"{self.prefix}/{lift_id}/status", body)])
+
     def telemetry(self, lift_id: str, **fields: Any) -> None:
         self.publish(lift_id, "telemetry", fields)
+
+    def history(self, lift_id: str, points: list[tuple[int, dict[str, Any]]]) -> None:
+        """Telemetry stamped in the past (``(ts_ms, fields)``, oldest first), on one connection:
+        an hour of a lift's trips for its chart."""
+        items = [
+            (
+                f"{self.prefix}/{lift_id}/telemetry",
+                json.dumps({"v": 1, "ts": ts, "seq": next(self._seq), **fields}).encode(),
+            )
+            for ts, fields in points
+        ]
+        publish(self.mqtt_url, items)
 
     def trap(self, lift_id: str) -> None:
         """A passenger trapped between floors (the site's entrapment threshold is 1 s)."""

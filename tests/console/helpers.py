@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from playwright.sync_api import Page
+
+T = TypeVar("T")
 
 PASSWORD = "correct horse battery"
 
@@ -33,3 +38,15 @@ def shot(page: Page, name: str, full_page: bool = True) -> Path:
     path = screenshots_dir() / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+def poll(check: Callable[[], T], within: float = 10, what: str = "condition") -> T:
+    """Call ``check`` until it returns something truthy (returned) or ``within`` s pass."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
+        time.sleep(0.05)
