@@ -265,3 +265,17 @@ def test_a_cross_site_post_is_refused(site: Site, page: Page) -> None:
     assert answer.value.status in (401, 403)
     page.goto(f"{site.url}/console/alarms")
     expect(page).to_have_url(f"{site.url}/console/alarms")
+
+
+def test_every_request_of_the_pages_goes_to_liftwatch(site: Site, page: Page) -> None:
+    """Closed networks: scripts, styles, fonts, chart library, all served by liftwatch."""
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    login(page, "disp-a")
+    for path in ("/console/find?q=A", "/console/lifts/A-1", "/console/maintenance"):
+        page.goto(path, wait_until="networkidle")
+    page.goto("/console/alarms", wait_until="load")  # its event stream never idles
+    assert any(u.endswith("/console/static/vendor/echarts.min.js") for u in urls)
+    assert any(u.endswith("/console/static/vendor/htmx.min.js") for u in urls)
+    foreign = [u for u in urls if not u.startswith(site.url) and not u.startswith("data:")]
+    assert foreign == []
