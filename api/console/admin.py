@@ -18,7 +18,7 @@ from starlette.responses import Response
 from api.auth import Principal
 from api.console.render import render, require_roles
 from api.deps import DbDep
-from api.errors import not_found
+from api.errors import ApiError, not_found
 from api.routes import companies as companies_api
 from api.routes import dead_letters as dead_letters_api
 from api.routes import tokens as tokens_api
@@ -42,6 +42,10 @@ SCAN_BATCH = 1000
 ROLES = ("admin", "inspector", "maintainer")
 
 
+def not_found_page(request: Request, exc: ApiError) -> Response:
+    return render(request, "notfound.html", status_code=404, message=exc.message)
+
+
 @router.get("", summary="Administration: start page")
 def home(request: Request, principal: AdminPerson) -> Response:
     return render(request, "admin/home.html")
@@ -61,11 +65,11 @@ def companies(request: Request, db: DbDep, principal: AdminPerson) -> Response:
 def company(
     request: Request, company_id: CompanyPath, db: DbDep, principal: AdminPerson
 ) -> Response:
-    return render(
-        request,
-        "admin/company.html",
-        company=companies_api.get_company(company_id, db, principal),
-    )
+    try:
+        found = companies_api.get_company(company_id, db, principal)
+    except ApiError as exc:
+        return not_found_page(request, exc)
+    return render(request, "admin/company.html", company=found)
 
 
 # --- lifts ----------------------------------------------------------------------------------
@@ -135,7 +139,7 @@ def lifts(
 def lift(request: Request, lift_id: LiftPath, db: DbDep, principal: AdminPerson) -> Response:
     found = reg.get_lift(db, lift_id)
     if found is None:
-        raise not_found("lift", lift_id)
+        return not_found_page(request, not_found("lift", lift_id))
     return render(
         request,
         "admin/lift.html",
@@ -195,7 +199,10 @@ def webhook(
     principal: AdminPerson,
     before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
 ) -> Response:
-    info = webhooks_api.get_webhook(webhook_id, db, principal)
+    try:
+        info = webhooks_api.get_webhook(webhook_id, db, principal)
+    except ApiError as exc:
+        return not_found_page(request, exc)
     deliveries = webhooks_api.list_deliveries(
         webhook_id, db, principal, status=None, before=before, limit=PAGE
     )

@@ -134,11 +134,14 @@ def _seconds(later: int | None, start: int) -> float | None:
     return None if later is None else (later - start) / 1000
 
 
-def on_site_in_time(a: Alarm) -> bool | None:
-    """For an entrapment: on site within its arrival deadline (the report's rule)."""
+def on_site_in_time(a: Alarm, now: int) -> bool | None:
+    """For an entrapment: on site within its arrival deadline (the report's rule); None for
+    other alarms and while nobody is on site yet and the deadline has not passed."""
     if a.code != "entrapment":
         return None
-    return a.on_site_at is not None and (a.deadline_at is None or a.on_site_at <= a.deadline_at)
+    if a.on_site_at is None:
+        return None if a.deadline_at is not None and now <= a.deadline_at else False
+    return a.deadline_at is None or a.on_site_at <= a.deadline_at
 
 
 def _title(a: Alarm, lang: str) -> str:
@@ -384,7 +387,10 @@ def lift_history(
     principal: PersonDep,
     cursor: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
 ) -> Response:
-    lift = visible_lift(db, principal, lift_id)  # 404 for another company's lift
+    try:
+        lift = visible_lift(db, principal, lift_id)  # another company's lift: 404, as the API
+    except ApiError as exc:
+        return render(request, "notfound.html", status_code=404, message=exc.message)
     company, _empty = company_scope(principal, None)
     found = aq.search_alarms(
         db,
@@ -394,13 +400,14 @@ def lift_history(
         limit=HISTORY_PAGE,
     )
     lang = pick_lang(request)
+    now = now_ms()
     rows = [
         {
             "alarm": a,
             "title": _title(a, lang),
             "ack_s": _seconds(a.acknowledged_at, a.raised_at),
             "on_site_s": _seconds(a.on_site_at, a.raised_at),
-            "in_time": on_site_in_time(a),
+            "in_time": on_site_in_time(a, now),
         }
         for a in found
     ]

@@ -163,13 +163,15 @@
     const form = ev.target.closest("form[data-api-method]");
     if (!form) return;
     ev.preventDefault();
-    const out = outputs(form);
+    // The outcome shows in the form, or in the row ([data-scope]) holding the form.
+    const scope = form.querySelector(".error") ? form : form.closest("[data-scope]") || form;
+    const out = outputs(scope);
     if (form.dataset.then === "import") {
       const file = form.querySelector('input[type="file"]').files[0];
       if (!file) return say(out.error, t("choose_file", "Choose a CSV file first"));
       file.arrayBuffer().then((bytes) =>
         // The raw bytes: the API detects UTF-8 (with or without BOM) or GB18030/GBK.
-        run(form, form.dataset.apiMethod, form.dataset.apiUrl, bytes, "import", "text/csv"),
+        run(scope, form.dataset.apiMethod, form.dataset.apiUrl, bytes, "import", "text/csv"),
       );
       return;
     }
@@ -179,7 +181,7 @@
     } catch (err) {
       return say(out.error, String(err));
     }
-    run(form, form.dataset.apiMethod, form.dataset.apiUrl, payload, form.dataset.then);
+    run(scope, form.dataset.apiMethod, form.dataset.apiUrl, payload, form.dataset.then);
   });
 
   document.addEventListener("click", (ev) => {
