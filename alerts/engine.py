@@ -116,6 +116,7 @@ class Engine:
         self._deferred: deque[tuple[int, str, list[Signal]]] = deque(maxlen=DEFERRED_MAX)
         self._alarm_lift: dict[str, str] = {}
         self._dirty: set[str] = set()  # lifts whose state moved since their last checkpoint
+        self._warm: set[str] = set()  # lifts this process has evaluated a message of
         self._ckpt_counter = 0
         self.restored = 0
         self.clock: Clock = clock or SystemClock()
@@ -408,6 +409,7 @@ class Engine:
         ctx = self._context(lift_id)
         sigs, due = rules.on_message(st, msg, now, ctx)
         self._dirty.add(lift_id)
+        self._warm.add(lift_id)
         if sigs is rules.DUPLICATE[0]:
             self.counts["duplicates"] += 1
             return
@@ -964,11 +966,18 @@ class Engine:
             return None
 
     def _adopt(self, parts: set[int], now: int) -> int:
-        """Lifts of ``parts`` whose last owner handed them over (:meth:`hand_over`): their
-        state as it was handed over replaces this replica's own (which may lack history: a
-        replica that restarted has not seen what its previous process evaluated unsaved)."""
+        """The stored state of lifts of ``parts`` replaces this replica's own where that may
+        lack history: every lift whose last owner handed it over (:meth:`hand_over`: the
+        exact state it stopped at), and every lift this process has not evaluated a message
+        of since it started (a replica that restarted knows only what it restored at start;
+        its previous process may have evaluated more, and the dead owner checkpointed it)."""
         adopted = 0
-        for lift_id, data in ckpt.handovers(self.db, sorted(parts)):
+        wanted = [
+            lift_id
+            for lift_id, handover in ckpt.in_partitions(self.db, sorted(parts))
+            if handover or lift_id not in self._warm
+        ]
+        for lift_id, data in ckpt.states_of(self.db, wanted).items():
             st = self._checkpointed(lift_id, data, now)
             if st is None:
                 continue

@@ -41,19 +41,34 @@ def load(db: Database) -> Iterator[tuple[str, bytes]]:
         yield lift_id, bytes(state)
 
 
-def handovers(db: Database, partitions: Sequence[int]) -> list[tuple[str, bytes]]:
-    """The snapshots saved by the owner that gave ``partitions`` back, as it gave them back."""
+def in_partitions(db: Database, partitions: Sequence[int]) -> list[tuple[str, bool]]:
+    """(lift_id, handed over?) of the checkpoints stored for ``partitions``: a takeover reads
+    these first and then only the states it adopts (:func:`states_of`)."""
     if not partitions:
         return []
     marks = ", ".join("?" * len(partitions))
     return [
-        (lift_id, bytes(state))
-        for lift_id, state in db.tuples(
-            "SELECT lift_id, state FROM lift_checkpoints"  # noqa: S608 - placeholders only
-            f" WHERE handover = 1 AND partition IN ({marks})",
+        (str(lift_id), bool(handover))
+        for lift_id, handover in db.tuples(
+            "SELECT lift_id, handover FROM lift_checkpoints"  # noqa: S608 - placeholders only
+            f" WHERE partition IN ({marks})",
             list(partitions),
         )
     ]
+
+
+def states_of(db: Database, lift_ids: Sequence[str]) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    ids = list(lift_ids)
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ", ".join("?" * len(chunk))
+        for lift_id, state in db.tuples(
+            f"SELECT lift_id, state FROM lift_checkpoints WHERE lift_id IN ({marks})",  # noqa: S608 - placeholders only
+            chunk,
+        ):
+            out[str(lift_id)] = bytes(state)
+    return out
 
 
 def max_counter(db: Database) -> int:

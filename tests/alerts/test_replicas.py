@@ -361,16 +361,17 @@ def test_a_takeover_waits_for_the_old_owners_write_in_flight(postgres: Any) -> N
             assert leases.fence(conn, db.dialect, "a", a.held) == set(a.held)
             thread = threading.Thread(target=take)
             thread.start()
-            started.wait(10)
+            assert started.wait(30)
 
             def waiting_on_a_lock() -> bool:
                 (n,) = db.tuples(
-                    "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND datname = current_database()"
+                    "SELECT COUNT(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                    " WHERE NOT l.granted AND a.datname = current_database()"
                 ).__next__()
                 return int(n) > 0
 
-            until(waiting_on_a_lock, timeout=10)  # b is blocked by a's open write
+            # b is blocked by a's open write (a lock it waits for, in this database).
+            until(waiting_on_a_lock, timeout=30, what="b waiting for a's lease rows")
             assert "held" not in result
         thread.join(15)
         assert len(result["held"]) == leases.PARTITIONS
@@ -409,3 +410,29 @@ def test_a_takeover_that_fails_half_way_gives_the_partitions_back_and_is_redone(
     due = alarm.raised_at + 300_000  # its escalation is armed again, at the stored time
     r.advance((due - r.clock.now_ms()) / 1000 + 1)
     assert r.alarms("alarm_button", lift)[0].escalations == 1
+
+
+def test_a_restarted_replica_taking_over_from_a_dead_owner_uses_its_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """b restarts (it has not seen the lift's trapped snapshot since), then the owner dies:
+    b has evaluated nothing of that lift in this process, so it takes the dead owner's last
+    checkpoint (saved after b started) instead of its own empty state."""
+    r = Replicas(tmp_path / "lw.db", ("a", "b"))
+    r.advance(3)
+    lift = next(lid for lid in r.lift_ids if r.owner_of(lid) == "a")
+    r.tel(lift, **TRAPPED)
+    threshold = r.clock.now_ms() + 30_000
+    r.advance(1)
+    r.kill("b")
+    r.start("b")  # a new process: its restore predates the trapped snapshot's checkpoint
+    r.advance(1)
+    while r.engines["a"].checkpoint_dirty() > 0:  # a's periodic save
+        pass
+    r.advance(1)
+    r.kill("a")
+    r.advance(TTL_S + 3)
+    assert r.owner_of(lift) == "b"
+    r.advance(30)
+    (alarm,) = r.alarms("entrapment", lift)
+    assert alarm.raised_at - threshold <= 1000, (alarm.raised_at - threshold) / 1000
