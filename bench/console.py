@@ -11,16 +11,18 @@ headless Chromium (Debian's ``/usr/bin/chromium`` driven by Playwright) logs in 
 console's login page.
 
 **board_10k_lifts_ms** — the administrator's lift list (``/console/admin/lifts``: search and
-paging over every registered lift) *usable*, median of ``--loads`` cold navigations: from
-the navigation's start (``performance.timeOrigin``) until all three hold:
+paging over every registered lift) *usable*: ``board_load_ms + board_search_ms``, the medians
+of ``--loads`` cold navigations (after one warm-up) of
 
-1. ``DOMContentLoaded`` fired (the page is parsed, its scripts ran);
-2. the first page of rows is rendered (they are in the HTML, so parsed by 1; checked);
-3. the search box answers: a query typed at once for the *last* registered lift (its rescue
-   code, so the server scans all ``--lifts`` rows for matches: the worst case) shows that
-   lift's row and no other — measured to the DOM change, by a ``MutationObserver``.
-
-``board_load_ms`` (1 and 2 only) and ``board_search_ms`` (3 only) are printed beside it.
+- ``board_load_ms``: navigation start (``performance.timeOrigin``) to ``DOMContentLoaded``:
+  the page is parsed, its scripts ran and the first page of rows is there (the rows are in
+  the HTML; the bench checks the first one is in the DOM);
+- ``board_search_ms``: the search box answering — from the ``input`` event of a query for the
+  *last* registered lift (its rescue code: the server reads all ``--lifts`` rows for matches,
+  the worst case) to the moment a ``MutationObserver`` saw that lift's row added, with no
+  other row left. It includes the box's 200 ms debounce (htmx ``delay:``), which a person
+  typing sees too. The time Playwright itself takes between the load and the typing is not
+  counted: a person would start typing then, not after the driver's round trips.
 
 **alarm_to_screen_ms_p95** — the dispatcher's alarm queue (``/console/``, live over the
 server-sent-events stream) is open; ``--alarms`` alarm-button events, each on another lift,
@@ -41,9 +43,10 @@ Same-run baselines, so that a figure from a busy shared machine can be read as a
   the browser.
 
 Progress goes to stderr; the last stdout line is ``board_10k_lifts_ms=…
-alarm_to_screen_ms_p95=…`` followed by the other figures and the ratios
-``board_ratio=`` (board over static baseline) and ``alarm_ratio=`` (screen p95 over stream
-p95).
+alarm_to_screen_ms_p95=…`` followed by the other figures and the ratios ``load_ratio=``
+(``board_load_ms`` over ``baseline_static_ms``: what the server's rendering and the page's
+scripts add to a page of that size) and ``alarm_ratio=`` (screen p95 over stream p95: what
+the console adds to the stream).
 """
 
 from __future__ import annotations
@@ -78,6 +81,10 @@ OBSERVER = """
   if (window.__seen) return;
   window.__seen = {};
   window.__want = new Set();
+  // when the last input event reached the page (a search typed), same clock as __seen
+  document.addEventListener("input", () => {
+    window.__inputAt = performance.timeOrigin + performance.now();
+  }, true);
   const look = (node) => {
     const text = node.textContent || "";
     for (const needle of window.__want) {
@@ -151,7 +158,7 @@ def login(page: Page, base: str, user: str) -> None:
 
 
 def board_once(page: Page, base: str, last: int) -> tuple[float, float]:
-    """One cold navigation to the lift list; ``(load_ms, usable_ms)`` from navigation start."""
+    """One cold navigation to the lift list: ``(load_ms, search_ms)``."""
     page.goto("about:blank")
     page.goto(f"{base}/console/admin/lifts", wait_until="commit")
     page.wait_for_function(
@@ -162,31 +169,29 @@ def board_once(page: Page, base: str, last: int) -> tuple[float, float]:
         "performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd"
     )
     page.evaluate(OBSERVER)
-    page.evaluate(f"window.__want.add({json.dumps(lift_id(last))})")
+    needle = json.dumps(lift_id(last))
+    page.evaluate(f"window.__want.add({needle})")
     page.fill("#lift-q", rescue_code(last))
     page.wait_for_function(
-        f"window.__seen[{json.dumps(lift_id(last))}] !== undefined"
+        f"window.__seen[{needle}] !== undefined"
         " && document.querySelectorAll('#lift-rows tbody tr').length === 1",
         timeout=10_000,
     )
-    usable = page.evaluate(f"window.__seen[{json.dumps(lift_id(last))}] - performance.timeOrigin")
-    return load_ms, usable
+    search_ms = page.evaluate(f"window.__seen[{needle}] - window.__inputAt")
+    return load_ms, search_ms
 
 
 def board(page: Page, base: str, lifts: int, loads: int) -> dict[str, float]:
-    loaded, usable = [], []
+    loaded, searched = [], []
     for k in range(loads + 1):
-        load_ms, usable_ms = board_once(page, base, lifts - 1)
+        load_ms, search_ms = board_once(page, base, lifts - 1)
         if k == 0:
             continue  # the first load warms the server's and the browser's caches
         loaded.append(load_ms)
-        usable.append(usable_ms)
-        say(f"lift list: rows after {load_ms:.0f} ms, search answered at {usable_ms:.0f} ms")
-    return {
-        "board": statistics.median(usable),
-        "load": statistics.median(loaded),
-        "search": statistics.median(u - v for u, v in zip(usable, loaded, strict=True)),
-    }
+        searched.append(search_ms)
+        say(f"lift list: rows at {load_ms:.0f} ms, a search answered in {search_ms:.0f} ms")
+    load, search = statistics.median(loaded), statistics.median(searched)
+    return {"board": load + search, "load": load, "search": search}
 
 
 class _Static(http.server.BaseHTTPRequestHandler):
@@ -213,7 +218,7 @@ def static_baseline(page: Page, html: str, loads: int) -> float:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Static)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
-    times = []
+    times: list[float] = []
     try:
         for k in range(loads + 1):
             page.goto("about:blank")
@@ -226,7 +231,7 @@ def static_baseline(page: Page, html: str, loads: int) -> float:
                 "performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd"
             )
             if k:
-                times.append(dcl)
+                times.append(float(dcl))
     finally:
         server.shutdown()
     return statistics.median(times)
@@ -376,7 +381,7 @@ def main() -> None:
         f" baseline_static_ms={static:.0f}"
         f" alarm_to_screen_ms_p50={statistics.median(screen) if screen else float('nan'):.0f}"
         f" baseline_stream_ms_p95={stream_p95:.0f} lost={lost} lifts={args.lifts}"
-        f" board_ratio={b['board'] / static:.1f} alarm_ratio={screen_p95 / stream_p95:.2f}"
+        f" load_ratio={b['load'] / static:.2f} alarm_ratio={screen_p95 / stream_p95:.2f}"
     )
 
 
