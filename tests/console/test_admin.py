@@ -15,6 +15,7 @@ from simulator.receiver import RecordingReceiver
 from tests.console.conftest import Site, new_context
 from tests.console.helpers import login, shot
 from tests.support.harness import until
+from tests.support.mqtt import publish
 
 pytestmark = pytest.mark.integration
 
@@ -200,3 +201,22 @@ def test_others_are_kept_out_and_an_inspector_cannot_write(site: Site, browser: 
             assert status == 403 and "read-only" in text
             assert site.api.get("/companies/co-evil").status_code == 404
         context.close()
+
+
+def test_dead_letters_show_the_reason(site: Site, page: Page) -> None:
+    publish(site.mqtt_url, [(f"{site.prefix}/DL-1/telemetry", b"{not json")])
+    login(page, "admin")
+
+    def listed() -> bool:
+        page.goto("/console/admin/dead-letters")
+        return page.locator("tbody tr", has_text="DL-1").count() >= 1
+
+    until(listed, timeout=10, what="the rejected message listed")
+    row = page.locator("tbody tr", has_text="DL-1").first
+    letters = site.api.get("/dead-letters", params={"lift_id": "DL-1"}).json()["items"]
+    expect(row).to_contain_text(letters[0]["reason"])
+    expect(row).to_contain_text(f"{site.prefix}/DL-1/telemetry")
+    page.get_by_label("Reason").select_option(letters[0]["reason"])
+    page.get_by_role("button", name="Show").click()
+    expect(page).to_have_url(re.compile(r"reason="))
+    expect(page.locator("tbody tr", has_text="DL-1").first).to_be_visible()

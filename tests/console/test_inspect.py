@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -152,3 +153,24 @@ def test_a_maintainer_reports_on_its_own_company_only(site: Site, page: Page) ->
     page.goto("/console/reports/lifts/INSP-1")  # another company's lift: as the API, 404
     expect(page.get_by_role("heading", name="Not found")).to_be_visible()
     assert "检验大厦" not in page.content() and "检验路" not in page.content()
+
+
+def test_a_date_range_report_by_code(site: Site, page: Page) -> None:
+    ensure_lifts(site)
+    site.press("INSP-1")
+    raised(site, "INSP-1", "alarm_button")
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    login(page, "inspector")
+    page.goto("/console/reports")
+    page.get_by_label("Month").fill("")
+    page.locator("#r-since").fill(today)
+    page.get_by_label("to", exact=True).fill(today)
+    page.get_by_label("by", exact=True).select_option("code")
+    page.get_by_role("button", name="Show").click()
+    expect(page).to_have_url(re.compile(rf"since={today}&until={today}&group_by=code"))
+    # [today 00:00, tomorrow 00:00) in the site's zone, as the period line says
+    expect(page.locator(".period")).to_contain_text("(Asia/Shanghai)")
+    row = page.locator("#report-table tbody tr", has_text="alarm_button")
+    assert int(row.locator("td").nth(0).inner_text()) >= 1
+    page.goto("/console/reports?since=2026-12-05&until=2026-11-01")  # the API's own refusal
+    expect(page.get_by_role("alert")).to_contain_text("until: must be after since")
