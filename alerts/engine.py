@@ -898,7 +898,7 @@ class Engine:
             parts = set(gained)
             self.held.update(gained)
             try:
-                return self._take_over(parts, now, t0)
+                return self._take_over(gained, now, t0)
             except BaseException:
                 # Half a takeover is none: these partitions are not this replica's until a
                 # later round takes them again (and runs the whole of it).
@@ -906,8 +906,9 @@ class Engine:
                     self.held.pop(p, None)
                 raise
 
-    def _take_over(self, parts: set[int], now: int, t0: float) -> dict[str, int]:
-        adopted = self._adopt(parts, now)
+    def _take_over(self, gained: Mapping[int, int], now: int, t0: float) -> dict[str, int]:
+        parts = set(gained)
+        adopted = self._adopt(gained, now)
         entries: dict[str, list[tuple[int, list[Signal]]]] = {}
         keep: deque[tuple[int, str, list[Signal]]] = deque(maxlen=DEFERRED_MAX)
         for at, lift_id, sigs in self._deferred:
@@ -965,17 +966,18 @@ class Engine:
             log.warning("event=checkpoint_unusable lift_id=%s error=%r", lift_id, str(exc))
             return None
 
-    def _adopt(self, parts: set[int], now: int) -> int:
-        """The stored state of lifts of ``parts`` replaces this replica's own where that may
-        lack history: every lift whose last owner handed it over (:meth:`hand_over`: the
-        exact state it stopped at), and every lift this process has not evaluated a message
-        of since it started (a replica that restarted knows only what it restored at start;
-        its previous process may have evaluated more, and the dead owner checkpointed it)."""
+    def _adopt(self, gained: Mapping[int, int], now: int) -> int:
+        """The stored state of lifts of ``gained`` replaces this replica's own where that may
+        lack history: every lift its last owner handed over (:meth:`hand_over`: the exact
+        state it stopped at — only if that owner was the last: a hand-over row no owner since
+        then overwrote is older than what this replica knows), and every lift this process
+        has evaluated no message of since it started (a restarted replica knows only what it
+        restored at start; the dead owner's last checkpoint knows more)."""
         adopted = 0
         wanted = [
             lift_id
-            for lift_id, handover in ckpt.in_partitions(self.db, sorted(parts))
-            if handover or lift_id not in self._warm
+            for lift_id, p, epoch, handover in ckpt.in_partitions(self.db, sorted(gained))
+            if (handover and epoch == gained[p] - 1) or lift_id not in self._warm
         ]
         for lift_id, data in ckpt.states_of(self.db, wanted).items():
             st = self._checkpointed(lift_id, data, now)

@@ -41,17 +41,18 @@ def load(db: Database) -> Iterator[tuple[str, bytes]]:
         yield lift_id, bytes(state)
 
 
-def in_partitions(db: Database, partitions: Sequence[int]) -> list[tuple[str, bool]]:
-    """(lift_id, handed over?) of the checkpoints stored for ``partitions``: a takeover reads
-    these first and then only the states it adopts (:func:`states_of`)."""
+def in_partitions(db: Database, partitions: Sequence[int]) -> list[tuple[str, int, int, bool]]:
+    """(lift_id, partition, writer's epoch, handed over?) of the checkpoints stored for
+    ``partitions``: a takeover reads these first, then only the states it adopts
+    (:func:`states_of`)."""
     if not partitions:
         return []
     marks = ", ".join("?" * len(partitions))
     return [
-        (str(lift_id), bool(handover))
-        for lift_id, handover in db.tuples(
-            "SELECT lift_id, handover FROM lift_checkpoints"  # noqa: S608 - placeholders only
-            f" WHERE partition IN ({marks})",
+        (str(lift_id), int(p), int(version) >> 40, bool(handover))
+        for lift_id, p, version, handover in db.tuples(
+            "SELECT lift_id, partition, version, handover"  # noqa: S608 - placeholders only
+            f" FROM lift_checkpoints WHERE partition IN ({marks})",
             list(partitions),
         )
     ]

@@ -436,3 +436,23 @@ def test_a_restarted_replica_taking_over_from_a_dead_owner_uses_its_checkpoint(
     r.advance(30)
     (alarm,) = r.alarms("entrapment", lift)
     assert alarm.raised_at - threshold <= 1000, (alarm.raised_at - threshold) / 1000
+
+
+def test_a_hand_over_row_is_not_adopted_once_another_owner_came_between(
+    tmp_path: Path,
+) -> None:
+    """a hands half the partitions to b (their state saved as hand-over rows); a passenger is
+    trapped on one of b's lifts; b dies at once (no checkpoint of it). a takes the partition
+    back: the hand-over row predates the trapped snapshot, a's own live state does not."""
+    r = Replicas(tmp_path / "lw.db", ("a",))
+    r.start("b")
+    r.advance(3)
+    lift = next(lid for lid in r.lift_ids if r.owner_of(lid) == "b")
+    r.tel(lift, **TRAPPED)
+    threshold = r.clock.now_ms() + 30_000
+    r.kill("b")
+    r.advance(TTL_S + 3)
+    assert r.owner_of(lift) == "a"
+    r.advance(30)
+    (alarm,) = r.alarms("entrapment", lift)
+    assert alarm.raised_at - threshold <= 1000, (alarm.raised_at - threshold) / 1000
