@@ -215,6 +215,7 @@ async def alarm_page(
         request,
         "dispatch/alarm.html",
         nav="alarms",
+        sse_events=SSE_EVENTS,
         alarm=view,
         lift=lift,
         live=live,

@@ -77,6 +77,9 @@ def test_alarm_lifecycle_by_clicks_with_signed_webhooks(
     notes = page.evaluate("window.__notifications")
     assert any("Riverside Tower lift 9" in n["body"] for n in notes), notes
     assert page.evaluate("window.liftwatchAlerts.errors") == []
+    # and for a screen reader, an assertive live region
+    announced = "New critical alarm: Car alarm button pressed"
+    expect(page.locator("#announce")).to_contain_text(announced)
     shot(page, "queue")
 
     # company B's dispatcher: nothing of A's alarm, in the queue or by its id
@@ -99,21 +102,31 @@ def test_alarm_lifecycle_by_clicks_with_signed_webhooks(
     expect(page.locator("dl.facts").first).to_contain_text("310009")
     expect(page.locator(".countdown.big")).to_have_text(re.compile(r"\d+:\d\d left"))
     shot(page, "alarm")
-    # a refused step shows the API's reason: a colleague acknowledged it a moment ago
+    # a second console of co-a whose event stream is cut: it will not hear of the next step
+    stale_context = new_context(browser, site)
+    stale_context.route("**/api/v1/alarms/stream*", lambda route: route.abort())
+    stale = stale_context.new_page()
+    login(stale, "disp-a")
+    stale.goto(f"/console/alarms/{alarm_id}")
+    # a colleague acknowledges through the API: this page shows it live, without a reload
     r = site.api.post(
         f"/alarms/{alarm_id}/acknowledge",
         json={"note": "taken by the night desk"},
         headers={"Authorization": f"Bearer {token}"},
     )
     assert r.status_code == 200, r.text
-    page.get_by_label("Note").fill("team 3 on the way")
-    page.get_by_role("button", name="Acknowledge").click()
-    expect(page.locator("#action-error")).to_contain_text("acknowledged")
-    shot(page, "alarm-refused")
-    page.reload()
     expect(page.locator("#alarm-status")).to_have_attribute("data-status", "acknowledged")
+    expect(page.locator("#alarm-history")).to_contain_text("taken by the night desk")
     expect(page.get_by_role("button", name="Acknowledge")).to_be_disabled()
-    page.get_by_role("button", name="On site").click()
+    # the stale console's click is refused, with the API's reason
+    stale.get_by_label("Note").fill("team 3 on the way")
+    stale.get_by_role("button", name="Acknowledge").click()
+    expect(stale.locator("#action-error")).to_contain_text("is acknowledged")
+    shot(stale, "alarm-refused")
+    stale_context.close()
+    # on site by keyboard: focus the button, Enter
+    page.get_by_role("button", name="On site").focus()
+    page.keyboard.press("Enter")
     expect(page.locator("#alarm-status")).to_have_attribute("data-status", "on_site")
     page.get_by_label("Outcome").select_option("rescued")
     page.get_by_label("Note").fill("passenger out, button tested")

@@ -4,6 +4,9 @@ the page is Chinese for a browser that prefers Chinese."""
 
 from __future__ import annotations
 
+import re
+
+import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -28,15 +31,33 @@ def test_wrong_password_shows_the_apis_reason(site: Site, page: Page) -> None:
 
 def test_login_leads_back_and_logout_ends_the_session(site: Site, page: Page) -> None:
     page.goto("/console/find")
-    page.get_by_label("Username").fill("disp-a")
-    page.get_by_label("Password").fill("correct horse battery")
-    page.get_by_role("button", name="Log in").click()
+    # by keyboard alone: the username field has the focus, Tab to the password, Enter
+    expect(page.get_by_label("Username")).to_be_focused()
+    page.keyboard.type("disp-a")
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Password")).to_be_focused()
+    page.keyboard.type("correct horse battery")
+    page.keyboard.press("Enter")
     expect(page).to_have_url(f"{site.url}/console/find")
     expect(page.get_by_role("navigation", name="Main")).to_contain_text("Alarms")
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(f"{site.url}/console/login")
     page.goto("/console/alarms")  # the cookie's session ended on the server
     expect(page).to_have_url(f"{site.url}/console/login?next=%2Fconsole%2Falarms")
+
+
+def test_too_many_failed_logins_show_the_wait(site: Site, page: Page) -> None:
+    """Over the per-username limit (10 per 15 min) the page shows the API's 429 reason."""
+    with httpx.Client(base_url=site.url, timeout=10) as c:
+        for _ in range(10):
+            r = c.post("/api/v1/auth/login", json={"username": "mallory", "password": "guess1234"})
+            assert r.status_code == 401, r.text
+    page.goto("/console/login")
+    page.get_by_label("Username").fill("mallory")
+    page.get_by_label("Password").fill("guess12345")
+    page.get_by_role("button", name="Log in").click()
+    wait = re.compile(r"too many failed logins: try again in \d+ s")
+    expect(page.get_by_role("alert")).to_contain_text(wait)
 
 
 def test_a_session_ended_elsewhere_sends_the_page_to_login(site: Site, page: Page) -> None:

@@ -144,6 +144,12 @@
     critical.forEach(function (row) { open[row.dataset.alarmId] = true; });
     var fresh = critical.filter(function (row) { return !shown[row.dataset.alarmId] && !alerts["seen:" + row.dataset.alarmId]; });
     fresh.forEach(function (row) { alerts["seen:" + row.dataset.alarmId] = true; notify(row); });
+    var announce = document.getElementById("announce");
+    if (announce && fresh.length) {  // screen readers hear it too
+      var cells = fresh[0].querySelectorAll("td");
+      announce.textContent = announce.dataset.new + ": " +
+        (cells[1] ? cells[1].innerText.trim() : "") + " — " + (cells[2] ? cells[2].innerText.trim() : "");
+    }
     if (fresh.length) beep();
     Object.keys(shown).forEach(function (id) {  // acknowledged (or gone): the alert stops
       if (!open[id]) { shown[id].close(); delete shown[id]; }
@@ -157,6 +163,19 @@
   }
   document.body.addEventListener("htmx:afterSwap", function (ev) {
     if (ev.detail.target && ev.detail.target.id === "queue") { onQueue(); tick(); }
+  });
+  // an alarm's page: its state re-read after any alarm event (a colleague's step)
+  function syncButtons() {
+    var st = document.getElementById("alarm-status");
+    var box = document.querySelector(".actions[data-alarm-id]");
+    if (!st || !box) return;
+    var status = st.dataset.status;
+    if (status === "resolved") { box.hidden = true; return; }
+    box.querySelector('[data-step="acknowledge"]').disabled = status !== "open";
+    box.querySelector('[data-step="on-site"]').disabled = status === "on_site";
+  }
+  document.body.addEventListener("htmx:afterSettle", function (ev) {
+    if (document.getElementById("alarm-state")) { syncButtons(); tick(); }
   });
   var enable = document.getElementById("enable-alerts");
   function showState() {
