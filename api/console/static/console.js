@@ -197,9 +197,21 @@
     var el = document.getElementById("stream-state");
     if (el) el.textContent = "";
   });
+  // The stream ends when the session does (logout elsewhere, disabled, expired): rather than
+  // show a stale queue, ask who we are and go to the login page if nobody.
+  var checking = false;
   document.body.addEventListener("htmx:sseError", function () {
     var el = document.getElementById("stream-state");
     if (el) el.textContent = lang === "zh-CN" ? "实时连接中断，正在重连…" : "Live connection lost, reconnecting…";
+    if (checking) return;
+    checking = true;
+    api("GET", "/api/v1/auth/me").then(function (res) {
+      checking = false;
+      if (res.status === 401) {
+        window.location.assign("/console/login?next=" +
+          encodeURIComponent(window.location.pathname + window.location.search));
+      }
+    }, function () { checking = false; });
   });
 
   // --- an alarm's lifecycle -----------------------------------------------------------------
