@@ -28,6 +28,7 @@ from api.console.render import PersonDep, gettext_for, pick_lang, render
 from api.deps import DbDep, InfluxDep, SettingsDep
 from api.errors import ApiError
 from api.reports import GroupBy
+from api.routes.companies import list_companies
 from api.routes.reports import CSV_COLUMNS, FaultReport, faults
 from liftwatch.clock import now_ms
 from liftwatch.faults import names
@@ -342,6 +343,7 @@ def reports(
         query=query,
         labels=labels,
         columns=CSV_COLUMNS[1:],
+        companies=list_companies(db, principal),
         # in a <script type="application/json">: no "</script>" can end it early
         chart=json.dumps(chart_data(report, labels) if report else None).replace("<", "\\u003c"),
     )

@@ -78,6 +78,10 @@ def test_admin_creates_a_company_and_a_lift_and_imports_a_csv(site: Site, page: 
     page.get_by_role("button", name="Save").click()
     expect(page.get_by_role("status").filter(has_text="Done")).to_be_visible()
     assert site.api.get("/lifts/ADM-2").json()["floors"] == 22
+    page.get_by_label("Threshold overrides (JSON; docs/alarms.md)").fill('{"no_such_timer": 5}')
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("alert")).to_contain_text("422")
+    expect(page.get_by_role("alert")).to_contain_text("no_such_timer")
 
 
 def test_webhook_secret_is_shown_once_and_a_test_is_delivered(site: Site, page: Page) -> None:
