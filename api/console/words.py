@@ -25,4 +25,19 @@ WORDS = (
     N_("repaired"),
     N_("false_alarm"),
     N_("test"),
+    # an alarm's transitions (alerts/lifecycle.py)
+    N_("raised"),
+    N_("escalated"),
+    N_("overdue"),
+    N_("condition_cleared"),
+    N_("condition_returned"),
+    N_("suppression_ended"),
+    # where an alarm came from
+    N_("device"),
+    N_("rule"),
+    # device events (PROTOCOL.md)
+    N_("alarm_button"),
+    N_("fault"),
+    N_("selftest"),
+    N_("end_of_alarm"),
 )

@@ -170,6 +170,19 @@ def test_one_sites_alarms_are_grouped_in_chinese(site: Site, zh_page: Page) -> N
     page.get_by_label("故障").select_option("entrapment")
     expect(page.locator("#queue tr.alarm")).to_have_count(2)
     shot(page, "queue-zh-grouped")
+    # one of them, in Chinese; its countdown turns red once the deadline has passed
+    group.locator("tr.alarm").first.get_by_role("link").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("困人")
+    expect(page.locator("dl.facts").first).to_contain_text("救援识别码")
+    countdown = page.locator(".countdown.big")
+    expect(countdown).to_have_text(re.compile(r"^剩余 \d+:\d\d$"))
+    expect(countdown).not_to_have_class(re.compile("overdue"))
+    shot(page, "alarm-zh")
+    # (the JavaScript of the countdown, given a deadline 65 s ago)
+    countdown.evaluate("el => { el.dataset.deadline = new Date(Date.now() - 65e3).toISOString() }")
+    expect(countdown).to_have_class(re.compile("overdue"))
+    expect(countdown).to_have_text(re.compile(r"^已超时 1:0\d$"))
+    page.go_back()
     for a in site.alarms(code="entrapment", status="open"):
         if a["lift_id"] in ("A-1", "A-2"):
             r = site.api.post(f"/alarms/{a['alarm_id']}/resolve", json={"outcome": "test"})
@@ -231,7 +244,7 @@ def test_find_by_rescue_code_and_the_lift_page(site: Site, page: Page) -> None:
     expect(page.locator("section", has_text="Open alarms")).to_contain_text(
         "Car alarm button pressed"
     )
-    expect(page.locator("ol.timeline")).to_contain_text("alarm_button")
+    expect(page.locator("ol.timeline")).to_contain_text("event: alarm button")
     chart = page.locator("#chart")
     expect(chart).to_have_attribute("data-points", re.compile(r"^[1-9]\d*$"))
     shot(page, "lift")
