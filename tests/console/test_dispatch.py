@@ -296,7 +296,9 @@ def test_a_cross_site_post_is_refused(site: Site, page: Page) -> None:
 def test_every_request_of_the_pages_goes_to_liftwatch(site: Site, page: Page) -> None:
     """Closed networks: scripts, styles, fonts, chart library, all served by liftwatch."""
     urls: list[str] = []
+    messages: list[str] = []
     page.on("request", lambda request: urls.append(request.url))
+    page.on("console", lambda message: messages.append(message.text))
     login(page, "disp-a")
     for path in ("/console/find?q=A", "/console/lifts/A-1", "/console/maintenance"):
         page.goto(path, wait_until="networkidle")
@@ -305,3 +307,10 @@ def test_every_request_of_the_pages_goes_to_liftwatch(site: Site, page: Page) ->
     assert any(u.endswith("/console/static/vendor/htmx.min.js") for u in urls)
     foreign = [u for u in urls if not u.startswith(site.url) and not u.startswith("data:")]
     assert foreign == []
+    # and the pages say so to the browser, which found nothing of ours to refuse
+    with page.expect_response(f"{site.url}/console/lifts/A-1") as answer:
+        page.goto("/console/lifts/A-1", wait_until="networkidle")
+    csp = answer.value.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    page.locator("#chart canvas").first.hover()  # an ECharts tooltip: HTML with inline styles
+    assert not [m for m in messages if "Content Security Policy" in m], messages
