@@ -26,7 +26,7 @@ from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import Environment, FileSystemLoader, pass_context, select_autoescape
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -116,6 +116,10 @@ def _environment(lang: str) -> Jinja2Templates:
         extensions=["jinja2.ext.i18n"],
     )
     env.install_gettext_translations(translations(lang), newstyle=True)  # type: ignore[attr-defined]
+    # The filters call the page's own helpers (its language, the site's zone): one environment
+    # serves every request and app of a language, concurrently.
+    env.filters["localtime"] = pass_context(lambda c, v, *a: c["localtime"](v, *a))
+    env.filters["ago"] = pass_context(lambda c, v: c["ago"](v))
     return Jinja2Templates(env=env)
 
 
@@ -131,10 +135,9 @@ def filters(lang: str, tz: Any) -> dict[str, Callable[..., str]]:
         at = _to_datetime(value)
         if at is None:
             return ""
-        seconds = now_ms() / 1000 - at.timestamp()
-        return format_timedelta(
-            timedelta(seconds=math.floor(seconds)), add_direction=True, locale=lang
-        )
+        seconds = math.floor(now_ms() / 1000 - at.timestamp())
+        # Babel's direction: negative is the past ("2 minutes ago"), positive the future
+        return format_timedelta(timedelta(seconds=-seconds), add_direction=True, locale=lang)
 
     return {"localtime": localtime, "ago": ago}
 
@@ -162,7 +165,6 @@ def render(request: Request, template: str, status_code: int = 200, **ctx: Any) 
         **helpers,
         **ctx,
     }
-    templates.env.filters.update(helpers)
     response = templates.TemplateResponse(request, template, context, status_code=status_code)
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
