@@ -9,6 +9,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -265,12 +266,18 @@ def test_maintenance_window_declared_and_ended(site: Site, page: Page) -> None:
     login(page, "disp-a")
     page.goto("/console/maintenance")
     page.get_by_label("Lift").select_option("A-9")
+    page.get_by_label(re.compile("Starts in")).fill("30")
     page.get_by_label(re.compile("Duration")).fill("90")
     page.get_by_label("Reason").fill("annual inspection 年检")
     page.get_by_role("button", name="Declare").click()
     row = page.locator("table.windows tr", has_text="annual inspection 年检")
     expect(row).to_be_visible()
     expect(row).to_contain_text("A-9")
+    windows = site.api.get("/maintenance-windows").json()
+    [window] = [w for w in windows if w["reason"] == "annual inspection 年检"]
+    starts = datetime.fromisoformat(window["starts_at"]).timestamp()
+    ends = datetime.fromisoformat(window["ends_at"]).timestamp()
+    assert 29 * 60 < starts - time.time() <= 30 * 60 and ends - starts == 90 * 60
     shot(page, "maintenance")
     row.get_by_role("button", name=re.compile("End")).click()
     expect(page.locator("table.windows tr", has_text="annual inspection 年检")).to_have_count(0)

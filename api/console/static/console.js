@@ -240,7 +240,8 @@
   if (mw) {
     mw.addEventListener("submit", function (ev) {
       ev.preventDefault();
-      var start = Date.now();
+      var delay = parseInt(document.getElementById("mw-delay").value, 10) || 0;
+      var start = Date.now() + delay * 60000;
       var minutes = parseInt(document.getElementById("mw-minutes").value, 10) || 0;
       var lift = document.getElementById("mw-lift").value;
       api("POST", "/api/v1/lifts/" + encodeURIComponent(lift) + "/maintenance-windows", {
