@@ -17,7 +17,6 @@ from api.console.render import LANG_COOKIE, LANGS, PersonDep, render
 
 router = APIRouter()
 
-HOME = {"maintainer": "/console/alarms", "admin": "/console/alarms", "inspector": "/console/city"}
 Next = Annotated[str, Query(max_length=2000)]
 
 
