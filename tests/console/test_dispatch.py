@@ -321,3 +321,35 @@ def test_every_request_of_the_pages_goes_to_liftwatch(site: Site, page: Page) ->
     assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
     page.locator("#chart canvas").first.hover()  # an ECharts tooltip: HTML with inline styles
     assert not [m for m in messages if "Content Security Policy" in m], messages
+
+
+def test_a_power_cut_traps_eight_lifts_of_one_estate(site: Site, page: Page) -> None:
+    """Eight lifts of one estate trapped at once: one group of eight, each alarm once."""
+    address = "Guangming Estate, 200 Guangming Road"
+    lifts = [f"G-{n}" for n in range(1, 9)]
+    for n, lift_id in enumerate(lifts, 1):
+        site.add_lift(
+            lift_id=lift_id,
+            company_id="co-a",
+            name=f"Guangming block {n}",
+            address=address,
+            rescue_code=f"3302{n:02d}",
+        )
+    login(page, "disp-a")
+    page.wait_for_function(
+        "(() => { const el = document.querySelector('[sse-connect]');"
+        " const d = el && el['htmx-internal-data'];"
+        " return !!(d && d.sseEventSource && d.sseEventSource.readyState === 1); })()"
+    )
+    for lift_id in lifts:
+        site.trap(lift_id)
+    group = page.locator("#queue tbody.site", has_text=address)
+    head = group.locator("tr.site-head")
+    expect(head).to_contain_text("8 lifts, 8 alarms", timeout=LIVE_S * 1000)
+    expect(group.locator("tr.alarm")).to_have_count(8)
+    shot(page, "queue-burst")
+    for a in site.alarms(code="entrapment", status="open"):
+        if a["lift_id"] in lifts:
+            r = site.api.post(f"/alarms/{a['alarm_id']}/resolve", json={"outcome": "test"})
+            assert r.status_code == 200, r.text
+    expect(page.locator("#queue")).not_to_contain_text("Guangming", timeout=LIVE_S * 1000)
