@@ -6,6 +6,7 @@ delivered signed.
     .venv/bin/python -m bench.failover [--replicas 3] [--kills 5] [--lifts 200]
                                        [--duration S] [--cycle 40] [--restart-after 12]
                                        [--entrapments 20] [--presses 40] [--seed 15]
+                                       [--telemetry-qos 1] [--linger S] [--logs DIR]
 
 Everything is private and fresh, in a temp dir: a PostgreSQL server
 (``liftwatch.localservices.PostgreSQL``, never the machine's own), a Mosquitto broker
@@ -16,29 +17,39 @@ ones for the warm-up) and one subscription to every event. ``--replicas`` real
 ``LIFTWATCH_ALERTS_REPLICA_ID`` (r1, r2, …): each has its own MQTT session and evaluates every
 message (hot standby); the lease table decides who commits.
 
-**Load.** Every lift publishes a telemetry snapshot once a second (QoS 1, spread evenly over
-the second): normal service, stopped at a landing, doors closed. An *entrapment* is
-telemetry showing FAULTS.md's ``entrapment``/``outside_zone`` condition (stationary, not in a
-door zone, ``passenger_present`` true, mode ``normal``) for 40 s, then doors open at a landing
-(the condition clears), then normal service again. Its thresholds, from the publish time of
-its first trapped message: ``stopped_outside_zone`` (major, mode normal, 10 s) and
-``entrapment``/``outside_zone`` (critical, 30 s) — both are expected alarms. An *alarm-button
-press* is a QoS 1 ``alarm_button`` event (threshold: the press; the car is stopped with doors
-closed, so the filter does not apply). Every incident is on a lift of its own, so "one alarm
-per (lift, code, occurrence)" is "one alarm per (lift, code, subtype)".
+**Load.** Every lift publishes a telemetry snapshot once a second (QoS 1 unless
+``--telemetry-qos 0``, spread evenly over the second): normal service, stopped at a landing,
+doors closed. An *entrapment* is telemetry showing FAULTS.md's ``entrapment``/``outside_zone``
+condition (stationary, not in a door zone, ``passenger_present`` true, mode ``normal``) for 40
+s, then doors open at a landing (the condition clears), then normal service again. Its
+thresholds, from the publish time of its first trapped message: ``stopped_outside_zone``
+(major, mode normal, 10 s) and ``entrapment``/``outside_zone`` (critical, 30 s) — both are
+expected alarms. An *alarm-button press* is a QoS 1 ``alarm_button`` event (threshold: the
+press; the car is stopped with doors closed, so the filter does not apply). Every incident is
+on a lift of its own, so "one alarm per (lift, code, occurrence)" is "one alarm per (lift,
+code, subtype)".
 
 **Kills.** The ``--kills`` kills are ``--cycle`` s apart. Before each kill at ``k``, the
-replica holding the most partitions gets three entrapments on lifts of its partitions,
-starting at ``k - 27 s`` (threshold 3 s after the kill: inside the gap, so the new owner must
-raise it at takeover), ``k - 15 s`` (threshold 15 s after the kill: the new owner's own timer)
-and ``k - 8 s``. At ``k`` the victim is the replica owning the most entrapments armed then
-(started, threshold not reached; ties: the most partitions) — SIGKILL. At ``k + 1.5 s`` an
-alarm button is pressed on a lift of the victim's partitions (nobody commits for it until the
-takeover). The victim is restarted (same replica id) ``--restart-after`` s after its kill
-once its partitions have moved, so the run keeps N replicas; ``join_s`` is from its restart
-to its own ``event=partitions_taken`` (the others give back what is above their share).
-``--entrapments`` further entrapments and ``--presses`` further presses are spread at random
-(``--seed``) over the run on random lifts.
+replica holding the most partitions gets three entrapments on lifts of its partitions, starting
+at ``k - 27 s`` (threshold 3 s after the kill: inside the gap, so the new owner must raise it
+at takeover), ``k - 15 s`` (threshold 15 s after the kill: the new owner's own timer) and ``k -
+8 s``. At ``k`` the victim is the replica owning the most entrapments armed then (started,
+threshold not reached; ties: the most partitions) — SIGKILL. At ``k + 1.5 s`` an alarm button
+is pressed on a lift of the victim's partitions (nobody commits for it until the takeover); at
+``k + 3 s`` an entrapment starts on another lift of them (a survivor takes it over, and hands
+it back when the victim rejoins: the restarted process must go on with an entrapment that
+started while it was down); 1 s before the restart one more starts on the busiest survivor's
+partitions (armed at the next kill, whose takeover may go to the restarted process).
+``--telemetry-qos 0`` sends telemetry at QoS 0 (PROTOCOL.md allows it): a replica that is down
+then misses it (Mosquitto queues only QoS 1 for a persistent session), so a restarted replica
+knows what happened meanwhile only from the checkpoints. The victim is restarted (same replica
+id) ``--restart-after`` s after its kill once its partitions have moved, so the run keeps N
+replicas; ``join_s`` is from its restart to its own ``event=partitions_taken`` (the others give
+back what is above their share). With ``--restart-after`` under the lease time + 2 s (a
+supervisor's quick restart) the victim is restarted first and may take its own partitions back
+before they expire; failover then ends when every partition of the victim was taken again (a
+higher epoch), by whoever. ``--entrapments`` further entrapments and ``--presses`` further
+presses are spread at random (``--seed``) over the run on random lifts.
 
 **failover_s** = from the SIGKILL (this host's clock, just before ``kill()``) until, for the
 last of the victim's partitions (its rows in ``alert_leases`` just before the kill), the new
@@ -53,7 +64,8 @@ commit").
 **Checks at the end** (after every expected alarm was raised and delivered, or 90 s after the
 last threshold): *expected* = the schedule's (lift, code, subtype) with its threshold time;
 *raised* = rows of the store's ``alarms``; *delivered* = requests at the receiver answered
-2xx whose Standard Webhooks signature verifies (``standardwebhooks``).
+2xx whose Standard Webhooks signature verifies (``standardwebhooks``, checked as each request
+arrives).
 ``lost`` = expected alarms not raised, or raised without a delivered ``alarm.raised``;
 ``duplicated`` = alarm rows beyond one per expected (lift, code, subtype), plus
 ``alarm.raised`` notifications beyond one per alarm counted by ``webhook-id`` (the spec's
@@ -72,9 +84,15 @@ The last stdout line is ``replicas=… kills=… failover_s_p50=… failover_s_m
 duplicated=… late_alarms=…`` followed by ``failover_acq_s_p50=… failover_acq_s_max=…
 join_s_max=… expected=… raised=… delivered=… late_s_max=… late_delivered=… arrival_s_p99=…
 arrival_s_max=… late_flagged=… reoccurred=… unexpected=… redelivered=…
-order_violations=… undelivered_events=… bad_signatures=… armed_at_kills=… load1=…``
+order_violations=… undelivered_events=… bad_signatures=… armed_at_kills=… load1=…
+escalations_due=… escalations_missed=… escalation_late_s_max=…``
 (``late_flagged``: raised with ``late: true`` evidence; ``reoccurred``: expected alarms whose
 ``occurrences`` grew past 1; ``undelivered_events``: outbox events not delivered by the end).
+``--linger S`` keeps the lifts publishing S s after the schedule, so that the first
+escalations (5 min after each critical alarm's notification, FAULTS.md) fall due, for alarms
+whose partition changed owner meanwhile: ``escalations_due`` those due by the end,
+``escalations_missed`` those not committed (``alarm_transitions``) or not delivered
+(``alarm.escalated``), ``escalation_late_s_max`` how late the later of the two was.
 Exit status 0 when ``lost=0 duplicated=0 late_alarms=0`` and ``failover_s_max ≤ 15``.
 """
 
@@ -106,8 +124,8 @@ from liftwatch.registry import Company, Lift
 from liftwatch.store import Database
 from liftwatch.store import registry as reg
 from liftwatch.store import webhooks as subs
-from liftwatch.store.leases import PARTITIONS, partition_of
-from simulator.receiver import RecordingReceiver
+from liftwatch.store.leases import LEASE_TTL_MS, PARTITIONS, partition_of
+from simulator.receiver import Received, RecordingReceiver
 
 PREFIX = "fo"
 SECRET = "whsec_" + "F" * 40
@@ -138,6 +156,8 @@ RESCUED: dict[str, Any] = {
     "door_state": "open",
     "passenger_present": True,
 }
+# --restart-after below this: restart before the partitions moved (the lease time + 2 rounds).
+QUICK_S = LEASE_TTL_MS / 1000 + 2
 TAKEN = re.compile(r"event=partitions_taken replica=(\S+) partitions=(\d+) from=(\S+)")
 
 
@@ -304,7 +324,8 @@ class Fleet:
     """The lifts: one telemetry snapshot per lift and second (QoS 1), entrapments and alarm
     presses on request; runs in its own thread with its own MQTT connection."""
 
-    def __init__(self, broker_url: str, lifts: list[str]) -> None:
+    def __init__(self, broker_url: str, lifts: list[str], telemetry_qos: int = 1) -> None:
+        self.telemetry_qos = telemetry_qos
         host, port = broker_url.removeprefix("mqtt://").split(":")
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2, client_id="bench-fleet", protocol=paho.MQTTv311
@@ -327,7 +348,8 @@ class Fleet:
         self.seq[lift] += 1
         msg = {"v": 1, "ts": time.time_ns() // 1_000_000, "seq": self.seq[lift], **body}
         at = time.time()
-        self.client.publish(f"{PREFIX}/{lift}/{kind}", json.dumps(msg), qos=1)
+        qos = self.telemetry_qos if kind == "telemetry" else 1
+        self.client.publish(f"{PREFIX}/{lift}/{kind}", json.dumps(msg), qos=qos)
         self.published += 1
         return at
 
@@ -399,6 +421,7 @@ class Kill:
     partitions: set[int]
     armed: list[str]
     armed_owned: int
+    epochs: dict[int, int] = field(default_factory=dict)  # the victim's rows at the kill
     failover_s: float = float("nan")
     failover_acq_s: float = float("nan")
     new_owners: dict[str, int] = field(default_factory=dict)
@@ -408,13 +431,19 @@ class Kill:
 def take_failover(
     db: Database, kill: Kill, replicas: dict[str, Replica], within: float = 60.0
 ) -> None:
-    """Wait until every partition of the victim has a new, unexpired owner; then the figures
-    (see the module docstring)."""
+    """Wait until every partition of the victim was taken again (a higher epoch: by another
+    replica, or by the victim's next process when it restarts before its leases expire) and
+    is held; then the figures (see the module docstring)."""
     deadline = time.monotonic() + within
     while True:
         rows, now = read_leases(db)
         moved = [r for r in rows if r.partition in kill.partitions]
-        if all(r.owner not in (None, kill.victim) and r.expires_at > now for r in moved):
+        if all(
+            r.owner is not None
+            and r.epoch > kill.epochs.get(r.partition, -1)
+            and r.expires_at > now
+            for r in moved
+        ):
             break
         if time.monotonic() > deadline:
             say(f"kill of {kill.victim}: its partitions did not all move within {within:g} s")
@@ -504,7 +533,7 @@ def run(args: argparse.Namespace, root: Path, logdir: Path) -> tuple[str, bool]:
     spares = [spare_id(i) for i in range(SPARES)]
     pg = PostgreSQL(root / "postgresql")
     broker = Mosquitto(root / "mosquitto")
-    receiver = RecordingReceiver()
+    receiver = RecordingReceiver(Verifier())
     replicas: dict[str, Replica] = {}
     fleet: Fleet | None = None
     db: Database | None = None
@@ -541,7 +570,7 @@ def run(args: argparse.Namespace, root: Path, logdir: Path) -> tuple[str, bool]:
             f"{args.replicas} replicas up: "
             + ", ".join(f"{n}={len(p)}" for n, p in sorted(owners(db).items()))
         )
-        fleet = Fleet(broker.url, lifts + spares)
+        fleet = Fleet(broker.url, lifts + spares, args.telemetry_qos)
         warm_up(db, fleet, receiver, names)
         fleet.start()
         t0 = time.time()
@@ -568,6 +597,11 @@ def run(args: argparse.Namespace, root: Path, logdir: Path) -> tuple[str, bool]:
                 plan.append((k - lead, "target-entrap", i))
             plan.append((k, "kill", i))
             plan.append((k + 1.5, "gap-press", i))
+            # While the victim is down: one on its partitions (the survivors' now, handed
+            # back to it when it rejoins), one on the busiest survivor's, started just
+            # before the restart so that it is armed at the next kill.
+            plan.append((k + 3.0, "down-entrap", i))
+            plan.append((k + args.restart_after - 1.0, "survivor-entrap", i))
             plan.append((k + args.restart_after, "restart", i))
         plan.sort(key=lambda x: x[0])
         kills: list[Kill] = []
@@ -594,7 +628,9 @@ def run(args: argparse.Namespace, root: Path, logdir: Path) -> tuple[str, bool]:
                             by_owner[n] += 1
                 alive = [n for n in names if replicas[n].alive()]
                 victim = max(alive, key=lambda n: (by_owner[n], len(held.get(n, ()))))
+                rows, _ = read_leases(db)
                 kill = Kill(victim, time.time(), set(held.get(victim, ())), armed, by_owner[victim])
+                kill.epochs = {r.partition: r.epoch for r in rows if r.partition in kill.partitions}
                 kill.at = time.time()
                 replicas[victim].kill()
                 kills.append(kill)
@@ -607,16 +643,34 @@ def run(args: argparse.Namespace, root: Path, logdir: Path) -> tuple[str, bool]:
                 lift = pick_lift(free, kill.partitions)
                 if lift is not None:
                     fleet.press(lift, f"gap {what + 1}")
+            elif action == "down-entrap":
+                lift = pick_lift(free, kills[what].partitions)
+                if lift is not None:
+                    fleet.entrap(lift, f"down {what + 1}")
+            elif action == "survivor-entrap":
+                held = owners(db)
+                others = [n for n in held if n != kills[what].victim]
+                if others:
+                    top = max(others, key=lambda n: len(held[n]))
+                    lift = pick_lift(free, held[top])
+                    if lift is not None:
+                        fleet.entrap(lift, f"survivor {what + 1}")
             elif action == "restart":
                 kill = kills[what]
+                back = replicas[kill.victim]
+                quick = args.restart_after < QUICK_S
+                if quick:
+                    # A supervisor's quick restart (systemd RestartSec): the victim's next
+                    # process may take its own partitions back before they expire.
+                    back.start()
                 take_failover(db, kill, replicas)
                 say(
                     f"kill {what + 1}: failover_s={kill.failover_s:.2f} "
                     f"(acquired {kill.failover_acq_s:.2f}) to "
                     + ", ".join(f"{n}:{c}" for n, c in sorted(kill.new_owners.items()))
                 )
-                back = replicas[kill.victim]
-                back.start()
+                if not quick:
+                    back.start()
                 since = back.started_at
 
                 def rejoined(v: Replica = back, s: float = since) -> bool:
@@ -639,6 +693,11 @@ def run(args: argparse.Namespace, root: Path, logdir: Path) -> tuple[str, bool]:
                 break
             time.sleep(0.5)
         expected = list(fleet.expected)
+        if args.linger:
+            say(f"lingering {args.linger:.0f} s (escalations fall due 5 min after each raise)")
+            end = time.time() + args.linger
+            while (left := end - time.time()) > 0:
+                time.sleep(min(left, 0.5))
         fleet.stop()
         fleet = None
         for r in replicas.values():
@@ -705,18 +764,35 @@ class Delivered:
     lift: str
 
 
+class Verifier:
+    """The receiver's answer: 200 to every request, each checked on arrival with
+    ``standardwebhooks`` (its timestamp tolerance is 5 min from *now*: checked at the end of a
+    long run, early requests would fail as too old)."""
+
+    def __init__(self) -> None:
+        self.hook = Webhook(SECRET)
+        self.verified: dict[int, Any] = {}  # id(request) -> its verified body, or None
+
+    def __call__(self, r: Received) -> tuple[int, dict[str, str], bytes]:
+        try:
+            self.verified[id(r)] = self.hook.verify(r.body, r.headers)
+        except WebhookVerificationError:
+            self.verified[id(r)] = None
+        return 200, {}, b"ok"
+
+
 def deliveries(receiver: RecordingReceiver) -> tuple[list[Delivered], int]:
     """The signed requests answered 2xx (the receiver answers 200 to every request), and how
     many requests failed the signature check."""
-    hook = Webhook(SECRET)
+    verifier = receiver.responder
+    assert isinstance(verifier, Verifier)
     out: list[Delivered] = []
     bad = 0
     for r in list(receiver.requests):
         if r.path != "/hook":
             continue
-        try:
-            body = hook.verify(r.body, r.headers)
-        except WebhookVerificationError:
+        body = verifier.verified.get(id(r))
+        if body is None:
             bad += 1
             continue
         data = body.get("data") or {}
@@ -882,8 +958,65 @@ def report(
         "armed_at_kills": str(sum(k.armed_owned for k in kills)),
         "load1": load1(),
     }
+    esc = escalation_check(db, receiver_escalations(delivered), by_key, expected)
+    fields.update(esc)
     ok = ok_failover and not lost and not duplicated and not late
     return " ".join(f"{k}={v}" for k, v in fields.items()), ok
+
+
+ESCALATE_S = 300.0  # FAULTS.md: a critical alarm not acknowledged within 5 min is escalated
+
+
+def receiver_escalations(delivered: list[Delivered]) -> dict[str, float]:
+    """alarm_id -> first arrival of a signed 2xx ``alarm.escalated``."""
+    out: dict[str, float] = {}
+    for d in delivered:
+        if d.type == "alarm.escalated":
+            out[d.alarm_id] = min(out.get(d.alarm_id, d.arrived), d.arrived)
+    return out
+
+
+def escalation_check(
+    db: Database,
+    arrived: dict[str, float],
+    by_key: dict[tuple[str, str, str | None], list[StoredAlarm]],
+    expected: list[Expected],
+) -> dict[str, str]:
+    """The first escalation of every expected critical alarm that fell due by now (10 s
+    margin): committed (``alarm_transitions`` event ``escalated``) and delivered on time."""
+    (now_ms,) = db.conn.execute(
+        "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+    ).fetchone()
+    now = int(now_ms) / 1000
+    due_n = missed = 0
+    drift: list[float] = []
+    for e in expected:
+        if e.code not in ("entrapment", "alarm_button") or not by_key.get(key_of(e)):
+            continue
+        alarm = by_key[key_of(e)][0]
+        row = db.conn.execute(
+            "SELECT COALESCE(notified_at, raised_at) FROM alarms WHERE alarm_id = ?",
+            (alarm.alarm_id,),
+        ).fetchone()
+        due = int(row[0]) / 1000 + ESCALATE_S
+        if due > now - 10:
+            continue
+        due_n += 1
+        first = db.conn.execute(
+            "SELECT MIN(at) FROM alarm_transitions WHERE alarm_id = ? AND event = 'escalated'",
+            (alarm.alarm_id,),
+        ).fetchone()[0]
+        came = arrived.get(alarm.alarm_id)
+        if first is None or came is None:
+            missed += 1
+            say(f"escalation of {e.lift}/{e.code} due {due - now:+.0f} s: committed={first}")
+            continue
+        drift.append(max(int(first) / 1000, came) - due)
+    return {
+        "escalations_due": str(due_n),
+        "escalations_missed": str(missed),
+        "escalation_late_s_max": fmt(drift, None),
+    }
 
 
 def main() -> int:
@@ -899,6 +1032,20 @@ def main() -> int:
     parser.add_argument("--entrapments", type=int, default=20, help="random, besides 3 per kill")
     parser.add_argument("--presses", type=int, default=40, help="random, besides 1 per kill")
     parser.add_argument("--seed", type=int, default=15)
+    parser.add_argument(
+        "--telemetry-qos",
+        type=int,
+        choices=(0, 1),
+        default=1,
+        help="QoS of the telemetry (PROTOCOL.md: 0 or 1; events are always 1)",
+    )
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="keep the lifts running S s after the schedule: checks the first escalations",
+    )
     parser.add_argument("--logs", type=Path, help="keep the replicas' output in this directory")
     args = parser.parse_args()
     if args.replicas < 2:
@@ -907,7 +1054,7 @@ def main() -> int:
         parser.error("--kills must be at least 1")
     if args.cycle < 30 or args.restart_after >= args.cycle - 10:
         parser.error("--cycle must be ≥ 30 s and leave ≥ 10 s after --restart-after")
-    if args.entrapments + args.presses + 4 * args.kills > args.lifts:
+    if args.entrapments + args.presses + 6 * args.kills > args.lifts:
         parser.error("--lifts too few: one lift per incident")
     with tempfile.TemporaryDirectory(prefix="liftwatch-failover-") as tmp:
         root = Path(tmp)
