@@ -43,6 +43,7 @@ from simulator.stack import (
     Stack,
     StackError,
     create_token,
+    create_user,
     list_alarms,
     register_scenario,
     run_scenario,
@@ -391,8 +392,16 @@ def _run(stack: Stack, scenario: Scenario, once: bool, say: _Say, parts: list[An
         register_scenario(admin, scenario, *COMPANY, extra=LIFT_CARDS)
         inspector = create_token(admin, "inspector", "city inspectorate")
         maintainer = create_token(admin, "maintainer", "demo dispatch", COMPANY[0])
+        logins = {
+            "dispatcher": create_user(admin, "dispatcher", "maintainer", COMPANY[0]),
+            "inspector": create_user(admin, "inspector", "inspector"),
+            "admin": create_user(admin, "admin", "admin"),
+        }
     lifts = ", ".join(spec.id for spec in scenario.lifts)
-    say(f"setup    registered company {COMPANY[0]!r} and its lifts {lifts}; tokens created")
+    say(
+        f"setup    registered company {COMPANY[0]!r} and its lifts {lifts};"
+        " tokens and console logins created"
+    )
 
     dispatcher = _DispatcherBot(stack, maintainer, say)
     receiver = _Receiver(dispatcher.on_event, say)
@@ -409,9 +418,17 @@ def _run(stack: Stack, scenario: Scenario, once: bool, say: _Say, parts: list[An
     parts.append(muted)
 
     base = f"{stack.api_url}/api/v1"
+    console_logins = "".join(
+        f"               {name} / {pw}"
+        + (f"   (maintainer of company {COMPANY[0]})" if name == "dispatcher" else "")
+        + "\n"
+        for name, pw in logins.items()
+    )
     say(
         f"\nliftwatch is running:\n"
         f"  API          {base}\n"
+        f"  console      {stack.api_url}/console/   log in as (user / password)\n"
+        f"{console_logins}"
         f"  docs         {stack.docs_url}\n"
         f"  inspector    {inspector}\n"
         f"  maintainer   {maintainer}   (company {COMPANY[0]})\n"

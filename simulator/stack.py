@@ -282,6 +282,16 @@ def create_token(api: httpx.Client, role: str, name: str, company_id: str | None
     return token
 
 
+def create_user(api: httpx.Client, username: str, role: str, company_id: str | None = None) -> str:
+    """A person's console login (docs/console.md) with a fresh random password, returned."""
+    password = secrets.token_urlsafe(12)
+    body = {"username": username, "password": password, "role": role}
+    if company_id:
+        body["company_id"] = company_id
+    _ok(api.post("/users", json=body), f"creating the console user {username!r}")
+    return password
+
+
 def list_alarms(api: httpx.Client, **params: str) -> list[dict[str, Any]]:
     """Every alarm the caller may see (suppressed ones included), following the cursor."""
     out: list[dict[str, Any]] = []

@@ -10,6 +10,7 @@ import signal
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.processes import Child
@@ -100,6 +101,18 @@ def test_demo_once_plays_the_story_verifies_webhooks_and_leaves_nothing_running(
         demo.wait_for("story    begins")
         running = demo.children()
         assert len(running) == 3, f"expected Mosquitto, InfluxDB, liftwatch serve: {running}"
+        # The console logins it printed work (docs/demo.md).
+        console = re.search(r"console +(http://127\.0\.0\.1:\d+)/console/", demo.output)
+        assert console, demo.output
+        for user in ("dispatcher", "inspector", "admin"):
+            found = re.search(rf"^ +{user} / (\S+)", demo.output, re.M)
+            assert found, demo.output
+            login = httpx.post(
+                f"{console.group(1)}/api/v1/auth/login",
+                json={"username": user, "password": found.group(1)},
+                timeout=10,
+            )
+            assert login.status_code == 200, login.text
         code = demo.proc.wait(90)
     finally:
         demo.kill()
