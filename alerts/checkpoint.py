@@ -141,6 +141,30 @@ def decode(lift_id: str, data: bytes, now_ms: int) -> LiftState:
     return st
 
 
+def shape(st: LiftState) -> tuple[object, ...]:
+    """What a restart must not lose, in short: which conditions are held since when, the
+    button, the run, the Last Will, and the snapshot's discrete fields. A message that leaves
+    it unchanged (most telemetry: the same state again, another speed or load) does not make
+    the lift due for a periodic checkpoint; one that changes it does. ~1 µs."""
+    tel = st.tel
+    conds = st.conds
+    return (
+        None
+        if tel is None
+        else (tel.service_mode, tel.car_status, tel.door_zone, tel.doors_closed, tel.alarm_button),
+        st.moving,
+        st.run_since,
+        st.btn_pressed,
+        st.btn_pending,
+        st.will_at,
+        st.entrap_cleared_at,
+        st.door_changes,
+        None
+        if not conds
+        else tuple((k, c.since, c.active, c.clear_since, c.muted) for k, c in conds.items()),
+    )
+
+
 def saved_slots() -> set[str]:
     """LiftState slots a snapshot carries (for the completeness test)."""
     return set(Snapshot.__struct_fields__) - {"format"}

@@ -407,8 +407,10 @@ class Engine:
         if isinstance(msg.body, Telemetry) and not st.newer(msg.body.seq, msg.ts_ms):
             self.counts["late"] += 1
         ctx = self._context(lift_id)
+        before = checkpoint.shape(st)
         sigs, due = rules.on_message(st, msg, now, ctx)
-        self._dirty.add(lift_id)
+        if checkpoint.shape(st) != before:
+            self._dirty.add(lift_id)
         self._warm.add(lift_id)
         if sigs is rules.DUPLICATE[0]:
             self.counts["duplicates"] += 1
@@ -480,12 +482,14 @@ class Engine:
     def _tick(self, lift_id: str, st: LiftState, now: int, work: list[Work]) -> None:
         """Timer evaluation of one lift; a failure stays with that lift (its timer is re-armed
         by its next message) and never stops the others'."""
+        before = checkpoint.shape(st)
         try:
             sigs, due = rules.on_tick(st, now, self._context(lift_id))
         except Exception as exc:
             self._evaluation_failed(lift_id, exc, "timer")
             return
-        self._dirty.add(lift_id)
+        if checkpoint.shape(st) != before:
+            self._dirty.add(lift_id)
         self._arm_lift(lift_id, due)
         if sigs:
             work.append((lift_id, st, sigs, -1))
@@ -821,7 +825,7 @@ class Engine:
         for lift_id, st, _, _ in work:
             if self.states.get(lift_id) is st:  # not the stand-in state of a registry step
                 rows[lift_id] = self._row(lift_id, st, now)
-        return list(rows.values())
+        return [rows[k] for k in sorted(rows)]  # rows locked in one order by every writer
 
     def hand_over(self, partitions: Mapping[int, int]) -> int:
         """Give ``partitions`` back (above the fair share, or a clean stop): their lifts'
@@ -862,8 +866,12 @@ class Engine:
             held = None if self.held is None else dict(self.held)
         if not rows:
             return 0
+        rows.sort()  # rows locked in one order by every writer
         try:
-            with self.db.transaction() as conn:
+            # Outside the writers' lock: no outbox or change-feed row is written, and the rows
+            # are fenced (lease rows FOR SHARE) and versioned, so alarm writes never wait for
+            # a periodic save (bench/alarm_latency.py --replicas: they did, by ~7–23 ms).
+            with self.db.transaction(serialized=False) as conn:
                 if held is not None:
                     assert self.replica_id is not None
                     ok = leases.fence(conn, self.db.dialect, self.replica_id, held)

@@ -144,29 +144,31 @@ def lease_round(
             elif row.owner is None or row.expires_at <= now:
                 free.append(row)
         out.lost = {p for p in held if p not in mine}
-        if mine:
-            for p in mine:
+        candidates = [r for r in stale if first or r.expires_at <= now]
+        rng.shuffle(free)  # replicas racing for free rows spread over them
+        candidates += free
+        room = max(0, share - len(mine))
+        picked = {r.partition: r for r in candidates[:room]}
+        # Renewals and takeovers in one pass in partition order (see fence()).
+        for p in sorted(set(mine) | set(picked)):
+            if p in mine:
                 conn.execute(
                     "UPDATE alert_leases SET expires_at = ?"
                     " WHERE partition = ? AND owner = ? AND epoch = ?",
                     (now + ttl_ms, p, replica_id, mine[p]),
                 )
-        candidates = [r for r in stale if first or r.expires_at <= now]
-        rng.shuffle(free)
-        candidates += free
-        for row in candidates:
-            if len(mine) >= share:
-                break
+                continue
+            row = picked[p]
             got = conn.execute(
                 "UPDATE alert_leases SET owner = ?, epoch = epoch + 1, expires_at = ?,"
                 " acquired_at = ? WHERE partition = ? AND epoch = ?"
                 " AND (owner IS NULL OR owner = ? OR expires_at <= ?) RETURNING epoch",
-                (replica_id, now + ttl_ms, now, row.partition, row.epoch, replica_id, now),
+                (replica_id, now + ttl_ms, now, p, row.epoch, replica_id, now),
             ).fetchone()
             if got is not None:
-                mine[row.partition] = int(got[0])
-                out.gained[row.partition] = int(got[0])
-                out.previous[row.partition] = row.owner
+                mine[p] = int(got[0])
+                out.gained[p] = int(got[0])
+                out.previous[p] = row.owner
         if len(mine) > share:
             # Above the fair share (a replica joined): the newest partitions go back.
             extra = sorted(mine, key=lambda p: (p in out.gained, p))[share - len(mine) :]
@@ -178,7 +180,7 @@ def lease_round(
 def release_in(conn: Connection, replica_id: str, partitions: Mapping[int, int]) -> int:
     """Give ``partitions`` (partition -> epoch held) back, in the caller's transaction."""
     released = 0
-    for p, epoch in partitions.items():
+    for p, epoch in sorted(partitions.items()):
         cur = conn.execute(
             "UPDATE alert_leases SET owner = NULL, expires_at = 0"
             " WHERE partition = ? AND owner = ? AND epoch = ?",
@@ -204,7 +206,9 @@ def fence(conn: Connection, dialect: str, replica_id: str, held: Mapping[int, in
     transaction ends, so no takeover can commit between this check and this commit."""
     if not held:
         return set()
-    sql = "SELECT partition, epoch FROM alert_leases WHERE owner = ?"
+    # Every statement that locks lease rows takes them in partition order (here, the renewals,
+    # the takeovers and the releases): two transactions can then never wait for each other.
+    sql = "SELECT partition, epoch FROM alert_leases WHERE owner = ? ORDER BY partition"
     if dialect == "postgresql":
         sql += " FOR SHARE"
     rows = conn.execute(sql, (replica_id,))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -285,8 +286,10 @@ def test_an_entrapment_in_progress_keeps_its_start_across_a_restart(tmp_path: Pa
     r = Replicas(tmp_path / "lw.db", ("a",))
     r.tel("L1", **TRAPPED)
     threshold = r.clock.now_ms() + 30_000
-    r.advance(12)  # checkpointed by the worker's periodic save
-    assert r.engines["a"].checkpoint_dirty() >= 1
+    r.advance(12)
+    r.engines["a"].checkpoint_dirty()  # the worker's periodic save (what the writes left)
+    (saved,) = r.db.conn.execute("SELECT COUNT(*) FROM lift_checkpoints WHERE lift_id = 'L1'")
+    assert saved[0] == 1
     r.kill("a")
     r.advance(4, rounds=False)  # the restart
     r.start("a")
@@ -456,3 +459,48 @@ def test_a_hand_over_row_is_not_adopted_once_another_owner_came_between(
     r.advance(30)
     (alarm,) = r.alarms("entrapment", lift)
     assert alarm.raised_at - threshold <= 1000, (alarm.raised_at - threshold) / 1000
+
+
+def test_renewals_and_fenced_writes_never_deadlock(postgres: Any) -> None:
+    """PostgreSQL: lease rounds (renewals) and alarm writes (fence: FOR SHARE) lock lease rows
+    in one order, so they only ever wait for each other, never deadlock (before: ~1 deadlock
+    every 2 s, each stalling every replica's alarm path for deadlock_timeout, 1 s)."""
+    import psycopg
+
+    url = postgres.fresh_url()
+    db = Database(url)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    try:
+        held = leases.lease_round(db, "a", "ia", {}, first=True, now_ms=0).held
+        fenced = [0]
+
+        def renew() -> None:
+            while not stop.is_set():
+                try:
+                    leases.lease_round(db, "a", "ia", held, first=False, now_ms=0)
+                except psycopg.Error as exc:
+                    errors.append(exc)
+
+        def write() -> None:
+            while not stop.is_set():
+                try:
+                    with db.transaction() as conn:
+                        assert leases.fence(conn, db.dialect, "a", held) == set(held)
+                        fenced[0] += 1
+                except psycopg.Error as exc:
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=f) for f in (renew, write, write)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 4
+        until(lambda: time.monotonic() > deadline or bool(errors), timeout=10)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        assert errors == [] and fenced[0] > 100, (errors[:3], fenced[0])
+    finally:
+        stop.set()
+        db.close()
+        postgres.drop(url)
