@@ -122,3 +122,16 @@ def test_an_unreadable_checkpoint_starts_that_lift_afresh_and_restores_the_other
     assert "event=checkpoint_unusable lift_id=L2" in caplog.text
     assert r.engine.states["L1"].btn_pressed is True  # restored
     assert r.engine.states["L2"].btn_pressed is False  # afresh
+
+
+def test_only_a_meaningful_change_makes_a_lift_due_for_its_periodic_checkpoint(
+    tmp_path: Path,
+) -> None:
+    r = Rig(tmp_path / "lw.db")
+    r.tel(load=10.0)
+    r.engine.checkpoint_dirty()
+    for load in (20.0, 30.0, 40.0):  # the same state again, another load: nothing to save
+        r.tel(load=load)
+    assert r.engine.checkpoint_dirty() == 0
+    r.tel(door_zone=False, passenger_present=True)  # stopped outside the zone: timed from now
+    assert r.engine.checkpoint_dirty() == 1
