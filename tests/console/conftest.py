@@ -199,7 +199,7 @@ def _add_user(site: Site, username: str, role: str, company: str | None) -> None
     assert done.returncode == 0, done.stderr
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def site(
     mosquitto: Service, influxdb: Service, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Site]:
@@ -244,13 +244,16 @@ def site(
         serve.stop()
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API runs an event loop on the main thread
+# until it is closed, and every asyncio test after this package would then fail with
+# "cannot be called from a running event loop" (seen in the full suite).
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     b = playwright.chromium.launch(
         executable_path=CHROMIUM,
