@@ -885,6 +885,20 @@ class Engine:
             self.counts["checkpoints"] += len(rows)
         return len(rows)
 
+    def save_partitions(self, partitions: Iterable[int]) -> int:
+        """Checkpoint every lift of ``partitions`` now (a takeover's last step, run by the
+        keeper right after it, outside the engine lock between chunks): the state this owner
+        took over from its own evaluation may exist nowhere else — a replica that takes over
+        from this one, should it die too, and that has not evaluated those lifts itself,
+        adopts it (an entrapment in progress was lost that way in the e2e kill chain)."""
+        parts = set(partitions)
+        with self._lock:
+            self._dirty.update(lid for lid in self.states if leases.partition_of(lid) in parts)
+        saved = 0
+        while (n := self.checkpoint_dirty()) > 0:
+            saved += n
+        return saved
+
     def give_up(self, partitions: Iterable[int]) -> None:
         """Partitions this replica no longer holds (lost, or given back): it stops committing
         for their lifts (their state stays current: it may own them again)."""
@@ -1031,10 +1045,8 @@ class Engine:
                     if sig.kind == "raise":
                         if standing.get(key):
                             continue
-                        stored = pool.get(key)
-                        hit = next(
-                            (a for a in stored or () if abs(a.raised_at - at) <= COVER_MS), None
-                        )
+                        stored = pool.setdefault(key, [])
+                        hit = next((a for a in stored if abs(a.raised_at - at) <= COVER_MS), None)
                         if hit is not None:
                             stored.remove(hit)
                             standing[key] = not hit.resolved and hit.condition == "active"

@@ -68,12 +68,13 @@ class Keeper:
             engine.give_up(r.lost)
         if r.lost or r.surplus:
             log.info(
-                "event=partitions_left replica=%s lost=%d released=%d held=%d live=%d",
+                "event=partitions_left replica=%s lost=%d released=%d held=%d live=%d which=%s",
                 self.replica_id,
                 len(r.lost),
                 released,
                 len(r.held) - len(r.surplus),
                 r.live,
+                ",".join(map(str, sorted(r.lost | set(r.surplus)))),
             )
         if r.gained:
             try:
@@ -84,10 +85,11 @@ class Keeper:
                 with contextlib.suppress(Exception), engine.db.transaction(serialized=False) as c:
                     leases.release_in(c, self.replica_id, r.gained)
                 raise
+            saved = engine.save_partitions(r.gained)
             previous = sorted({o for o in r.previous.values() if o and o != self.replica_id})
             log.info(
                 "event=partitions_taken replica=%s partitions=%d from=%s held=%d live=%d"
-                " lifts=%d adopted=%d replayed=%d transitions=%d took_ms=%d",
+                " lifts=%d adopted=%d replayed=%d transitions=%d took_ms=%d saved=%d which=%s",
                 self.replica_id,
                 len(r.gained),
                 ",".join(previous) or "-",
@@ -98,6 +100,8 @@ class Keeper:
                 report["replayed"],
                 report["transitions"],
                 report["took_ms"],
+                saved,
+                ",".join(map(str, sorted(r.gained))),
             )
         return r
 

@@ -118,7 +118,7 @@ def create_app(
         app.include_router(module.router, prefix=API_PREFIX)
         templates |= {id(r): API_PREFIX + getattr(r, "path", "") for r in module.router.routes}
     app.state.route_templates = templates
-    # The web console (api/console/, docs/console.md): pages, their static files, and / for browsers.
+    # The web console (api/console/, docs/console.md): pages, static files, / for browsers.
     app.include_router(console.router)
     app.mount(console.STATIC, console.static_files(), name="console-static")
     app.add_api_route("/", lambda: RedirectResponse("/console/"), include_in_schema=False)

@@ -26,6 +26,11 @@ from liftwatch.store.db import Connection, Database
 
 PARTITIONS: Final = 64
 LEASE_TTL_MS: Final = 6000
+# A replica that started this recently has not evaluated what happened just before it started
+# (its restore is up to one checkpoint period old): while a replica running longer is alive,
+# it leaves a dead owner's partitions to that one (it still takes partitions handed over,
+# which come with their state).
+WARMUP_MS: Final = 10_000
 
 
 def partition_of(lift_id: str) -> int:
@@ -87,6 +92,7 @@ def lease_round(
     first: bool,
     now_ms: int,
     ttl_ms: int = LEASE_TTL_MS,
+    warmup_ms: int = WARMUP_MS,
     rng: random.Random | None = None,
 ) -> Round:
     """One round, in one transaction (outside the writers' lock: rows are guarded one by one).
@@ -119,12 +125,21 @@ def lease_round(
                 out.conflict = True
                 out.lost = set(held)
                 return out
-        (live,) = conn.execute(
-            "SELECT COUNT(*) FROM alert_replicas WHERE stopped_at IS NULL AND heartbeat_at > ?",
-            (now - ttl_ms,),
-        ).fetchone()
-        out.live = max(1, int(live))
+        started = {
+            str(r[0]): int(r[1])
+            for r in conn.execute(
+                "SELECT replica_id, started_at FROM alert_replicas"
+                " WHERE stopped_at IS NULL AND heartbeat_at > ?",
+                (now - ttl_ms,),
+            )
+        }
+        out.live = max(1, len(started))
         share = math.ceil(PARTITIONS / out.live)
+        warm = {r for r, at in started.items() if at <= now - warmup_ms}
+        # A dead owner's partitions go to the warm replicas, all of them if need be (the fair
+        # share is restored by hand-overs, with the lifts' state, from the next round on).
+        failover_share = math.ceil(PARTITIONS / max(1, len(warm)))
+        cold_with_warm_peers = replica_id not in warm and bool(warm - {replica_id})
         rows = [
             Lease(int(r[0]), r[1], int(r[2]), int(r[3]), r[4])
             for r in conn.execute(
@@ -141,13 +156,14 @@ def lease_round(
                     mine[row.partition] = row.epoch
                 else:
                     stale.append(row)
-            elif row.owner is None or row.expires_at <= now:
+            elif row.owner is None or (row.expires_at <= now and not cold_with_warm_peers):
                 free.append(row)
         out.lost = {p for p in held if p not in mine}
         candidates = [r for r in stale if first or r.expires_at <= now]
         rng.shuffle(free)  # replicas racing for free rows spread over them
         candidates += free
-        room = max(0, share - len(mine))
+        dead_owners = any(r.owner is not None for r in free)
+        room = max(0, (failover_share if dead_owners else share) - len(mine))
         picked = {r.partition: r for r in candidates[:room]}
         # Renewals and takeovers in one pass in partition order (see fence()).
         for p in sorted(set(mine) | set(picked)):
@@ -169,7 +185,7 @@ def lease_round(
                 mine[p] = int(got[0])
                 out.gained[p] = int(got[0])
                 out.previous[p] = row.owner
-        if len(mine) > share:
+        if len(mine) > share and not out.gained:
             # Above the fair share (a replica joined): the newest partitions go back.
             extra = sorted(mine, key=lambda p: (p in out.gained, p))[share - len(mine) :]
             out.surplus = {p: mine[p] for p in extra}

@@ -504,3 +504,24 @@ def test_renewals_and_fenced_writes_never_deadlock(postgres: Any) -> None:
         stop.set()
         db.close()
         postgres.drop(url)
+
+
+def test_a_dead_owners_partitions_go_to_a_warm_replica_then_are_shared_with_their_state(
+    tmp_path: Path,
+) -> None:
+    """A replica started seconds ago has not evaluated what happened just before it started:
+    while a warm replica is alive, a dead owner's partitions go to the warm one; the cold one
+    then gets its share by hand-over, with the lifts' state."""
+    r = Replicas(tmp_path / "lw.db", ("a", "b"))
+    r.advance(12)  # both warm
+    r.start("c")  # cold
+    r.advance(2)
+    of_a = {p for p in range(leases.PARTITIONS) if p in (r.engines["a"].held or {})}
+    assert of_a
+    r.kill("a")
+    r.advance(TTL_S + 1.5)
+    owners = {row.partition: row.owner for row in leases.leases(r.db)}
+    assert {owners[p] for p in of_a} == {"b"}, "the cold replica took a dead owner's partition"
+    r.advance(3)  # hand-overs restore the fair share
+    counts = _owned_counts(r)
+    assert counts["c"] >= 30 and sum(counts.values()) == leases.PARTITIONS, counts

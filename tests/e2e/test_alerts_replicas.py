@@ -160,7 +160,7 @@ def test_three_replicas_owner_killed_five_times(
             return got
 
         until(lambda: delivered() >= alarm_ids, 30, what="every alarm.raised delivered")
-        ids = Counter()
+        ids: Counter[str] = Counter()
         for r in list(receiver.requests):
             Webhook(SECRET).verify(r.body, r.headers)  # raises if unsigned or altered
             ids[r.headers["webhook-id"]] += 1
