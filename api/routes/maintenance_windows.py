@@ -10,7 +10,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstrain
 
 from api.auth import Principal, PrincipalDep, WriterDep, company_scope, visible_lift
 from api.deps import DbDep
-from api.errors import ApiError, invalid, not_found, responses
+from api.errors import ApiError, conflict, invalid, not_found, responses
 from api.timeparams import EXAMPLE, now_ms, parse_time
 from liftwatch.protocol import format_ts
 from liftwatch.store import Database, maintenance
@@ -158,6 +158,36 @@ def create_lift_window(
     return _create(db, principal, lift_id, body.starts_at, body.ends_at, body.reason)
 
 
+def _visible_window(db: Database, principal: Principal, window_id: int) -> MaintenanceWindow:
+    window = maintenance.get_maintenance_window(db, window_id)
+    if window is None:
+        raise not_found("maintenance window", str(window_id))
+    try:
+        visible_lift(db, principal, window.lift_id)
+    except ApiError as exc:  # another company's lift: the window does not exist for you
+        raise not_found("maintenance window", str(window_id)) from exc
+    return window
+
+
+@router.post(
+    "/maintenance-windows/{window_id}/end",
+    response_model=WindowOut,
+    summary="End a maintenance window now (its record stays; alarms are no longer suppressed)",
+    responses=responses(404, 409),
+)
+def end_window(
+    window_id: Annotated[int, Path(ge=1, le=2**62)], db: DbDep, principal: WriterDep
+) -> WindowOut:
+    window = _visible_window(db, principal, window_id)
+    now = now_ms()
+    ended = maintenance.end_maintenance_window(db, window_id, now)
+    if ended is None:
+        if window.starts_at >= now:
+            raise conflict("the window has not begun: delete it instead")
+        raise conflict("the window has already ended")
+    return _out(ended)
+
+
 @router.delete(
     "/maintenance-windows/{window_id}",
     status_code=204,
@@ -168,12 +198,6 @@ def create_lift_window(
 def delete_window(
     window_id: Annotated[int, Path(ge=1, le=2**62)], db: DbDep, principal: WriterDep
 ) -> Response:
-    window = maintenance.get_maintenance_window(db, window_id)
-    if window is None:
-        raise not_found("maintenance window", str(window_id))
-    try:
-        visible_lift(db, principal, window.lift_id)
-    except ApiError as exc:  # another company's lift: the window does not exist for you
-        raise not_found("maintenance window", str(window_id)) from exc
+    _visible_window(db, principal, window_id)
     maintenance.delete_maintenance_window(db, window_id)
     return Response(status_code=204)

@@ -51,6 +51,18 @@ def delete_maintenance_window(db: Database, window_id: int) -> bool:
         return cur.rowcount > 0
 
 
+def end_maintenance_window(db: Database, window_id: int, at: int) -> MaintenanceWindow | None:
+    """End a window that has begun at ``at`` (its record stays, with its new end). None: no
+    such window, or it has not begun (a window not begun yet is deleted, not ended)."""
+    with db.transaction() as conn:
+        row = conn.execute(
+            "UPDATE maintenance_windows SET ends_at = ?"
+            " WHERE window_id = ? AND starts_at < ? AND ends_at > ? RETURNING *",
+            (at, window_id, at, at),
+        ).fetchone()
+    return None if row is None else from_row(MaintenanceWindow, row)
+
+
 def in_maintenance(conn: Connection, lift_id: str, at: int) -> bool:
     row = conn.execute(
         "SELECT 1 FROM maintenance_windows WHERE lift_id = ? AND starts_at <= ? AND ends_at > ?"

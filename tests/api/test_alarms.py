@@ -339,6 +339,31 @@ async def test_maintenance_windows(client: httpx.AsyncClient, world: World, db: 
         assert not maintenance.in_maintenance(conn, world.lift_a, now_ms())
 
 
+async def test_a_running_maintenance_window_is_ended_and_kept(
+    client: httpx.AsyncClient, world: World, db: Database
+) -> None:
+    url = "/api/v1/maintenance-windows"
+    now = now_ms()
+    running = {"lift_id": world.lift_a, "starts_at": now - MIN, "ends_at": now + 60 * MIN}
+    coming = {"lift_id": world.lift_a, "starts_at": now + 30 * MIN, "ends_at": now + 90 * MIN}
+    wid = (await client.post(url, json=running, headers=world.h("maintainer_a"))).json()[
+        "window_id"
+    ]
+    later = (await client.post(url, json=coming, headers=world.h("maintainer_a"))).json()
+    assert_error(await client.post(f"{url}/{wid}/end", headers=world.h("maintainer_b")), 404)
+    assert_error(await client.post(f"{url}/{wid}/end", headers=world.h("inspector")), 403)
+    r = await client.post(f"{url}/{wid}/end", headers=world.h("maintainer_a"))
+    assert r.status_code == 200, r.text
+    with db.transaction() as conn:
+        assert not maintenance.in_maintenance(conn, world.lift_a, now_ms())
+    kept = maintenance.get_maintenance_window(db, wid)
+    assert kept is not None and now - MIN < kept.ends_at <= now_ms()
+    assert_error(await client.post(f"{url}/{wid}/end", headers=world.h("maintainer_a")), 409)
+    r = await client.post(f"{url}/{later['window_id']}/end", headers=world.h("maintainer_a"))
+    assert_error(r, 409)
+    assert "delete" in r.json()["error"]["message"]
+
+
 async def test_maintenance_windows_per_lift_path(client: httpx.AsyncClient, world: World) -> None:
     url = f"/api/v1/lifts/{world.lift_a}/maintenance-windows"
     start = now_ms()

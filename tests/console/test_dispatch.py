@@ -279,8 +279,21 @@ def test_maintenance_window_declared_and_ended(site: Site, page: Page) -> None:
     ends = datetime.fromisoformat(window["ends_at"]).timestamp()
     assert 29 * 60 < starts - time.time() <= 30 * 60 and ends - starts == 90 * 60
     shot(page, "maintenance")
-    row.get_by_role("button", name=re.compile("End")).click()
+    row.get_by_role("button", name=re.compile("Cancel")).click()  # not begun: cancelled
     expect(page.locator("table.windows tr", has_text="annual inspection 年检")).to_have_count(0)
+    # One that runs now is ended: it stops suppressing, and its record stays with its end.
+    page.get_by_label("Lift").select_option("A-9")
+    page.get_by_label(re.compile("Starts in")).fill("0")
+    page.get_by_label(re.compile("Duration")).fill("60")
+    page.get_by_label("Reason").fill("door motor swap")
+    page.get_by_role("button", name="Declare").click()
+    running = page.locator("table.windows tr", has_text="door motor swap")
+    running.get_by_role("button", name=re.compile("End")).click()
+    expect(page.locator("table.windows tr", has_text="door motor swap")).to_have_count(0)
+    past = site.api.get("/maintenance-windows", params={"include_past": "true"}).json()
+    [ended] = [w for w in past if w["reason"] == "door motor swap"]
+    ended_at = datetime.fromisoformat(ended["ends_at"]).timestamp()
+    assert abs(ended_at - time.time()) < 60, ended
 
 
 def test_a_cross_site_post_is_refused(site: Site, page: Page) -> None:

@@ -253,12 +253,19 @@
       });
     });
   }
-  document.querySelectorAll("button.mw-end").forEach(function (b) {
-    b.addEventListener("click", function () {
-      api("DELETE", "/api/v1/maintenance-windows/" + b.dataset.windowId).then(function (res) {
-        if (res.ok) window.location.reload();
-        else document.getElementById("mw-error").textContent = reason(res);
+  // A running window is ended (its record stays, with its new end); one not begun yet is
+  // cancelled (deleted).
+  function windowAction(selector, method, suffix) {
+    document.querySelectorAll(selector).forEach(function (b) {
+      b.addEventListener("click", function () {
+        var url = "/api/v1/maintenance-windows/" + b.dataset.windowId + suffix;
+        api(method, url).then(function (res) {
+          if (res.ok) window.location.reload();
+          else document.getElementById("mw-error").textContent = reason(res);
+        });
       });
     });
-  });
+  }
+  windowAction("button.mw-end", "POST", "/end");
+  windowAction("button.mw-cancel", "DELETE", "");
 })();
