@@ -15,21 +15,16 @@ import re
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from standardwebhooks import Webhook
 
-from liftwatch.registry import Company, Lift
 from liftwatch.store import Database, leases
-from liftwatch.store import registry as reg
-from liftwatch.store import webhooks as subs
 from simulator.receiver import RecordingReceiver
 from tests.support.harness import Service, until
-from tests.support.postgres import PostgresForTests
 from tests.support.processes import Child
-from tests.support.replicas import Devices, alerts_env
+from tests.support.replicas import Devices, alerts_env, seed
 
 pytestmark = pytest.mark.integration
 
@@ -49,13 +44,6 @@ TRAPPED = {
 }
 
 
-@pytest.fixture
-def store_url(postgres: PostgresForTests) -> Iterator[str]:
-    url = postgres.fresh_url()
-    yield url
-    postgres.drop(url)
-
-
 def test_three_replicas_owner_killed_five_times(
     store_url: str, mosquitto: Service, tmp_path: Path
 ) -> None:
@@ -64,13 +52,7 @@ def test_three_replicas_owner_killed_five_times(
     receiver = RecordingReceiver()
     children: dict[str, Child] = {}
     dead: list[Child] = []
-    reg.upsert_company(db, Company(company_id="co", name="Co"))
-    lifts = [f"{prefix}-L{i}" for i in range(60)]
-    for lift in lifts:
-        reg.upsert_lift(db, Lift(lift_id=lift, company_id="co"))
-    subs.add_subscription(
-        db, company_id=None, url=receiver.url, secret=SECRET, filters={}, created_by="test"
-    )
+    lifts = seed(db, prefix, 60, receiver.url, SECRET)
     env = alerts_env(
         store_url,
         mosquitto.url,

@@ -16,7 +16,6 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -30,7 +29,6 @@ from liftwatch.store import Database
 from liftwatch.store import registry as reg
 from simulator.receiver import Received, RecordingReceiver
 from tests.support.harness import Service
-from tests.support.postgres import PostgresForTests
 from tests.support.processes import Child
 
 pytestmark = pytest.mark.integration
@@ -91,13 +89,6 @@ class Hold:
 
     def release(self) -> None:
         self.released.set()
-
-
-@pytest.fixture
-def store_url(postgres: PostgresForTests) -> Iterator[str]:
-    url = postgres.fresh_url()
-    yield url
-    postgres.drop(url)
 
 
 def test_two_apis_two_dispatchers_one_killed_mid_delivery(

@@ -20,27 +20,16 @@ import pytest
 from standardwebhooks import Webhook
 
 from liftwatch.localservices import Mosquitto
-from liftwatch.registry import Company, Lift
 from liftwatch.store import Database, leases
-from liftwatch.store import registry as reg
-from liftwatch.store import webhooks as subs
 from simulator.receiver import RecordingReceiver
 from tests.support.harness import until
-from tests.support.postgres import PostgresForTests
 from tests.support.processes import Child
-from tests.support.replicas import Devices, alerts_env
+from tests.support.replicas import Devices, alerts_env, seed
 
 pytestmark = pytest.mark.integration
 
 SECRET = "whsec_" + "T" * 40
 PRESS = {"type": "alarm_button", "pressed": True}
-
-
-@pytest.fixture
-def store_url(postgres: PostgresForTests) -> Iterator[str]:
-    url = postgres.fresh_url()
-    yield url
-    postgres.drop(url)
 
 
 @pytest.fixture
@@ -61,13 +50,7 @@ def test_replica_restarted_with_a_backlog_then_broker_restarted(
     receiver = RecordingReceiver()
     children: dict[str, Child] = {}
     dead: list[Child] = []
-    reg.upsert_company(db, Company(company_id="co", name="Co"))
-    lifts = [f"{prefix}-L{i}" for i in range(40)]
-    for lift in lifts:
-        reg.upsert_lift(db, Lift(lift_id=lift, company_id="co"))
-    subs.add_subscription(
-        db, company_id=None, url=receiver.url, secret=SECRET, filters={}, created_by="test"
-    )
+    lifts = seed(db, prefix, 40, receiver.url, SECRET)
     env = alerts_env(store_url, broker.url, prefix, tmp_path / "data", {})
     devices = Devices(broker.url, prefix)
 

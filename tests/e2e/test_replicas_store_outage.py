@@ -19,18 +19,15 @@ import pytest
 from standardwebhooks import Webhook
 
 from liftwatch.localservices import PostgreSQL
-from liftwatch.registry import Company, Lift
 from liftwatch.store import Database, leases
-from liftwatch.store import registry as reg
-from liftwatch.store import webhooks as subs
 from simulator.receiver import RecordingReceiver
 from tests.support.harness import Service, until
 from tests.support.processes import Child
-from tests.support.replicas import Devices, alerts_env
+from tests.support.replicas import Devices, alerts_env, seed
 
 pytestmark = pytest.mark.integration
 
-OUTAGE_S = 10  # the issue says 30 s: the same path, kept short for the test budget
+OUTAGE_S = 6  # the issue says 30 s: the same path (measured at 30 s by hand, docs/ha.md)
 SECRET = "whsec_" + "S" * 40
 TRAPPED = {
     "service_mode": "normal",
@@ -62,13 +59,7 @@ def test_store_unreachable_then_every_alarm_raised_once(
     db = Database(url)
     receiver = RecordingReceiver()
     children: list[Child] = []
-    reg.upsert_company(db, Company(company_id="co", name="Co"))
-    lifts = [f"{prefix}-L{i}" for i in range(12)]
-    for lift in lifts:
-        reg.upsert_lift(db, Lift(lift_id=lift, company_id="co"))
-    subs.add_subscription(
-        db, company_id=None, url=receiver.url, secret=SECRET, filters={}, created_by="test"
-    )
+    lifts = seed(db, prefix, 12, receiver.url, SECRET)
     env = alerts_env(
         url,
         mosquitto.url,

@@ -13,6 +13,11 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from liftwatch.registry import Company, Lift
+from liftwatch.store import Database
+from liftwatch.store import registry as reg
+from liftwatch.store import webhooks as subs
+
 
 def alerts_env(
     store_url: str, mqtt_url: str, prefix: str, data_dir: Path, thresholds: dict[str, Any]
@@ -53,3 +58,16 @@ class Devices:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def seed(db: Database, prefix: str, lifts: int, receiver_url: str, secret: str) -> list[str]:
+    """Company ``co`` with ``lifts`` lifts ``<prefix>-L<i>``, and one subscription of every
+    event to ``receiver_url``. Returns the lift ids."""
+    reg.upsert_company(db, Company(company_id="co", name="Co"))
+    ids = [f"{prefix}-L{i}" for i in range(lifts)]
+    for lift in ids:
+        reg.upsert_lift(db, Lift(lift_id=lift, company_id="co"))
+    subs.add_subscription(
+        db, company_id=None, url=receiver_url, secret=secret, filters={}, created_by="test"
+    )
+    return ids
