@@ -17,7 +17,7 @@ from typing import Final
 
 import msgspec
 
-from alerts.state import Cond, LiftState
+from alerts.state import LiftState
 from liftwatch.protocol import Telemetry
 
 FORMAT: Final = 1
@@ -170,4 +170,4 @@ def saved_slots() -> set[str]:
     return set(Snapshot.__struct_fields__) - {"format"}
 
 
-__all__ = ["NOT_SAVED", "Cond", "Snapshot", "decode", "encode", "saved_slots"]
+__all__ = ["NOT_SAVED", "Snapshot", "decode", "encode", "saved_slots", "shape"]

@@ -118,7 +118,6 @@ class Engine:
         self._dirty: set[str] = set()  # lifts whose state moved since their last checkpoint
         self._warm: set[str] = set()  # lifts this process has evaluated a message of
         self._ckpt_counter = 0
-        self.restored = 0
         self.clock: Clock = clock or SystemClock()
         self.prefix = prefix
         self.sink = sink
@@ -217,7 +216,6 @@ class Engine:
                 st.selftest_ok_at = ok_at or self._created.get(lift_id) or first_seen or now
             self.states[lift_id] = st
             restored.add(lift_id)
-        self.restored = len(restored)
         return restored
 
     def refresh_registry(self) -> int:

@@ -36,7 +36,6 @@ class Keeper:
         self.ttl_ms = ttl_ms
         self.round_s = round_s
         self.first = True
-        self.rounds = 0
         self._conflict_logged = False
 
     def round(self) -> Round:
@@ -54,7 +53,6 @@ class Keeper:
             ttl_ms=self.ttl_ms,
         )
         self.first = False
-        self.rounds += 1
         if r.conflict and not self._conflict_logged:
             self._conflict_logged = True
             log.error(
